@@ -1,0 +1,93 @@
+# imds.scheduled_events: build, test and demo from a fresh clone.
+#   make demo   the main job: the simulator plus an example playbook
+#   make test   installs everything it needs, then runs every suite
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := $(CURDIR)/.venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# ansible finds the checkout itself through this symlink tree ...
+COLLECTIONS := $(CURDIR)/.build/collections
+LIVE := $(COLLECTIONS)/ansible_collections/imds/scheduled_events
+# ... while ansible-test gets a copy of what git would ship (it refuses symlinked roots),
+# made a git repository of its own so ansible-test lists its files and not the outer checkout's.
+TEST_TREE := $(CURDIR)/.build/ansible-test/ansible_collections/imds/scheduled_events
+ANSIBLE_TEST := $(BIN)/ansible-test
+PYVER := 3.11
+OFFLINE_PIP := $(CURDIR)/../shared/tools/ansible-test-offline-pip
+
+export PATH := $(BIN):$(PATH)
+export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
+export ANSIBLE_COLLECTIONS_SCAN_SYS_PATH := false
+export ANSIBLE_NOCOLOR := 1
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: help venv collection test-tree test lint sanity units integration system changelog-lint docs-check demo simulator build lock clean
+
+help:
+	@echo "make demo    run the simulator and the example playbook against it"
+	@echo "make test    install what is needed and run every suite (CI=true: a skip is a failure)"
+	@echo "make lint | sanity | units | integration | system | docs-check | changelog-lint | build"
+
+$(STAMP): tests/requirements.txt scripts/bootstrap
+	bash scripts/bootstrap "$(PYTHON)" "$(VENV)"
+	$(BIN)/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+	touch $@
+
+venv: $(STAMP)
+
+collection:
+	@mkdir -p $(dir $(LIVE))
+	@[ -L $(LIVE) ] || ln -sfn $(CURDIR) $(LIVE)
+
+test-tree:
+	@rm -rf $(TEST_TREE) && mkdir -p $(TEST_TREE)
+	@git ls-files -z --cached --others --exclude-standard | tar --null -T - -cf - | tar -xf - -C $(TEST_TREE)
+	@cd $(TEST_TREE) && git init -q && git add -A
+
+test: venv collection changelog-lint lint docs-check sanity units integration system
+	@echo "make test: every suite passed"
+
+lint: venv collection
+	$(BIN)/ansible-lint --profile production
+
+changelog-lint: venv
+	$(BIN)/antsibull-changelog lint
+
+docs-check: venv collection
+	bash tests/docs/check-plugin-docs
+
+sanity: venv test-tree
+	@if [ -f "$(OFFLINE_PIP)" ]; then bash "$(OFFLINE_PIP)" $(BIN)/python >/dev/null; fi
+	cd $(TEST_TREE) && $(ANSIBLE_TEST) sanity --venv --python $(PYVER) --color no
+
+units: venv test-tree
+	cd $(TEST_TREE) && $(ANSIBLE_TEST) units --local --python $(PYVER) --color no
+
+integration: venv test-tree
+	@if ls tests/integration/targets/*/aliases >/dev/null 2>&1; then \
+	  cd $(TEST_TREE) && $(ANSIBLE_TEST) integration --local --python $(PYVER) --color no --allow-destructive; \
+	else echo "integration: no targets yet"; fi
+
+system: venv collection
+	bash tests/system/run
+
+demo: venv collection
+	bash scripts/demo
+
+simulator:
+	$(PYTHON) simulator/imds-simulator --scenario simulator/scenarios/demo.yaml
+
+build: venv
+	$(BIN)/ansible-galaxy collection build --force --output-path .build/dist
+
+lock:
+	$(BIN)/pip install --quiet -r tests/requirements.in
+	{ echo "# Frozen from requirements.in by 'make lock'. Installed into .venv by 'make venv'."; \
+	  $(BIN)/pip freeze --exclude-editable | grep -v '^pip=='; } > tests/requirements.txt
+
+clean:
+	rm -rf .build tests/output

@@ -1,0 +1,36 @@
+# -*- coding: utf-8 -*-
+# Copyright: imds.scheduled_events contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""Shared by every unit test: the network guard, and the collection on sys.path
+when pytest runs straight from a checkout instead of under ansible-test."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+
+sys.path.insert(0, os.path.join(ROOT, "tests", "guard"))
+import sitecustomize  # noqa: E402  pylint: disable=wrong-import-position
+
+sitecustomize.install()
+
+
+def _collection_on_path():
+    try:
+        import ansible_collections.imds.scheduled_events  # noqa: F401  pylint: disable=unused-import
+        return
+    except ImportError:
+        pass
+    base = os.path.join(ROOT, ".build", "collections")
+    link = os.path.join(base, "ansible_collections", "imds", "scheduled_events")
+    if not os.path.lexists(link):
+        os.makedirs(os.path.dirname(link), exist_ok=True)
+        os.symlink(ROOT, link)
+    sys.path.insert(0, base)
+
+
+_collection_on_path()

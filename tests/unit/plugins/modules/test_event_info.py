@@ -1,0 +1,141 @@
+# -*- coding: utf-8 -*-
+# Copyright: imds.scheduled_events contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.imds.scheduled_events.plugins.module_utils import imds
+from ansible_collections.imds.scheduled_events.plugins.modules import event_info
+from ansible_collections.imds.scheduled_events.tests.unit.utils.module_runner import run_module
+from ansible_collections.imds.scheduled_events.tests.unit.utils.scripted_server import ScriptedServer, answer
+
+MINE = "C7061BAC-AFDC-4513-B24B-AA5F13A16123"
+SHARED = "A626E37F-793E-44E1-89B5-99AE0B96044C"
+PEERS = "28512AF7-C957-4500-9BC4-842D6FB531E4"
+
+
+def ev(event_id, resources, status="Scheduled", event_type="Reboot", not_before="Mon, 11 Apr 2050 22:26:58 GMT"):
+    return {"EventId": event_id, "EventType": event_type, "ResourceType": "VirtualMachine", "Resources": resources,
+            "EventStatus": status, "NotBefore": "" if status == "Started" else not_before,
+            "Description": "", "EventSource": "Platform", "DurationInSeconds": -1}
+
+
+DOC = {"DocumentIncarnation": 7, "Events": [
+    ev(MINE, ["myvm"]), ev(SHARED, ["myvm", "peer"], event_type="Freeze", status="Started"), ev(PEERS, ["peer"])]}
+
+
+@pytest.fixture
+def server():
+    srv = ScriptedServer()
+    imds._WARMED.clear()
+    yield srv
+    srv.stop()
+
+
+def run(server, **args):
+    args.setdefault("endpoint", server.endpoint)
+    args.setdefault("vm_name", "myvm")
+    return run_module(event_info.main, args)
+
+
+def test_returns_every_event_with_azure_keys_and_derived_keys(server):
+    server.script(answer(200, DOC))
+    failed, result = run(server)
+    assert not failed and result["changed"] is False
+    assert result["document_incarnation"] == 7 and result["this_vm"] == "myvm"
+    by_id = dict((e["EventId"], e) for e in result["events"])
+    assert set(by_id) == {MINE, SHARED, PEERS}
+    assert by_id[MINE]["affects_this_vm"] and not by_id[MINE]["shared"]
+    assert by_id[SHARED]["shared"] and by_id[SHARED]["NotBefore"] == ""
+    assert not by_id[PEERS]["affects_this_vm"] and by_id[PEERS]["scope"] == "other_vms"
+    assert by_id[MINE]["not_before"] == "2050-04-11T22:26:58Z" and by_id[MINE]["seconds_until_start"] > 0
+    assert result["pending"] and result["in_progress"]
+    assert result["pending_event_ids"] == [MINE] and result["started_event_ids"] == [SHARED]
+    assert result["next_not_before"] == "2050-04-11T22:26:58Z"
+    assert "waited" not in result
+
+
+def test_reads_this_vm_name_from_imds_when_not_given(server):
+    server.script(answer(200, "MyVM"), answer(200, DOC))
+    failed, result = run_module(event_info.main, {"endpoint": server.endpoint})
+    assert not failed and result["this_vm"] == "MyVM"
+    assert [r["path"] for r in server.requests] == ["/metadata/instance/compute/name", "/metadata/scheduledevents"]
+
+
+@pytest.mark.parametrize("args, expected", [
+    ({"this_vm_only": True}, {MINE, SHARED}),
+    ({"event_types": ["freeze"]}, {SHARED}),
+    ({"statuses": ["Scheduled"]}, {MINE, PEERS}),
+    ({"event_ids": [PEERS.lower()]}, {PEERS}),
+    ({"sources": ["User"]}, set()),
+])
+def test_filters(server, args, expected):
+    server.script(answer(200, DOC))
+    failed, result = run(server, **args)
+    assert not failed
+    assert set(e["EventId"] for e in result["events"]) == expected
+    assert result["pending_event_ids"] == [MINE]  # the summary is about this VM, whatever the filters
+
+
+def test_endpoint_falls_back_to_the_environment(server, monkeypatch):
+    monkeypatch.setenv("IMDS_ENDPOINT", server.endpoint)
+    server.script(answer(200, DOC))
+    failed, result = run_module(event_info.main, {"vm_name": "myvm"})
+    assert not failed and result["document_incarnation"] == 7
+
+
+def test_imds_errors_fail_the_task_with_the_status(server):
+    server.script(answer(400, {"error": "Bad request"}))
+    failed, result = run(server)
+    assert failed and result["status"] == 400
+    assert "answered 400" in result["msg"] and "Bad request" in result["msg"]
+
+
+def test_malformed_json_fails_cleanly(server):
+    server.script(answer(200, '{"Events": ['))
+    failed, result = run(server, retries=0)
+    assert failed and "malformed JSON" in result["msg"]
+
+
+@pytest.mark.parametrize("args, message", [
+    ({"timeout": 0}, "timeout"),
+    ({"retries": -1}, "retries"),
+    ({"wait_interval": 0}, "wait_interval"),
+    ({"endpoint": "169.254.169.254"}, "endpoint"),
+    ({"api_version": "2099-01-01"}, "api_version"),
+])
+def test_bad_options_fail_before_any_request(server, args, message):
+    failed, result = run(server, **args)
+    assert failed and message in result["msg"]
+    assert server.requests == []
+
+
+def test_wait_for_absent_polls_until_the_event_is_gone(server, monkeypatch):
+    monkeypatch.setattr(event_info.time, "sleep", lambda seconds: None)
+    server.script(answer(200, DOC), answer(200, DOC), answer(200, {"DocumentIncarnation": 9, "Events": []}))
+    failed, result = run(server, this_vm_only=True, wait_for="absent", wait_interval=1)
+    assert not failed and result["events"] == [] and result["polls"] == 3
+    assert result["pending"] is False and "waited" in result
+
+
+def test_wait_for_started_counts_vanished_events(server, monkeypatch):
+    monkeypatch.setattr(event_info.time, "sleep", lambda seconds: None)
+    server.script(answer(200, DOC), answer(200, {"DocumentIncarnation": 9, "Events": []}))
+    failed, result = run(server, event_ids=[MINE], wait_for="started", wait_interval=1)
+    assert not failed and result["polls"] == 2
+
+
+def test_wait_tolerates_retryable_errors(server, monkeypatch):
+    monkeypatch.setattr(event_info.time, "sleep", lambda seconds: None)
+    server.script(answer(503, ""), answer(200, DOC))
+    failed, result = run(server, retries=0, wait_for="present", event_ids=[MINE], wait_interval=1)
+    assert not failed and result["polls"] == 2
+
+
+def test_wait_times_out_with_what_is_still_there(server):
+    server.default = answer(200, DOC)
+    failed, result = run(server, this_vm_only=True, wait_for="absent", wait_timeout=0, wait_interval=1)
+    assert failed and "timed out after 0 s waiting for events to be absent" in result["msg"]
+    assert MINE in result["msg"] and len(result["events"]) == 2

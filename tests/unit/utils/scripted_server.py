@@ -1,0 +1,85 @@
+# -*- coding: utf-8 -*-
+# Copyright: imds.scheduled_events contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""A scripted HTTP server on loopback: each request gets the next canned answer.
+
+The client is tested over real sockets (requests, urllib3, timeouts, dropped
+connections) without depending on the simulator's own behaviour.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qsl, urlsplit
+
+Answer = collections.namedtuple("Answer", "status body headers delay action")
+
+
+def answer(status=200, body=None, headers=None, delay=0.0, action=None):
+    if isinstance(body, (dict, list)):
+        body = json.dumps(body)
+    if isinstance(body, str):
+        body = body.encode("utf-8")
+    return Answer(status, body if body is not None else b"", headers or {}, delay, action)
+
+
+class ScriptedServer(object):
+    def __init__(self):
+        self.answers = collections.deque()
+        self.requests = []
+        self.default = answer(200, {"DocumentIncarnation": 1, "Events": []})
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _serve(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                url = urlsplit(self.path)
+                server.requests.append({
+                    "method": self.command, "path": url.path, "query": parse_qsl(url.query),
+                    "headers": dict(self.headers), "body": body})
+                reply = server.answers.popleft() if server.answers else server.default
+                if reply.delay:
+                    time.sleep(reply.delay)
+                if reply.action == "drop":
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
+                self.send_response(reply.status)
+                if reply.action == "no-length":
+                    self.close_connection = True  # the body ends when the connection does
+                else:
+                    declared = len(reply.body) * 2 + 10 if reply.action == "truncate" else len(reply.body)
+                    self.send_header("Content-Length", str(declared))
+                for key, value in reply.headers.items():
+                    self.send_header(key, value)
+                self.end_headers()
+                self.wfile.write(reply.body)
+                if reply.action == "truncate":
+                    self.close_connection = True
+
+            do_GET = _serve
+            do_POST = _serve
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.02,), daemon=True)
+        self._thread.start()
+        self.endpoint = "http://127.0.0.1:%d" % self._httpd.server_address[1]
+
+    def script(self, *answers):
+        self.answers.extend(answers)
+
+    def stop(self):
+        self._httpd.shutdown()
+        self._httpd.server_close()
