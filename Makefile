@@ -79,7 +79,7 @@ demo: venv collection
 	bash scripts/demo
 
 simulator:
-	$(PYTHON) simulator/imds-simulator --scenario simulator/scenarios/demo.yaml
+	PYTHON=$(PYTHON) simulator/imds-simulator --scenario simulator/scenarios/demo.yaml
 
 build: venv
 	$(BIN)/ansible-galaxy collection build --force --output-path .build/dist

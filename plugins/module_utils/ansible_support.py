@@ -39,31 +39,42 @@ def argument_spec(*specs, **extra):
     return merged
 
 
+def client_options(get):
+    """The client's keyword arguments from any option getter (module params or a lookup's get_option)."""
+    return dict((name, get(name)) for name in ("endpoint", "api_version", "timeout", "first_timeout", "retries"))
+
+
+def selection_from_options(get):
+    return EventFilter(event_ids=get("event_ids"), types=get("event_types"), statuses=get("statuses"),
+                       sources=get("sources"), this_vm_only=get("this_vm_only"))
+
+
+def this_vm_from_options(get, client):
+    """The VM named by `vm_name`, else the one IMDS names. Raises ValueError or ImdsError."""
+    name = get("vm_name")
+    if name is not None:
+        return ThisVm(name)
+    return client.this_vm()
+
+
 def client_from_module(module):
     """The one client, configured from the module's options; fails the task cleanly
     when requests is missing or an option is unusable."""
     if not HAS_REQUESTS:
         module.fail_json(msg=missing_required_lib("requests"), exception=REQUESTS_IMPORT_ERROR)
-    params = module.params
-    if params["timeout"] <= 0 or params["first_timeout"] <= 0:
-        module.fail_json(msg="timeout and first_timeout must be positive")
-    if params["retries"] < 0:
-        module.fail_json(msg="retries must not be negative")
     try:
-        return ImdsClient(endpoint=params["endpoint"], api_version=params["api_version"], timeout=params["timeout"],
-                          first_timeout=params["first_timeout"], retries=params["retries"])
+        return ImdsClient(**client_options(module.params.get))
     except ImdsError as exc:
         module.fail_json(msg=str(exc))
 
 
 def this_vm_from_module(module, client):
-    if module.params.get("vm_name"):
-        return ThisVm(module.params["vm_name"])
-    return client.this_vm()
+    """Raises ImdsError for the caller to report with the request's status."""
+    try:
+        return this_vm_from_options(module.params.get, client)
+    except ValueError as exc:
+        module.fail_json(msg="vm_name %r is not a VM name: %s" % (module.params["vm_name"], exc))
 
 
 def filter_from_module(module):
-    params = module.params
-    return EventFilter(event_ids=params.get("event_ids"), types=params.get("event_types"),
-                       statuses=params.get("statuses"), sources=params.get("sources"),
-                       this_vm_only=params.get("this_vm_only"))
+    return selection_from_options(module.params.get)

@@ -137,7 +137,7 @@ class ImdsClient(object):
             raise ImdsError("api-version %r is not a scheduled-events version; use one of %s"
                             % (api_version, ", ".join(API_VERSIONS)))
         if timeout <= 0 or first_timeout <= 0:
-            raise ImdsError("timeouts must be positive")
+            raise ImdsError("timeout and first_timeout must be positive")
         if retries < 0:
             raise ImdsError("retries must not be negative")
         self.endpoint = resolve_endpoint(endpoint, environ)

@@ -139,3 +139,8 @@ def test_wait_times_out_with_what_is_still_there(server):
     failed, result = run(server, this_vm_only=True, wait_for="absent", wait_timeout=0, wait_interval=1)
     assert failed and "timed out after 0 s waiting for events to be absent" in result["msg"]
     assert MINE in result["msg"] and len(result["events"]) == 2
+
+
+def test_blank_vm_name_fails_cleanly(server):
+    failed, result = run(server, vm_name="  ")
+    assert failed and "vm_name" in result["msg"] and server.requests == []

@@ -1,0 +1,14 @@
+"""A faithful, standalone Azure IMDS Scheduled Events simulator.
+
+Unlike Microsoft's mock server it never shows a Completed or Canceled status,
+keeps one EventId from Scheduled to Started, and bumps DocumentIncarnation on
+every change of a VM's document. Stdlib + PyYAML only; loopback only.
+See docs/simulator.md.
+"""
+
+__version__ = "0.1.0"
+
+from .scenario import ScenarioError, build_scenario, load_scenario  # noqa: E402  pylint: disable=wrong-import-position
+from .simulator import ConfigError, Simulator  # noqa: E402  pylint: disable=wrong-import-position
+
+__all__ = ["ConfigError", "ScenarioError", "Simulator", "build_scenario", "load_scenario", "__version__"]

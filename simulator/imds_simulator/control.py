@@ -1,0 +1,207 @@
+"""The control API: drive and inspect the simulation over JSON.
+
+It listens on its own 127.0.0.1 port, separate from the IMDS listeners, so a
+client under test can never stumble onto it through an IMDS URL. Like the
+IMDS service it is a function from a request to a Reply.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.parse
+
+from . import scenario as scenario_mod
+from .listener import BaseHandler
+from .reply import json_reply
+from .world import Conflict, NotFound
+
+
+class ControlService:
+    """Routes control requests to the simulator.
+
+    ``sim`` is the Simulator (it owns the world, the request log and the
+    listeners); ``settle`` is called after every change so a caller that
+    rebooted a VM or moved the clock sees the listeners updated on return.
+    """
+
+    def __init__(self, sim):
+        self.sim = sim
+        self._routes = [
+            ("GET", r"/state", self.get_state),
+            ("GET", r"/events", self.list_events),
+            ("POST", r"/events", self.add_event),
+            ("GET", r"/events/(?P<event_id>[^/]+)", self.get_event),
+            ("POST", r"/events/(?P<event_id>[^/]+)/cancel", self.cancel_event),
+            ("POST", r"/events/(?P<event_id>[^/]+)/start", self.start_event),
+            ("POST", r"/clock/advance", self.advance),
+            ("POST", r"/vms/(?P<vm>[^/]+)/reboot", self.reboot),
+            ("GET", r"/faults", self.list_faults),
+            ("POST", r"/faults", self.add_fault),
+            ("DELETE", r"/faults", self.clear_faults),
+            ("DELETE", r"/faults/(?P<fault_id>[^/]+)", self.clear_faults),
+            ("GET", r"/approvals", self.approvals),
+            ("GET", r"/requests", self.requests),
+            ("POST", r"/reset", self.reset),
+        ]
+
+    @property
+    def world(self):
+        """The simulator's world."""
+        return self.sim.world
+
+    def handle(self, method, target, body=b""):
+        """Answer one control request."""
+        parts = urllib.parse.urlsplit(target)
+        query = dict(urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
+        path = parts.path.rstrip("/") or "/"
+        allowed = []
+        for route_method, pattern, func in self._routes:
+            match = re.fullmatch(pattern, path)
+            if not match:
+                continue
+            if route_method != method:
+                allowed.append(route_method)
+                continue
+            try:
+                data = _json_body(body) if method in ("POST", "DELETE") else {}
+                reply = func(data=data, query=query, **match.groupdict())
+            except scenario_mod.ScenarioError as exc:
+                return json_reply(400, {"error": str(exc)})
+            except NotFound as exc:
+                return json_reply(404, {"error": str(exc)})
+            except Conflict as exc:
+                return json_reply(409, {"error": str(exc)})
+            if method != "GET":
+                self.sim.settle()
+            return reply
+        if allowed:
+            return json_reply(405, {"error": f"method {method} not allowed on {path} (allowed: {', '.join(allowed)})"})
+        return json_reply(404, {"error": f"no control endpoint {path}"})
+
+    def _vm_arg(self, name):
+        if name is not None and name not in self.world.vms:
+            raise NotFound(f"no VM {name}")
+        return name
+
+    # -- endpoints (each takes data, query and path groups) ----------------
+
+    def get_state(self, data, query):
+        """GET /state[?vm=NAME]: clock, VMs with their view and endpoint, events, faults."""
+        del data
+        state = self.world.state(self._vm_arg(query.get("vm")))
+        for vm in state["vms"]:
+            vm["endpoint"] = self.sim.endpoint(vm["name"])
+            vm["listening"] = self.sim.is_listening(vm["name"])
+        state["control"] = self.sim.control_url
+        return json_reply(200, state)
+
+    def list_events(self, data, query):
+        """GET /events[?vm=NAME]: every event (with internal states), or those a VM can see."""
+        del data
+        vm = self._vm_arg(query.get("vm"))
+        return json_reply(200, {"events": self.world.state(vm)["events"]})
+
+    def get_event(self, data, query, event_id):
+        """GET /events/{id}."""
+        del data, query
+        return json_reply(200, self.world.event_state(self.world.event(event_id)))
+
+    def add_event(self, data, query):
+        """POST /events: inject an event; ``at`` defaults to now, ``notice`` is relative to ``at``."""
+        del query
+        check = scenario_mod.Checker("request body")
+        spec = scenario_mod.parse_event(check, data, "", list(self.world.vms.values()), default_at=self.world.now())
+        return json_reply(201, self.world.event_state(self.world.add_event(spec)))
+
+    def cancel_event(self, data, query, event_id):
+        """POST /events/{id}/cancel: the event vanishes without being Started."""
+        del data, query
+        return json_reply(200, self.world.event_state(self.world.cancel_event(event_id)))
+
+    def start_event(self, data, query, event_id):
+        """POST /events/{id}/start: start a Scheduled event now (as NotBefore expiry would)."""
+        del data, query
+        return json_reply(200, self.world.event_state(self.world.start_event(event_id)))
+
+    def advance(self, data, query):
+        """POST /clock/advance {"seconds": n}: jump the simulated clock forward."""
+        del query
+        check = scenario_mod.Checker("request body")
+        check.mapping(data, "", ("seconds",))
+        seconds = check.number(data, "", "seconds", minimum=0)
+        self.world.advance(seconds)
+        return json_reply(200, {"clock": self.world.clock_state()})
+
+    def reboot(self, data, query, vm):
+        """POST /vms/{name}/reboot {"seconds": n}: the VM's listener refuses connections for n sim seconds."""
+        del query
+        self._vm_arg(vm)
+        check = scenario_mod.Checker("request body")
+        check.mapping(data, "", ("seconds",))
+        seconds = check.number(data, "", "seconds", positive=True)
+        return json_reply(200, {"vm": vm, "down_until": self.world.reboot(vm, seconds)})
+
+    def list_faults(self, data, query):
+        """GET /faults."""
+        del data, query
+        return json_reply(200, {"faults": [fault.as_dict() for fault in self.world.faults]})
+
+    def add_fault(self, data, query):
+        """POST /faults: activate a fault; ``from`` defaults to now."""
+        del query
+        check = scenario_mod.Checker("request body")
+        spec = scenario_mod.parse_fault(check, data, "", list(self.world.vms.values()), default_from=self.world.now())
+        return json_reply(201, self.world.add_fault(spec).as_dict())
+
+    def clear_faults(self, data, query, fault_id=None):
+        """DELETE /faults (all) or /faults/{id}."""
+        del data, query
+        return json_reply(200, {"removed": [fault.as_dict() for fault in self.world.clear_faults(fault_id)]})
+
+    def approvals(self, data, query):
+        """GET /approvals[?vm=&event=]: every approval received, oldest first."""
+        del data
+        vm = self._vm_arg(query.get("vm"))
+        event = query.get("event")
+        records = [record for record in list(self.world.approvals)
+                   if (vm is None or record["vm"] == vm) and (event is None or record["event_id"].upper() == event.upper())]
+        return json_reply(200, {"approvals": records})
+
+    def requests(self, data, query):
+        """GET /requests[?vm=&since=&limit=]: the IMDS request log (wall time, sim time, status...)."""
+        del data
+        vm = self._vm_arg(query.get("vm") or None)
+        check = scenario_mod.Checker("query")
+        try:
+            since = float(query["since"]) if query.get("since") else None
+            limit = int(query["limit"]) if query.get("limit") else None
+        except ValueError:
+            check.fail("since/limit", "must be numbers")
+        return json_reply(200, {"requests": self.sim.request_log.query(vm, since, limit)})
+
+    def reset(self, data, query):
+        """POST /reset: back to the scenario's initial state (clock 0, request log and rate limits cleared)."""
+        del data, query
+        self.sim.reset()
+        return json_reply(200, {"clock": self.world.clock_state()})
+
+
+def _json_body(body):
+    """Decode a control request body; empty means {}."""
+    if not body.strip():
+        return {}
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise scenario_mod.ScenarioError("request body", None, "not valid JSON") from None
+    if not isinstance(data, dict):
+        raise scenario_mod.ScenarioError("request body", None, "expected a JSON object")
+    return data
+
+
+class ControlHandler(BaseHandler):
+    """Handler for the control listener."""
+
+    def answer(self, body):
+        return self.server.service.handle(self.command, self.path, body)

@@ -1,0 +1,130 @@
+"""Plain data: what a scenario declares (VMs, events, faults, settings).
+
+These objects are immutable descriptions. The world turns event and fault
+specs into live objects and can always rebuild itself from them (``reset``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing as t
+
+FAULT_KINDS = ("status", "delay", "warmup", "malformed", "truncated", "non_object", "huge", "drop", "reset_incarnation")
+
+
+@dataclasses.dataclass(frozen=True)
+class VMSpec:
+    """A simulated VM: its resource name, placement and optional listener address."""
+
+    name: str
+    availability_set: t.Optional[str] = None
+    update_domain: int = 0
+    fault_domain: int = 0
+    port: t.Optional[int] = None
+    address: t.Optional[str] = None
+    computer_name: t.Optional[str] = None
+    vm_id: t.Optional[str] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class EventSpec:
+    """A scheduled event as declared; times are simulated seconds since the start.
+
+    ``notice`` is None for events that appear already Started (hardware failure).
+    ``id`` None means "generate one" (the world does, from its seeded RNG).
+    """
+
+    type: str
+    resources: t.Tuple[str, ...]
+    at: float = 0.0
+    id: t.Optional[str] = None
+    notice: t.Optional[float] = None
+    started_for: float = 600.0
+    source: str = "Platform"
+    description: str = ""
+    duration: int = -1
+    cancel_at: t.Optional[float] = None
+    initial_status: str = "Scheduled"
+    approval: str = "any"
+    approval_delay: float = 0.0
+    outage: float = 0.0
+
+    @property
+    def not_before(self):
+        """Simulated second of NotBefore, None for an event born Started."""
+        return None if self.notice is None else self.at + self.notice
+
+
+@dataclasses.dataclass(frozen=True)
+class FaultSpec:
+    """A misbehaviour of the IMDS listeners, active from ``start`` until ``until`` (sim seconds),
+    or for the first ``count`` requests it matches.
+
+    ``vms`` None means every VM. ``seconds`` (delay, warmup) are wall-clock
+    seconds because they exercise client timeouts, which run on real time.
+    """
+
+    kind: str
+    vms: t.Optional[t.Tuple[str, ...]] = None
+    start: float = 0.0
+    until: t.Optional[float] = None
+    path: str = "/metadata"
+    method: t.Optional[str] = None
+    code: t.Optional[int] = None
+    seconds: t.Optional[float] = None
+    size: t.Optional[int] = None
+    count: t.Optional[int] = None
+    id: t.Optional[str] = None
+
+    def matches(self, vm, path, method, now):
+        """Whether this fault applies to a request of ``vm`` at sim time ``now``."""
+        if now < self.start or (self.until is not None and now >= self.until):
+            return False
+        if self.vms is not None and vm not in self.vms:
+            return False
+        if self.method is not None and method != self.method:
+            return False
+        return path == self.path or path.startswith(self.path.rstrip("/") + "/")
+
+    def as_dict(self):
+        """JSON view, with the scenario file's key names."""
+        out = {"id": self.id, "kind": self.kind, "vm": list(self.vms) if self.vms is not None else "all",
+               "from": self.start, "until": self.until}
+        if self.kind != "reset_incarnation":
+            out.update(path=self.path, method=self.method)
+        for key, value in (("code", self.code), ("seconds", self.seconds), ("bytes", self.size), ("count", self.count)):
+            if value is not None:
+                out[key] = value
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Scenario-wide settings."""
+
+    name: str = "unnamed"
+    time_scale: float = 1.0
+    clock: str = "scaled"
+    start_time: t.Optional[str] = None
+    seed: t.Optional[int] = None
+    rate_limit: int = 5
+    subscription_id: str = "00000000-0000-0000-0000-000000000000"
+    resource_group: str = "imds-sim-rg"
+    location: str = "westeurope"
+    vm_size: str = "Standard_D2s_v5"
+
+    def metadata(self):
+        """The values instance metadata needs."""
+        return {"subscription_id": self.subscription_id, "resource_group": self.resource_group,
+                "location": self.location, "vm_size": self.vm_size}
+
+
+@dataclasses.dataclass(frozen=True)
+class Scenario:
+    """A validated scenario: settings, VMs, the events and faults to replay."""
+
+    settings: Settings
+    vms: t.Tuple[VMSpec, ...]
+    events: t.Tuple[EventSpec, ...] = ()
+    faults: t.Tuple[FaultSpec, ...] = ()
+    source: str = "<scenario>"

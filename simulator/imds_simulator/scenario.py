@@ -1,0 +1,452 @@
+"""Scenario files: strict YAML loading and validation.
+
+A typo in a scenario silently producing a different rehearsal is worse than
+no rehearsal, so every unknown key, wrong type or impossible time is an error
+that names the file, the line, the path inside the YAML and the problem.
+The same parsers validate JSON bodies sent to the control API.
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import re
+
+import yaml
+
+from . import document
+from .clock import parse_iso8601
+from .model import FAULT_KINDS, EventSpec, FaultSpec, Scenario, Settings, VMSpec
+
+GUID = re.compile(r"^[0-9A-Fa-f]{8}-(?:[0-9A-Fa-f]{4}-){3}[0-9A-Fa-f]{12}$")
+VM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+_TOP_KEYS = ("name", "description", "time_scale", "clock", "start_time", "seed", "rate_limit", "subscription_id",
+             "resource_group", "location", "vm_size", "vms", "fleet", "events", "faults")
+_VM_KEYS = ("name", "availability_set", "update_domain", "fault_domain", "port", "address", "computer_name", "vm_id")
+_FLEET_KEYS = ("count", "prefix", "availability_set", "update_domains", "fault_domains")
+EVENT_KEYS = ("at", "id", "type", "resources", "availability_set", "notice", "started_for", "source", "description",
+              "duration", "cancel_at", "initial_status", "approval", "approval_delay", "outage")
+FAULT_KEYS = ("kind", "vm", "from", "until", "path", "method", "code", "seconds", "bytes", "count")
+_KIND_KEYS = {"status": ("code",), "delay": ("seconds",), "warmup": ("seconds",), "huge": ("bytes",)}
+
+
+class ScenarioError(Exception):
+    """An invalid scenario or control-API body; ``str()`` is the message to show."""
+
+    def __init__(self, source, path, message, line=None):
+        self.source = source
+        self.path = path
+        self.message = message
+        self.line = line
+        where = source if line is None else f"{source}:{line}"
+        super().__init__(f"{where}: {path or '(top level)'}: {message}" if path is not None else f"{where}: {message}")
+
+
+_MISSING = object()
+
+
+class Checker:
+    """Reads typed values out of nested dicts, failing with the YAML path."""
+
+    def __init__(self, source, lines=None):
+        self.source = source
+        self.lines = lines or {}
+
+    def fail(self, path, message):
+        """Raise a ScenarioError for ``path``, with its line when known."""
+        line = self.lines.get(path)
+        if line is None and path:
+            # Fall back to the closest enclosing node with a known line.
+            parent = path
+            while line is None and parent:
+                shorter = re.sub(r"(\.[^.\[]+|\[\d+\])$", "", parent)
+                parent = "" if shorter == parent else shorter
+                line = self.lines.get(parent)
+        raise ScenarioError(self.source, path, message, line)
+
+    def mapping(self, data, path, allowed):
+        """Require a mapping whose keys are all in ``allowed``."""
+        if not isinstance(data, dict):
+            self.fail(path, f"expected a mapping, got {_type_name(data)}")
+        for key in data:
+            if not isinstance(key, str) or key not in allowed:
+                self.fail(join(path, str(key)), f"unknown key {key!r} (allowed: {', '.join(allowed)})")
+        return data
+
+    def get(self, data, path, key, kind, default=_MISSING):
+        """Value of ``data[key]`` checked against ``kind`` (str, int, number, bool, list, any)."""
+        where = join(path, key)
+        if key not in data or data[key] is None:
+            if default is _MISSING:
+                self.fail(where, "is required")
+            return default
+        value = data[key]
+        ok = {
+            "str": isinstance(value, str),
+            "int": isinstance(value, int) and not isinstance(value, bool),
+            "number": isinstance(value, (int, float)) and not isinstance(value, bool),
+            "bool": isinstance(value, bool),
+            "list": isinstance(value, list),
+            "any": True,
+        }[kind]
+        if not ok:
+            self.fail(where, f"expected {_KIND_NAMES[kind]}, got {_type_name(value)}")
+        return float(value) if kind == "number" else value
+
+    def choice(self, data, path, key, choices, default=_MISSING, *, what="value"):
+        """A string restricted to ``choices``."""
+        value = self.get(data, path, key, "str", default)
+        if value is not None and value not in choices:
+            self.fail(join(path, key), f"unknown {what} {value!r} (expected one of {', '.join(choices)})")
+        return value
+
+    def number(self, data, path, key, default=_MISSING, *, minimum=None, positive=False):
+        """A number, optionally bounded below."""
+        value = self.get(data, path, key, "number", default)
+        if value is not None:
+            if positive and value <= 0:
+                self.fail(join(path, key), f"must be greater than 0, got {value:g}")
+            if minimum is not None and value < minimum:
+                self.fail(join(path, key), f"must be at least {minimum:g}, got {value:g}")
+        return value
+
+    def integer(self, data, path, key, default=_MISSING, *, minimum=None, maximum=None):
+        """An integer within optional bounds."""
+        value = self.get(data, path, key, "int", default)
+        if value is not None:
+            if minimum is not None and value < minimum:
+                self.fail(join(path, key), f"must be at least {minimum}, got {value}")
+            if maximum is not None and value > maximum:
+                self.fail(join(path, key), f"must be at most {maximum}, got {value}")
+        return value
+
+
+_KIND_NAMES = {"str": "a string", "int": "an integer", "number": "a number", "bool": "true or false", "list": "a list",
+               "any": "a value"}
+
+
+def _type_name(value):
+    if value is None:
+        return "null"
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
+            dict: "a mapping"}.get(type(value), type(value).__name__)
+
+
+def join(path, key):
+    """``events[0]`` + ``type`` -> ``events[0].type``."""
+    return f"{path}.{key}" if path else key
+
+
+def is_loopback(address):
+    """True for an IP literal in 127.0.0.0/8 or ::1 ("localhost" counts as 127.0.0.1)."""
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_vm(check, data, path):
+    """One entry of ``vms``."""
+    check.mapping(data, path, _VM_KEYS)
+    name = check.get(data, path, "name", "str")
+    if not VM_NAME.match(name):
+        check.fail(join(path, "name"), f"invalid VM name {name!r} (1-64 letters, digits, '_', '.', '-')")
+    address = check.get(data, path, "address", "str", None)
+    if address is not None and not is_loopback(address):
+        check.fail(join(path, "address"), f"{address!r} is not a loopback address (127.0.0.0/8 or ::1)")
+    vm_id = check.get(data, path, "vm_id", "str", None)
+    if vm_id is not None and not GUID.match(vm_id):
+        check.fail(join(path, "vm_id"), f"{vm_id!r} is not a GUID")
+    return VMSpec(
+        name=name,
+        availability_set=check.get(data, path, "availability_set", "str", None),
+        update_domain=check.integer(data, path, "update_domain", 0, minimum=0, maximum=19),
+        fault_domain=check.integer(data, path, "fault_domain", 0, minimum=0, maximum=19),
+        port=check.integer(data, path, "port", None, minimum=0, maximum=65535),
+        address=address,
+        computer_name=check.get(data, path, "computer_name", "str", None),
+        vm_id=vm_id,
+    )
+
+
+def fleet_vms(check, data, path):
+    """Expand ``fleet: {count, prefix, ...}`` into VMs ``<prefix>0`` ... ``<prefix>N-1``."""
+    check.mapping(data, path, _FLEET_KEYS)
+    count = check.integer(data, path, "count", minimum=1, maximum=10000)
+    prefix = check.get(data, path, "prefix", "str", "vm-")
+    aset = check.get(data, path, "availability_set", "str", None)
+    uds = check.integer(data, path, "update_domains", 5, minimum=1, maximum=20)
+    fds = check.integer(data, path, "fault_domains", 2, minimum=1, maximum=3)
+    vms = []
+    for index in range(count):
+        name = f"{prefix}{index}"
+        if not VM_NAME.match(name):
+            check.fail(join(path, "prefix"), f"generates invalid VM name {name!r}")
+        vms.append(VMSpec(name=name, availability_set=aset, update_domain=index % uds, fault_domain=index % fds))
+    return vms
+
+
+def _resolve_resources(check, data, path, vms):
+    """``resources`` (VM names) or ``availability_set`` (all of its members), exactly one."""
+    has_resources = data.get("resources") is not None
+    has_set = data.get("availability_set") is not None
+    if has_resources == has_set:
+        check.fail(path, "give exactly one of 'resources' (VM names) or 'availability_set'")
+    names = {vm.name for vm in vms}
+    if has_set:
+        aset = check.get(data, path, "availability_set", "str")
+        members = tuple(vm.name for vm in vms if vm.availability_set == aset)
+        if not members:
+            check.fail(join(path, "availability_set"), f"no VM is in availability set {aset!r}")
+        return members
+    resources = check.get(data, path, "resources", "list")
+    if not resources:
+        check.fail(join(path, "resources"), "must list at least one VM")
+    seen = []
+    for index, name in enumerate(resources):
+        where = f"{join(path, 'resources')}[{index}]"
+        if not isinstance(name, str):
+            check.fail(where, f"expected a VM name, got {_type_name(name)}")
+        if name not in names:
+            check.fail(where, f"unknown VM {name!r}")
+        if name in seen:
+            check.fail(where, f"VM {name!r} listed twice")
+        seen.append(name)
+    return tuple(seen)
+
+
+def parse_event(check, data, path, vms, *, default_at=0.0):
+    """One event; ``vms`` are the VMSpecs its resources must name."""
+    check.mapping(data, path, EVENT_KEYS)
+    event_type = check.choice(data, path, "type", document.EVENT_TYPES, what="event type")
+    resources = _resolve_resources(check, data, path, vms)
+    at = check.number(data, path, "at", default_at, minimum=0)
+    event_id = check.get(data, path, "id", "str", None)
+    if event_id is not None and not GUID.match(event_id):
+        check.fail(join(path, "id"), f"{event_id!r} is not a GUID")
+    status = check.choice(data, path, "initial_status", ("Scheduled", "Started"), "Scheduled")
+    born_started = status == "Started"
+    if born_started:
+        for key in ("notice", "cancel_at"):
+            if data.get(key) is not None:
+                check.fail(join(path, key), "not allowed with initial_status Started (the event has no NotBefore)")
+        notice = None
+    else:
+        notice = check.number(data, path, "notice", float(document.DEFAULT_NOTICE[event_type]), minimum=0)
+    cancel_at = check.number(data, path, "cancel_at", None, minimum=0)
+    if cancel_at is not None and not at < cancel_at < at + notice:
+        check.fail(join(path, "cancel_at"), f"must fall after 'at' ({at:g}) and before NotBefore ({at + notice:g})")
+    if born_started and event_type == "Reboot":
+        default_description = document.HARDWARE_FAILURE_DESCRIPTION
+    else:
+        default_description = document.DEFAULT_DESCRIPTION[event_type]
+    return EventSpec(
+        type=event_type,
+        resources=resources,
+        at=at,
+        id=event_id,
+        notice=notice,
+        started_for=check.number(data, path, "started_for", float(document.DEFAULT_STARTED_FOR[event_type]),
+                                 positive=True),
+        source=check.choice(data, path, "source", document.EVENT_SOURCES, "Platform"),
+        description=check.get(data, path, "description", "str", default_description),
+        duration=check.integer(data, path, "duration", document.DEFAULT_DURATION[event_type], minimum=-1),
+        cancel_at=cancel_at,
+        initial_status=status,
+        approval=check.choice(data, path, "approval", ("any", "all"), "any"),
+        approval_delay=check.number(data, path, "approval_delay", 0.0, minimum=0),
+        outage=check.number(data, path, "outage", 0.0, minimum=0),
+    )
+
+
+def parse_fault(check, data, path, vms, *, default_from=0.0):
+    """One fault."""
+    check.mapping(data, path, FAULT_KEYS)
+    kind = check.choice(data, path, "kind", FAULT_KINDS, what="fault kind")
+    for key, kinds in (("code", ("status",)), ("seconds", ("delay", "warmup")), ("bytes", ("huge",))):
+        if data.get(key) is not None and kind not in kinds:
+            check.fail(join(path, key), f"not used by kind {kind!r} (only by {', '.join(kinds)})")
+    if kind == "reset_incarnation":
+        for key in ("until", "path", "method"):
+            if data.get(key) is not None:
+                check.fail(join(path, key), "not used by kind 'reset_incarnation' (it happens once, at 'from')")
+    for key in _KIND_KEYS.get(kind, ()):
+        if key != "bytes" and data.get(key) is None:
+            check.fail(join(path, key), f"is required for kind {kind!r}")
+    names = {vm.name for vm in vms}
+    target = check.get(data, path, "vm", "any", "all")
+    if target == "all":
+        targets = None
+    else:
+        listed = [target] if isinstance(target, str) else target
+        if not isinstance(listed, list) or not listed:
+            check.fail(join(path, "vm"), "expected 'all', a VM name or a list of VM names")
+        for name in listed:
+            if name not in names:
+                check.fail(join(path, "vm"), f"unknown VM {name!r}")
+        targets = tuple(listed)
+    start = check.number(data, path, "from", default_from, minimum=0)
+    until = check.number(data, path, "until", None, minimum=0)
+    if until is not None and until <= start:
+        check.fail(join(path, "until"), f"must be after 'from' ({start:g})")
+    fault_path = check.get(data, path, "path", "str", "/metadata")
+    if not fault_path.startswith("/"):
+        check.fail(join(path, "path"), "must start with '/'")
+    code = check.integer(data, path, "code", None, minimum=100, maximum=599)
+    seconds = check.number(data, path, "seconds", None, positive=True)
+    size = check.integer(data, path, "bytes", 1048576 if kind == "huge" else None, minimum=64, maximum=1 << 30)
+    return FaultSpec(kind=kind, vms=targets, start=start, until=until, path=fault_path,
+                     method=check.choice(data, path, "method", ("GET", "POST"), None),
+                     code=code, seconds=seconds, size=size,
+                     count=check.integer(data, path, "count", None, minimum=1))
+
+
+def parse_scenario(data, source="<scenario>", lines=None):
+    """Validate a scenario mapping (as loaded from YAML) into a Scenario."""
+    check = Checker(source, lines)
+    if data is None:
+        data = {}
+    check.mapping(data, "", _TOP_KEYS)
+    clock = check.choice(data, "", "clock", ("scaled", "manual"), "scaled")
+    start_time = check.get(data, "", "start_time", "str", None)
+    if start_time is not None:
+        if clock != "manual":
+            check.fail("start_time", "only valid with 'clock: manual' (a scaled clock follows the wall clock)")
+        try:
+            parse_iso8601(start_time)
+        except ValueError:
+            check.fail("start_time", f"{start_time!r} is not an ISO-8601 timestamp")
+    settings = Settings(
+        name=check.get(data, "", "name", "str", "unnamed"),
+        time_scale=check.number(data, "", "time_scale", 1.0, positive=True),
+        clock=clock,
+        start_time=start_time,
+        seed=check.integer(data, "", "seed", None),
+        rate_limit=check.integer(data, "", "rate_limit", 5, minimum=0),
+        subscription_id=check.get(data, "", "subscription_id", "str", Settings.subscription_id),
+        resource_group=check.get(data, "", "resource_group", "str", Settings.resource_group),
+        location=check.get(data, "", "location", "str", Settings.location),
+        vm_size=check.get(data, "", "vm_size", "str", Settings.vm_size),
+    )
+    check.get(data, "", "description", "str", "")
+    vms = [parse_vm(check, item, f"vms[{index}]") for index, item in enumerate(check.get(data, "", "vms", "list", []))]
+    if data.get("fleet") is not None:
+        vms.extend(fleet_vms(check, data["fleet"], "fleet"))
+    if not vms:
+        check.fail("vms", "the scenario defines no VM (add 'vms' or 'fleet')")
+    seen = {}
+    for index, vm in enumerate(vms):
+        if vm.name.lower() in seen:
+            check.fail(f"vms[{index}].name" if index < len(data.get("vms") or []) else "fleet",
+                       f"duplicate VM name {vm.name!r}")
+        seen[vm.name.lower()] = index
+    events = [parse_event(check, item, f"events[{index}]", vms)
+              for index, item in enumerate(check.get(data, "", "events", "list", []))]
+    ids = set()
+    for index, event in enumerate(events):
+        if event.id is not None:
+            if event.id.upper() in ids:
+                check.fail(f"events[{index}].id", f"duplicate event id {event.id!r}")
+            ids.add(event.id.upper())
+    faults = [parse_fault(check, item, f"faults[{index}]", vms)
+              for index, item in enumerate(check.get(data, "", "faults", "list", []))]
+    return Scenario(settings=settings, vms=tuple(vms), events=tuple(events), faults=tuple(faults), source=source)
+
+
+def _node_lines(node, path, lines, source):
+    """Record the 1-based line of every node by path; reject duplicate mapping keys."""
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        keys = set()
+        for key_node, value_node in node.value:
+            key = key_node.value
+            if key in keys:
+                raise ScenarioError(source, join(path, str(key)), "duplicate key", key_node.start_mark.line + 1)
+            keys.add(key)
+            _node_lines(value_node, join(path, str(key)), lines, source)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _node_lines(item, f"{path}[{index}]", lines, source)
+
+
+def load_yaml(text, source):
+    """Parse YAML text into (data, lines-by-path) with a clear error for bad syntax."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ScenarioError(source, None, f"invalid YAML: {problem}",
+                            None if mark is None else mark.line + 1) from None
+    if node is None:
+        return None, {}
+    lines = {}
+    _node_lines(node, "", lines, source)
+    loader = yaml.SafeLoader("")
+    try:
+        data = loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        raise ScenarioError(source, None, f"invalid YAML: {exc}") from None
+    finally:
+        loader.dispose()
+    return data, lines
+
+
+def read_scenario_data(path):
+    """Read a scenario file into (data, lines) without validating it."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as exc:
+        raise ScenarioError(str(path), None, f"cannot read scenario: {exc.strerror}") from None
+    return load_yaml(text, str(path))
+
+
+def load_scenario(path):
+    """Load and validate a scenario file."""
+    data, lines = read_scenario_data(path)
+    return parse_scenario(data, str(path), lines)
+
+
+def build_scenario(source=None, *, extra_vms=(), fleet_count=None, fleet_prefix=None, overrides=None):
+    """A Scenario from a file path, a dict, a Scenario or nothing, plus command-line additions.
+
+    ``extra_vms`` are appended to ``vms``; ``fleet_count``/``fleet_prefix``
+    replace the scenario's ``fleet``; ``overrides`` (None values ignored)
+    replace top-level settings such as ``time_scale`` or ``clock``. With no
+    VM at all, a single VM ``myvm`` is simulated.
+    """
+    if isinstance(source, Scenario):
+        if extra_vms or fleet_count or any(value is not None for value in (overrides or {}).values()):
+            raise ScenarioError(source.source, None, "cannot add VMs or override settings of an already built Scenario")
+        return source
+    lines = {}
+    if source is None:
+        data, label = {}, "<command line>"
+    elif isinstance(source, dict):
+        data, label = copy.deepcopy(source), "<dict>"
+    else:
+        data, lines = read_scenario_data(source)
+        label = str(source)
+    if data is None:
+        data = {}
+    if isinstance(data, dict):
+        if extra_vms:
+            data["vms"] = list(data.get("vms") or []) + [{"name": name} for name in extra_vms]
+        if fleet_count:
+            fleet = dict(data.get("fleet") or {}) if isinstance(data.get("fleet"), dict) else {}
+            fleet["count"] = fleet_count
+            if fleet_prefix is not None:
+                fleet["prefix"] = fleet_prefix
+            data["fleet"] = fleet
+        for key, value in (overrides or {}).items():
+            if value is not None:
+                data[key] = value
+        if (overrides or {}).get("clock") == "scaled":
+            data.pop("start_time", None)
+        if not data.get("vms") and not data.get("fleet"):
+            data["vms"] = [{"name": "myvm"}]
+    return parse_scenario(data, label, lines)

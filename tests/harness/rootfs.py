@@ -1,0 +1,351 @@
+"""Build and cache the Debian bookworm rootfs that test containers boot from.
+
+The rootfs is expensive (several minutes of debootstrap), so it is built once
+per package list + ROOTFS_VERSION and kept outside the repo under
+CACHE_DIR/rootfs-<key>.  Builds happen in a temp dir next to it and are renamed
+into place at the end, under an flock, so a killed build never leaves a half
+rootfs behind and two concurrent test runs never build twice.
+"""
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import re
+import secrets
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from harness.hostenv import HarnessError, HarnessUnavailable, run
+
+# Bump whenever customize() changes what ends up in the rootfs: it is part of the cache key.
+ROOTFS_VERSION = "1"
+SUITE = "bookworm"
+VARIANT = "minbase"
+CACHE_DIR = Path(os.environ.get("IMDS_SE_TEST_CACHE", "/var/cache/imds-scheduled-events-tests"))
+BUILD_TIMEOUT = 2700
+LOCK_TIMEOUT = BUILD_TIMEOUT + 300
+COMPLETE_MARKER = ".harness-rootfs-complete"
+
+PACKAGES = (
+    "systemd", "systemd-sysv", "dbus", "python3", "python3-requests", "python3-jmespath",
+    "python3-yaml", "openssh-server", "cron", "sudo", "iproute2", "procps", "ca-certificates",
+    "puppet-agent", "ansible-core", "git",
+)
+
+# Units that make no sense in a container or would reach for the network.
+MASKED_UNITS = (
+    "apt-daily.timer", "apt-daily.service", "apt-daily-upgrade.timer", "apt-daily-upgrade.service",
+    "man-db.timer", "man-db.service", "dpkg-db-backup.timer", "e2scrub_all.timer", "e2scrub_reap.service",
+    "fstrim.timer", "networking.service", "ifupdown-wait-online.service", "systemd-networkd.service",
+    "systemd-networkd.socket", "systemd-networkd-wait-online.service", "systemd-resolved.service",
+    "systemd-timesyncd.service", "getty.target", "console-getty.service", "container-getty@.service",
+    "getty@.service", "serial-getty@.service", "getty-static.service", "systemd-journald-audit.socket",
+)
+# Enabled by their packages but must not run unprompted (the puppet agent daemon would look for a server).
+DISABLED_UNITS = ("puppet.service",)
+
+# The per-session ListenAddress overwrites this file in the overlay upper layer;
+# the default here keeps a hand-booted rootfs off non-loopback addresses.
+SSHD_LISTEN_CONF = "etc/ssh/sshd_config.d/50-harness-listen.conf"
+
+_CUSTOM_FILES = {
+    "etc/resolv.conf": (
+        "# imds-scheduled-events test harness: no resolver, nothing leaves loopback\n"
+        "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n"
+    ),
+    "etc/hosts": "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+    "etc/ssh/sshd_config.d/40-harness.conf": (
+        "PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+        "UseDNS no\nPrintMotd no\n"
+    ),
+    SSHD_LISTEN_CONF: "ListenAddress 127.0.0.1:22\n",
+    "etc/systemd/journald.conf.d/50-harness.conf": "[Journal]\nStorage=persistent\nSystemMaxUse=64M\nForwardToConsole=no\n",
+    "etc/systemd/system.conf.d/50-harness.conf": "[Manager]\nDefaultTimeoutStartSec=60s\nDefaultTimeoutStopSec=15s\n",
+    "etc/machine-id": "",
+}
+
+
+def rootfs_key(packages=PACKAGES):
+    """Cache key: hash of everything that decides the rootfs content."""
+    arch = host_arch()
+    blob = json.dumps({"version": ROOTFS_VERSION, "suite": SUITE, "variant": VARIANT, "arch": arch,
+                       "packages": sorted(packages), "masked": sorted(MASKED_UNITS), "disabled": sorted(DISABLED_UNITS)},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def host_arch():
+    """Debian architecture of the host (the rootfs must run natively)."""
+    return run(["dpkg", "--print-architecture"], timeout=30).stdout.strip()
+
+
+def rootfs_path(packages=PACKAGES, cache_dir=CACHE_DIR):
+    """Where the rootfs for *packages* lives (whether or not it is built yet)."""
+    return Path(cache_dir) / f"rootfs-{rootfs_key(packages)}"
+
+
+def is_complete(path):
+    """A rootfs is usable only once its completion marker exists (written just before the rename)."""
+    return (Path(path) / COMPLETE_MARKER).is_file()
+
+
+# --- mirror discovery -----------------------------------------------------
+
+def _one_line_entries(text):
+    """Yield (uri, suites) from one-line-style sources.list text."""
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line.startswith("deb "):
+            continue
+        line = re.sub(r"\[[^\]]*\]", " ", line[4:])
+        fields = line.split()
+        if len(fields) >= 2:
+            yield fields[0], [fields[1]]
+
+
+def _deb822_entries(text):
+    """Yield (uri, suites) from deb822 .sources text."""
+    for stanza in re.split(r"\n\s*\n", text):
+        fields = {}
+        for raw in stanza.splitlines():
+            if raw.startswith("#") or ":" not in raw or raw[:1].isspace():
+                continue
+            name, value = raw.split(":", 1)
+            fields[name.strip().lower()] = value.strip()
+        if "deb" not in fields.get("types", "").split() or fields.get("enabled", "yes").lower() == "no":
+            continue
+        suites = fields.get("suites", "").split()
+        for uri in fields.get("uris", "").split():
+            yield uri, suites
+
+
+def apt_source_entries(etc_apt=Path("/etc/apt")):
+    """All (uri, suites) pairs the host's apt is configured with, in apt's reading order."""
+    entries = []
+    main_list = etc_apt / "sources.list"
+    if main_list.is_file():
+        entries.extend(_one_line_entries(main_list.read_text(errors="replace")))
+    parts = etc_apt / "sources.list.d"
+    if parts.is_dir():
+        for item in sorted(parts.iterdir()):
+            if item.suffix == ".list":
+                entries.extend(_one_line_entries(item.read_text(errors="replace")))
+            elif item.suffix == ".sources":
+                entries.extend(_deb822_entries(item.read_text(errors="replace")))
+    return entries
+
+
+def find_mirror(suite=SUITE, etc_apt=Path("/etc/apt")):
+    """The host's Debian mirror URL for *suite*, so debootstrap uses what apt already uses.
+
+    IMDS_SE_TEST_MIRROR overrides it.
+    """
+    override = os.environ.get("IMDS_SE_TEST_MIRROR")
+    if override:
+        return override
+    for uri, suites in apt_source_entries(etc_apt):
+        if suite in suites and uri.split(":", 1)[0] in ("http", "https", "file"):
+            return uri.rstrip("/")
+    raise HarnessUnavailable(f"skipped: no apt source for suite {suite!r} in {etc_apt}/sources.list(.d); set IMDS_SE_TEST_MIRROR")
+
+
+# --- locking and safe removal --------------------------------------------
+
+@contextlib.contextmanager
+def file_lock(path, timeout, log=None):
+    """Exclusive flock on *path*, polled so the wait is bounded."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + timeout
+        announced = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                if time.monotonic() > deadline:
+                    raise HarnessError(f"timed out after {timeout}s waiting for lock {path}") from exc
+                if log and not announced:
+                    log(f"waiting for another process holding {path}")
+                    announced = True
+                time.sleep(1)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _mount_points():
+    """Mount points of this mount namespace, unescaped."""
+    points = []
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as fh:
+        for line in fh:
+            field = line.split()[4]
+            points.append(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field))
+    return points
+
+
+def unmount_below(path):
+    """Lazily unmount everything mounted at or below *path*, deepest first."""
+    base = os.path.realpath(path)
+    below = [p for p in _mount_points() if p == base or p.startswith(base + "/")]
+    for point in sorted(set(below), key=len, reverse=True):
+        run(["umount", "--lazy", point], timeout=60, check=False)
+
+
+def remove_tree(path):
+    """Remove a build/session dir without ever following a leftover mount into the host."""
+    if not os.path.lexists(path):
+        return
+    unmount_below(path)
+    run(["rm", "-rf", "--one-file-system", "--", str(path)], timeout=600)
+
+
+# --- building -------------------------------------------------------------
+
+def _write(root, rel, content, mode=0o644):
+    target = Path(root) / rel
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.is_symlink():
+        target.unlink()
+    target.write_text(content)
+    target.chmod(mode)
+
+
+def customize(root):
+    """Turn a plain debootstrap tree into a container that boots quietly and stays on loopback."""
+    for rel, content in _CUSTOM_FILES.items():
+        _write(root, rel, content)
+    (Path(root) / "root/.ssh").mkdir(mode=0o700, exist_ok=True)
+    run(["systemctl", f"--root={root}", "mask", *MASKED_UNITS], timeout=120)
+    run(["systemctl", f"--root={root}", "disable", *DISABLED_UNITS], timeout=120)
+    run(["systemctl", f"--root={root}", "enable", "ssh.service", "cron.service"], timeout=120)
+    run(["chroot", str(root), "apt-get", "clean"], timeout=120)
+
+
+def _logged_run(argv, log_path, timeout, env=None):
+    """Run a long build step with its output appended to the build log."""
+    with open(log_path, "a", encoding="utf-8") as log_fh:
+        log_fh.write(f"\n$ {argv!r}\n")
+        log_fh.flush()
+        try:
+            proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=log_fh, stderr=subprocess.STDOUT,
+                                  timeout=timeout, check=False, env=env)
+        except subprocess.TimeoutExpired as exc:
+            raise HarnessError(f"timed out after {timeout}s: {argv!r}; log: {log_path}") from exc
+    return proc.returncode
+
+
+def _build_failed(what, log_path, target):
+    inner_log = Path(target) / "debootstrap/debootstrap.log"
+    if inner_log.is_file():  # the detailed log dies with the build dir: keep it next to ours
+        with open(log_path, "a", encoding="utf-8") as log_fh:
+            log_fh.write("\n--- debootstrap/debootstrap.log ---\n" + inner_log.read_text(errors="replace"))
+    tail = Path(log_path).read_text(errors="replace")[-3000:]
+    return HarnessError(f"{what} failed; log: {log_path}\n{tail}")
+
+
+def _debootstrap(target, mirror, packages, log_path):
+    """Two stages: a plain minbase debootstrap, then apt-get inside for *packages*.
+
+    debootstrap's own --include resolver cannot follow virtual packages (python3-cryptography
+    needs python3-cffi-backend-api-min), so the real package set is installed by apt.  A
+    policy-rc.d forbids starting services meanwhile: the chroot shares the host network.
+    """
+    Path(log_path).write_text("")
+    argv = ["debootstrap", f"--variant={VARIANT}", "--components=main", f"--arch={host_arch()}", SUITE, str(target), mirror]
+    if _logged_run(argv, log_path, BUILD_TIMEOUT) != 0:
+        raise _build_failed("debootstrap", log_path, target)
+    _write(target, "usr/sbin/policy-rc.d", "#!/bin/sh\n# imds harness build: never start services in the chroot\nexit 101\n", 0o755)
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND": "noninteractive", "LC_ALL": "C.UTF-8"}
+    proc_dir = Path(target) / "proc"
+    run(["mount", "-t", "proc", "proc", str(proc_dir)], timeout=30)
+    try:
+        for step in (["apt-get", "update", "-q"],
+                     ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages]):
+            if _logged_run(["chroot", str(target), *step], log_path, BUILD_TIMEOUT, env=env) != 0:
+                raise _build_failed(" ".join(step[:2]), log_path, target)
+    finally:
+        run(["umount", "--lazy", str(proc_dir)], timeout=60, check=False)
+    (Path(target) / "usr/sbin/policy-rc.d").unlink()
+
+
+def _processes_using(path):
+    """PIDs whose root, cwd or command line is inside *path* (orphans of a killed build)."""
+    base = os.path.realpath(path)
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            links = [os.readlink(entry / "root"), os.readlink(entry / "cwd")]
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            if any(x == base or x.startswith(base + "/") for x in links + cmdline):
+                found.add(int(entry.name))
+    return found
+
+
+def _kill_processes_using(path):
+    """SIGKILL what a killed build left running (debootstrap, chroot apt-get...) before deleting its dir."""
+    for _ in range(50):
+        pids = _processes_using(path)
+        if not pids:
+            return
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.1)
+    raise HarnessError(f"processes keep running in {path}: {sorted(_processes_using(path))}")
+
+
+def _remove_stale_builds(cache_dir, key, log):
+    """Remove temp dirs of builds that were killed (only called while holding the lock)."""
+    for stale in Path(cache_dir).glob(f".build-{key}-*"):
+        log(f"removing stale build dir {stale}")
+        _kill_processes_using(stale)
+        remove_tree(stale)
+
+
+def ensure_rootfs(packages=PACKAGES, cache_dir=CACHE_DIR, force=False, log=print):
+    """Return the path of a complete cached rootfs, building it if needed."""
+    cache_dir = Path(cache_dir)
+    key = rootfs_key(packages)
+    final = cache_dir / f"rootfs-{key}"
+    if is_complete(final) and not force:
+        return final
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with file_lock(cache_dir / f"rootfs-{key}.lock", LOCK_TIMEOUT, log=log):
+        if is_complete(final) and not force:
+            return final  # built by a concurrent run while we waited
+        _remove_stale_builds(cache_dir, key, log)
+        mirror = find_mirror()
+        build = cache_dir / f".build-{key}-{os.getpid()}-{secrets.token_hex(4)}"
+        build.mkdir(mode=0o755)
+        log_path = cache_dir / f"build-{key}.log"
+        started = time.monotonic()
+        log(f"building rootfs {final.name} from {mirror} (log: {log_path})")
+        try:
+            _debootstrap(build, mirror, packages, log_path)
+            unmount_below(build)  # debootstrap normally cleans up; be sure before customizing
+            customize(build)
+            _write(build, "etc/imds-harness-rootfs.json",
+                   json.dumps({"key": key, "version": ROOTFS_VERSION, "packages": sorted(packages), "mirror": mirror}, indent=1) + "\n")
+            (build / COMPLETE_MARKER).write_text(f"{time.time():.0f}\n")
+            old = None
+            if final.exists():  # --force, or an incomplete dir left by hand
+                old = cache_dir / f".build-{key}-old-{secrets.token_hex(4)}"
+                os.rename(final, old)
+            os.rename(build, final)
+            if old is not None:
+                remove_tree(old)
+        except BaseException:
+            remove_tree(build)
+            raise
+        log(f"rootfs built in {time.monotonic() - started:.0f}s: {final}")
+    return final

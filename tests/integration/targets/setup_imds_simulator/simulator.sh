@@ -1,0 +1,37 @@
+# shellcheck shell=bash
+# Sourced by integration targets' runme.sh: start the bundled IMDS simulator on
+# ephemeral loopback ports, export where it listens, and stop it on exit.
+#   start_imds_simulator [simulator options...]
+#   -> IMDS_ENDPOINT (first VM), IMDS_SIM_CONTROL, IMDS_SIM_READY (the ready file)
+
+IMDS_COLLECTION_ROOT="${ANSIBLE_COLLECTIONS_PATH%%:*}/ansible_collections/imds/scheduled_events"
+IMDS_SIM_SCENARIOS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/files"
+# Every Python process below (ansible-playbook, modules, the simulator) refuses non-loopback connections.
+export PYTHONPATH="$IMDS_COLLECTION_ROOT/tests/guard${PYTHONPATH:+:$PYTHONPATH}"
+
+start_imds_simulator() {
+  local dir
+  dir=$(mktemp -d)
+  IMDS_SIM_READY="$dir/ready.json"
+  PYTHON=python "$IMDS_COLLECTION_ROOT/simulator/imds-simulator" --port 0 --control-port 0 \
+    --ready-file "$IMDS_SIM_READY" "$@" >"$dir/simulator.log" 2>&1 &
+  IMDS_SIM_PID=$!
+  trap 'stop_imds_simulator' EXIT
+  for _ in $(seq 1 100); do
+    [ -s "$IMDS_SIM_READY" ] && break
+    kill -0 "$IMDS_SIM_PID" 2>/dev/null || { cat "$dir/simulator.log"; return 1; }
+    sleep 0.1
+  done
+  [ -s "$IMDS_SIM_READY" ] || { echo "the simulator did not start"; cat "$dir/simulator.log"; return 1; }
+  IMDS_SIM_CONTROL=$(python -c 'import json,sys; print(json.load(open(sys.argv[1]))["control"])' "$IMDS_SIM_READY")
+  IMDS_ENDPOINT=$(python -c 'import json,sys; print(list(json.load(open(sys.argv[1]))["vms"].values())[0])' "$IMDS_SIM_READY")
+  export IMDS_SIM_CONTROL IMDS_ENDPOINT IMDS_SIM_READY
+}
+
+stop_imds_simulator() {
+  if [ -n "${IMDS_SIM_PID:-}" ]; then
+    kill "$IMDS_SIM_PID" 2>/dev/null || true
+    wait "$IMDS_SIM_PID" 2>/dev/null || true
+    IMDS_SIM_PID=
+  fi
+}
