@@ -7,7 +7,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 name: events
 author:
-  - imds.scheduled_events contributors
+  - imds.scheduled_events maintainers (@imds-scheduled-events)
 version_added: 0.1.0
 short_description: Azure Scheduled Events as a list, for C(when:) and C(loop:), read from the controller
 description:

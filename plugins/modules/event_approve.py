@@ -10,15 +10,15 @@ module: event_approve
 short_description: Approve Azure Scheduled Events for this VM so maintenance starts now
 version_added: 0.1.0
 description:
-  - Approves (starts) pending scheduled events for the VM the task runs on, with one POST of
-    C({"StartRequests": [...]}) for every selected event.
+  - "Approves (starts) pending scheduled events for the VM the task runs on, with one POST of
+    C({\"StartRequests\": [...]}) for every selected event."
   - Without approval, Azure starts an event at its NotBefore time. Approve once the VM is ready (drained, stopped,
     backed up) to get the maintenance over with sooner.
   - Approving an event starts it for B(every) VM in its C(Resources). This module therefore never approves an event
     that does not list this VM, and approves an event that also lists other VMs only with O(allow_shared=true).
   - Events already C(Started) are not approved again, so the task is idempotent.
 author:
-  - imds.scheduled_events contributors
+  - imds.scheduled_events maintainers (@imds-scheduled-events)
 extends_documentation_fragment:
   - imds.scheduled_events.imds
   - imds.scheduled_events.attributes
@@ -182,14 +182,16 @@ def main():
     if not decided.approve:
         module.exit_json(**result)
     if module.check_mode:
-        module.exit_json(**dict(result, changed=True, approved=decided.approve_ids))
+        result.update(changed=True, approved=decided.approve_ids)
+        module.exit_json(**result)
     try:
         approved, late_skips = approval.approve_and_confirm(client, decided)
     except ImdsError as exc:
         module.fail_json(msg="approving %s failed: %s" % (", ".join(decided.approve_ids), exc), status=exc.status,
                          **result)
     result["not_approved"].extend(s.as_dict() for s in late_skips)
-    module.exit_json(**dict(result, changed=bool(approved), approved=approved))
+    result.update(changed=bool(approved), approved=approved)
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ description:
   - Azure never reports that an event is over; a finished or cancelled event vanishes from the document. Waiting for
     V(absent) is therefore the way to know that maintenance has ended.
 author:
-  - imds.scheduled_events contributors
+  - imds.scheduled_events maintainers (@imds-scheduled-events)
 extends_documentation_fragment:
   - imds.scheduled_events.imds
   - imds.scheduled_events.imds.FILTERS

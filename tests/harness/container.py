@@ -380,7 +380,7 @@ class SystemdContainer:
 
     def _kill_cgroup_leftovers(self):
         """SIGKILL anything still in this container's cgroups (nspawn normally leaves nothing)."""
-        for _ in range(50):
+        for dummy in range(50):
             pids = self._cgroup_pids()
             if self._proc is not None and self._proc.poll() is None:
                 pids.discard(self._proc.pid)

@@ -293,7 +293,7 @@ def _processes_using(path):
 
 def _kill_processes_using(path):
     """SIGKILL what a killed build left running (debootstrap, chroot apt-get...) before deleting its dir."""
-    for _ in range(50):
+    for dummy in range(50):
         pids = _processes_using(path)
         if not pids:
             return
