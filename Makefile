@@ -25,7 +25,7 @@ export ANSIBLE_COLLECTIONS_SCAN_SYS_PATH := false
 export ANSIBLE_NOCOLOR := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help venv collection test-tree test lint sanity units integration system changelog-lint docs-check demo simulator build lock clean
+.PHONY: help venv collection test-tree test lint sanity units integration system changelog-lint docs docs-check demo simulator build lock clean
 
 help:
 	@echo "make demo    run the simulator and the example playbook against it"
@@ -57,8 +57,20 @@ lint: venv collection
 changelog-lint: venv
 	$(BIN)/antsibull-changelog lint
 
+ANTSIBULL_DOCS = $(BIN)/antsibull-docs collection --use-current --squash-hierarchy --output-format simplified-rst \
+	--no-add-antsibull-docs-version --fail-on-error --cleanup everything
+
+docs: venv collection
+	@mkdir -p docs/plugins
+	$(ANTSIBULL_DOCS) --dest-dir docs/plugins imds.scheduled_events
+
+# Every plugin renders without warnings, and docs/plugins/ matches what the code says.
 docs-check: venv collection
 	bash tests/docs/check-plugin-docs
+	$(BIN)/antsibull-docs lint-collection-docs --plugin-docs .
+	@rm -rf .build/docs && mkdir -p .build/docs
+	@$(ANTSIBULL_DOCS) --dest-dir .build/docs imds.scheduled_events >/dev/null
+	@diff -r docs/plugins .build/docs || { echo "docs/plugins/ is out of date: run 'make docs'"; exit 1; }
 
 sanity: venv test-tree
 	@if [ -f "$(OFFLINE_PIP)" ]; then bash "$(OFFLINE_PIP)" $(BIN)/python >/dev/null; fi
