@@ -1,6 +1,7 @@
 """Smoke tests of the real-systemd harness: the container must behave like the VM later suites assume."""
 
 import json
+import os
 import secrets
 import socket
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 CLI = Path(__file__).resolve().parent.parent / "harness" / "container"
+CLI_ENV = dict(os.environ, PYTHON=sys.executable)
 
 
 def wait_for(predicate, timeout, interval=0.2):
@@ -169,16 +171,16 @@ def test_poweroff_power_on_hard_kill_and_cleanup(systemd_container_factory):
 
 def test_cli_boot_ssh_shutdown(systemd_container):  # the fixture proves the host can run containers
     name = f"imds-se-cli-{secrets.token_hex(3)}"
-    booted = subprocess.run([sys.executable, str(CLI), "boot", "--name", name, "--json"],
-                            capture_output=True, text=True, timeout=300, check=False)
+    booted = subprocess.run(["bash", str(CLI), "boot", "--name", name, "--json"],
+                            env=CLI_ENV, capture_output=True, text=True, timeout=300, check=False)
     try:
         assert booted.returncode == 0, booted.stderr
         state = json.loads(booted.stdout)
         assert state["inventory"]["ansible_port"] == state["ssh_port"]
-        out = subprocess.run([sys.executable, str(CLI), "ssh", name, "--", "systemctl", "is-system-running"],
-                             capture_output=True, text=True, timeout=60, check=False, stdin=subprocess.DEVNULL)
+        out = subprocess.run(["bash", str(CLI), "ssh", name, "--", "systemctl", "is-system-running"],
+                             env=CLI_ENV, capture_output=True, text=True, timeout=60, check=False, stdin=subprocess.DEVNULL)
         assert out.stdout.strip() == "running", out.stderr
     finally:
-        down = subprocess.run([sys.executable, str(CLI), "shutdown", name], capture_output=True, text=True, timeout=300, check=False)
+        down = subprocess.run(["bash", str(CLI), "shutdown", name], env=CLI_ENV, capture_output=True, text=True, timeout=300, check=False)
     assert down.returncode == 0, down.stderr
     assert not Path(json.loads(booted.stdout)["workdir"]).exists()
