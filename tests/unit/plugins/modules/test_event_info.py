@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.imds.scheduled_events.plugins.module_utils import imds
+from ansible_collections.imds.scheduled_events.plugins.module_utils import ansible_support, imds
 from ansible_collections.imds.scheduled_events.plugins.modules import event_info
 from ansible_collections.imds.scheduled_events.tests.unit.utils.module_runner import run_module
 from ansible_collections.imds.scheduled_events.tests.unit.utils.scripted_server import ScriptedServer, answer
@@ -144,3 +144,10 @@ def test_wait_times_out_with_what_is_still_there(server):
 def test_blank_vm_name_fails_cleanly(server):
     failed, result = run(server, vm_name="  ")
     assert failed and "vm_name" in result["msg"] and server.requests == []
+
+
+def test_missing_requests_fails_with_ansibles_message(server, monkeypatch):
+    monkeypatch.setattr(ansible_support, "HAS_REQUESTS", False)
+    failed, result = run(server)
+    assert failed and "Failed to import the required Python library (requests)" in result["msg"]
+    assert server.requests == []
