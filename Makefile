@@ -25,12 +25,13 @@ export ANSIBLE_COLLECTIONS_SCAN_SYS_PATH := false
 export ANSIBLE_NOCOLOR := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help venv collection test-tree test lint sanity units integration system changelog-lint docs docs-check demo simulator build lock clean
+.PHONY: help venv collection test-tree test lint sanity units integration system changelog-lint docs docs-check demo bench simulator build lock clean
 
 help:
 	@echo "make demo    run the simulator and the example playbook against it"
 	@echo "make test    install what is needed and run every suite (CI=true: a skip is a failure)"
 	@echo "make lint | sanity | units | integration | system | docs-check | changelog-lint | build"
+	@echo "make bench   run the benchmarks on the simulator (results in bench/results/)"
 
 $(STAMP): tests/requirements.txt scripts/bootstrap
 	bash scripts/bootstrap "$(PYTHON)" "$(VENV)"
@@ -89,6 +90,10 @@ system: venv collection
 
 demo: venv collection
 	bash scripts/demo
+
+# Benchmarks (never part of make test: timings belong here, not in assertions).
+bench: venv collection
+	$(BIN)/python bench/module_overhead.py
 
 simulator:
 	PYTHON=$(PYTHON) simulator/imds-simulator --scenario simulator/scenarios/demo.yaml
