@@ -1,0 +1,378 @@
+# -*- coding: utf-8 -*-
+# Copyright: imds.scheduled_events contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""Hold, release and status over the record.
+
+A target (a unit, puppet, the guard, a command) is held while at least one
+reason holds it; the last reason to go releases it, back to its prior state.
+Crash safety comes from ordering: the prior state and the planned steps are
+written before the first step, each step is checkpointed after it ran, the
+target is marked held or removed only at the end, and every step is idempotent.
+So whoever takes the lock next (hold or release, any reason) finishes what the
+record says is in progress.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+
+from .backends import BACKENDS, Context, Target, backend_for, target_key
+from .common import (DEFAULT_LOCK_TIMEOUT, DEFAULT_STATE_FILE, MAX_REASON_ID, MAX_REASON_TEXT, HoldError,
+                     clean_text, isoformat, one_line, run_command)
+from .store import HoldStore
+
+DEFAULT_REASON_ID = "manual"
+# Settings a later hold may change on a target already held; the rest (mask, commands) stay as first recorded.
+TUNABLE_SETTINGS = ("wait_timeout", "timeout")
+
+
+class Reason(object):
+    """Why something is held: an id (to release it by), text, the event if any, who set it."""
+
+    def __init__(self, reason_id, text, event_id=None, holder=None):
+        self.id = clean_text(reason_id, "the reason id", MAX_REASON_ID)
+        if one_line(self.id) != self.id:
+            raise ValueError("the reason id must not contain control characters")
+        self.text = clean_text(text, "the reason", MAX_REASON_TEXT)
+        self.event_id = clean_text(event_id, "the event id", MAX_REASON_ID, required=False)
+        if self.event_id is not None and one_line(self.event_id) != self.event_id:
+            raise ValueError("the event id must not contain control characters")
+        self.holder = clean_text(holder, "the holder", MAX_REASON_ID, required=False) or "unknown"
+
+    def as_dict(self, since):
+        return {"id": self.id, "text": self.text, "event_id": self.event_id, "holder": self.holder, "since": since}
+
+    def same_as(self, recorded):
+        return (recorded.get("id"), recorded.get("text"), recorded.get("event_id")) == (self.id, self.text, self.event_id)
+
+
+def default_reason_id(event_id=None):
+    """An event's hold is released by its EventId; anything else by "manual" unless named."""
+    return event_id or DEFAULT_REASON_ID
+
+
+class TargetResult(object):
+    """What one hold or release did (or would do, in check mode) to one target."""
+
+    def __init__(self, key, kind, name):
+        self.key = key
+        self.kind = kind
+        self.name = name
+        self.steps = []
+        self.error = None
+        self.state = "not held"
+        self.reasons = []
+        self.notes = []
+
+    @property
+    def changed(self):
+        return bool(self.steps)
+
+    def as_dict(self):
+        data = {"backend": self.kind, "name": self.name, "changed": self.changed, "steps": list(self.steps),
+                "state": self.state, "reasons": list(self.reasons), "notes": list(self.notes)}
+        if self.error:
+            data["error"] = self.error
+        return data
+
+
+class Outcome(object):
+    """The record before and after, and per-target results."""
+
+    def __init__(self, before, after, results, state_file, check_mode):
+        self.before = before
+        self.after = after
+        self.results = results
+        self.state_file = state_file
+        self.check_mode = check_mode
+
+    @property
+    def changed(self):
+        record_changed = self.before.get("targets") != self.after.get("targets")
+        return record_changed or any(r.changed for r in self.results.values())
+
+    @property
+    def errors(self):
+        return ["%s: %s" % (key, r.error) for key, r in self.results.items() if r.error]
+
+    @property
+    def failed(self):
+        return bool(self.errors)
+
+    def as_dict(self):
+        return {"changed": self.changed, "backends": dict((k, r.as_dict()) for k, r in self.results.items()),
+                "holds": status_of(self.after, self.state_file), "errors": self.errors}
+
+
+def status_of(doc, state_file):
+    """Who holds what and why, from a record: for `imds-hold status`, the module and the watcher."""
+    targets = []
+    reasons = {}
+    for key in sorted(doc.get("targets", {})):
+        rec = doc["targets"][key]
+        cls = BACKENDS.get(rec.get("backend"))
+        entry = {
+            "key": key, "backend": rec.get("backend"), "name": rec.get("name"), "phase": rec.get("phase"),
+            "since": rec.get("since"), "held_at": rec.get("held_at"), "reasons": copy.deepcopy(rec.get("reasons", [])),
+            "prior": copy.deepcopy(rec.get("prior", {})), "actions": list(rec.get("actions", [])),
+            "done": list(rec.get("done", [])), "notes": list(rec.get("notes", [])),
+            "summary": cls.summary(rec) if cls else "",
+        }
+        targets.append(entry)
+        for reason in rec.get("reasons", []):
+            agg = reasons.setdefault(reason["id"], dict(reason, targets=[]))
+            agg["targets"].append(key)
+    return {"state_file": state_file, "held": bool(targets), "updated": doc.get("updated"), "targets": targets,
+            "reasons": [reasons[k] for k in sorted(reasons)]}
+
+
+def guard_hold(doc):
+    """The guard target's record while it holds (intent written counts), else None."""
+    rec = doc.get("targets", {}).get(target_key("guard", None))
+    if rec and rec.get("reasons") and rec.get("phase") in ("holding", "held"):
+        return rec
+    return None
+
+
+class HoldManager(object):
+    """The one entry point for the module, the CLI and the watcher."""
+
+    def __init__(self, state_file=DEFAULT_STATE_FILE, run=run_command, clock=time.time, monotonic=time.monotonic,
+                 sleep=time.sleep, owner_uid=0, lock_timeout=DEFAULT_LOCK_TIMEOUT, poll_interval=None,
+                 environ=None):
+        self.store = HoldStore(state_file, owner_uid=owner_uid, clock=clock, monotonic=monotonic, sleep=sleep,
+                               lock_timeout=lock_timeout)
+        self.clock = clock
+        options = {} if poll_interval is None else {"poll_interval": poll_interval}
+        self.context = Context(run=run, monotonic=monotonic, sleep=sleep, store=self.store, environ=environ,
+                               **options)
+
+    @property
+    def state_file(self):
+        return self.store.path
+
+    def backend(self, kind, name, settings):
+        return backend_for(kind, name, settings, self.context)
+
+    def _backend_of(self, rec):
+        return self.backend(rec["backend"], rec["name"], rec["settings"])
+
+    # --- reading ---------------------------------------------------------
+
+    def status(self):
+        return status_of(self.store.read(), self.store.path)
+
+    # --- hold ------------------------------------------------------------
+
+    def hold(self, reason, targets, check_mode=False):
+        """Hold every target for `reason`. Targets already held get the reason added."""
+        targets = _unique(targets)
+        if not targets:
+            raise ValueError("nothing to hold: name at least one systemd unit, puppet, the guard or a command")
+        if check_mode:
+            doc = self.store.read()
+            before = copy.deepcopy(doc)
+            results = self._results(doc, [t.key for t in targets], targets)
+            self._apply_hold(doc, reason, targets, results)
+            self._predict_settle(doc, results)
+            return Outcome(before, doc, results, self.store.path, True)
+        with self.store.locked():
+            doc = self.store.read(keep_corrupt=True)
+            before = copy.deepcopy(doc)
+            results = self._results(doc, [t.key for t in targets], targets)
+            self._apply_hold(doc, reason, targets, results)
+            if doc != before:
+                self.store.write(doc)
+            self._settle(doc, [t.key for t in targets], results)
+            return Outcome(before, doc, results, self.store.path, False)
+
+    def _apply_hold(self, doc, reason, targets, results):
+        now = isoformat(self.clock())
+        fresh = {}
+        for target in targets:  # inspect everything first: a typo or a missing tool changes nothing
+            if target.key not in doc["targets"]:
+                backend = self.backend(target.kind, target.name, target.settings)
+                prior = backend.inspect()
+                fresh[target.key] = (prior, backend.plan(prior, reason.as_dict(now)))
+        for target in targets:
+            result = results[target.key]
+            rec = doc["targets"].get(target.key)
+            if rec is None:
+                prior, plan = fresh[target.key]
+                doc["targets"][target.key] = {
+                    "backend": target.kind, "name": target.name, "settings": copy.deepcopy(target.settings),
+                    "phase": "holding", "since": now, "prior": prior, "actions": list(plan["actions"]),
+                    "applied": dict(plan.get("applied") or {}), "done": [], "notes": list(plan.get("notes") or []),
+                    "reasons": [reason.as_dict(now)],
+                }
+                result.steps.append("hold for reason %r" % reason.id)
+                continue
+            for knob in TUNABLE_SETTINGS:  # "raise the wait timeout and hold again" must work
+                if knob in target.settings:
+                    rec["settings"][knob] = target.settings[knob]
+            existing = [r for r in rec["reasons"] if r.get("id") == reason.id]
+            if existing and reason.same_as(existing[0]):
+                pass
+            elif existing:
+                existing[0].update(text=reason.text, event_id=reason.event_id, holder=reason.holder)
+                result.steps.append("update reason %r" % reason.id)
+            else:
+                rec["reasons"].append(reason.as_dict(now))
+                result.steps.append("add reason %r" % reason.id)
+            rec.pop("released_by", None)
+            if rec["phase"] == "releasing":
+                # A release was under way: hold again with the original prior state, redoing every step.
+                rec["phase"] = "holding"
+                rec["done"] = []
+
+    # --- release ---------------------------------------------------------
+
+    def release(self, reason_id=None, targets=None, all_reasons=False, check_mode=False):
+        """Drop `reason_id` (or every reason) from the targets (default: all); a target whose
+        last reason goes is restored to its prior state."""
+        if not all_reasons and not reason_id:
+            raise ValueError("name the reason to release, or release all reasons")
+        targets = _unique(targets or [])
+        if check_mode:
+            doc = self.store.read()
+            before = copy.deepcopy(doc)
+            keys = [t.key for t in targets] or sorted(doc["targets"])
+            results = self._results(doc, keys, targets)
+            self._apply_release(doc, keys, reason_id, all_reasons, results)
+            self._predict_settle(doc, results)
+            return Outcome(before, doc, results, self.store.path, True)
+        with self.store.locked():
+            doc = self.store.read(keep_corrupt=True)
+            before = copy.deepcopy(doc)
+            keys = [t.key for t in targets] or sorted(doc["targets"])
+            results = self._results(doc, keys, targets)
+            self._apply_release(doc, keys, reason_id, all_reasons, results)
+            if doc != before:
+                self.store.write(doc)
+            self._settle(doc, keys, results)
+            return Outcome(before, doc, results, self.store.path, False)
+
+    def _apply_release(self, doc, keys, reason_id, all_reasons, results):
+        for key in keys:
+            rec = doc["targets"].get(key)
+            if rec is None:
+                continue
+            removed = [r for r in rec["reasons"] if all_reasons or r.get("id") == reason_id]
+            if not removed:
+                continue
+            rec["reasons"] = [r for r in rec["reasons"] if r not in removed]
+            results[key].steps.extend("drop reason %r" % r["id"] for r in removed)
+            if not rec["reasons"]:
+                rec["released_by"] = removed[-1]
+
+    def settle(self):
+        """Finish whatever a crashed hold or release left in progress."""
+        with self.store.locked():
+            doc = self.store.read(keep_corrupt=True)
+            before = copy.deepcopy(doc)
+            results = self._results(doc, [], [])
+            self._settle(doc, [], results)
+            return Outcome(before, doc, results, self.store.path, False)
+
+    # --- doing the steps -------------------------------------------------
+
+    def _results(self, doc, keys, targets):
+        results = {}
+        given = dict((t.key, t) for t in targets)
+        for key in list(keys) + sorted(k for k in doc["targets"] if _pending(doc["targets"][k])):
+            if key in results:
+                continue
+            rec = doc["targets"].get(key)
+            if rec is not None:
+                results[key] = TargetResult(key, rec["backend"], rec["name"])
+            else:
+                target = given.get(key)
+                results[key] = TargetResult(key, target.kind if target else None, target.name if target else None)
+        return results
+
+    def _settle(self, doc, keys, results):
+        order = list(keys) + sorted(k for k in doc["targets"] if k not in keys)
+        for key in order:
+            rec = doc["targets"].get(key)
+            if rec is not None and _pending(rec):
+                result = results.setdefault(key, TargetResult(key, rec["backend"], rec["name"]))
+                try:
+                    if rec["reasons"]:
+                        self._hold_steps(doc, rec, result)
+                    else:
+                        self._release_steps(doc, key, rec, result)
+                except HoldError as exc:
+                    result.error = str(exc)
+                    self.store.write(doc)
+        for key, result in results.items():
+            _describe(result, doc["targets"].get(key))
+
+    def _checkpointer(self, doc, rec, undo):
+        def progress(action):
+            if undo and action in rec["done"]:
+                rec["done"].remove(action)
+            elif not undo and action not in rec["done"]:
+                rec["done"].append(action)
+            self.store.write(doc)
+        return progress
+
+    def _hold_steps(self, doc, rec, result):
+        backend = self._backend_of(rec)
+        result.steps.extend(backend.hold(rec, self._checkpointer(doc, rec, undo=False)))
+        rec["phase"] = "held"
+        rec["held_at"] = isoformat(self.clock())
+        self.store.write(doc)
+
+    def _release_steps(self, doc, key, rec, result):
+        if rec["phase"] != "releasing":
+            rec["phase"] = "releasing"
+            self.store.write(doc)
+        backend = self._backend_of(rec)
+        result.steps.extend(backend.release(rec, self._checkpointer(doc, rec, undo=True)))
+        result.notes = list(rec.get("notes", []))
+        del doc["targets"][key]
+        self.store.write(doc)
+        result.steps.append("release %s" % key)
+
+    def _predict_settle(self, doc, results):
+        """Check mode: what _settle would do, on the copy in memory only."""
+        for key in list(doc["targets"]):
+            rec = doc["targets"][key]
+            if not _pending(rec):
+                continue
+            result = results.setdefault(key, TargetResult(key, rec["backend"], rec["name"]))
+            backend = self._backend_of(rec)
+            if rec["reasons"]:
+                result.steps.extend(backend.step_text(a) for a in rec["actions"] if a not in rec["done"])
+                rec["phase"] = "held"
+                rec["done"] = list(rec["actions"])
+            else:
+                result.steps.extend(backend.step_text(a, undo=True) for a in reversed(rec["actions"]) if a != "wait")
+                result.steps.append("release %s" % key)
+                del doc["targets"][key]
+        for key, result in results.items():
+            _describe(result, doc["targets"].get(key))
+
+
+def _pending(rec):
+    return rec["phase"] != "held" or not rec["reasons"]
+
+
+def _describe(result, rec):
+    if rec is None:
+        result.state = "released" if result.steps else "not held"
+        return
+    result.state = rec["phase"]
+    result.reasons = [r["id"] for r in rec["reasons"]]
+    result.notes = list(rec.get("notes", []))
+
+
+def _unique(targets):
+    seen = {}
+    for target in targets:
+        if not isinstance(target, Target):
+            raise TypeError("targets are built with a backend's target(), not %r" % (target,))
+        seen.setdefault(target.key, target)
+    return list(seen.values())
