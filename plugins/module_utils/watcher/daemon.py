@@ -1,0 +1,320 @@
+# -*- coding: utf-8 -*-
+# Copyright: imds.scheduled_events contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""The loop at the edges: poll IMDS, feed the machine, carry out its decisions.
+
+- One request per tick (the client's retries are off): a failed poll skips the
+  tick and the next one waits 1, 2, 4 ... up to max_backoff seconds; a success
+  goes back to poll_interval. The first request of the process may take two
+  minutes (the service enables itself); the client grants that once.
+- Decisions run one after another in this process; each result goes back into
+  the machine at once, so a 30-second Preempt is held, hooked and approved in
+  one tick. Long actions (a hold waiting for a run in flight, hooks) are
+  interleaved with keep-alive requests so IMDS never sees a day of silence.
+- The state is saved after every result. SIGTERM saves and exits without
+  releasing anything: holds persist across restarts and reboots by design.
+Clock, sleep and every collaborator are injectable, so tests step it tick by tick.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import time
+
+from ..approval import approve_and_confirm
+from ..events import ThisVm
+from ..hold.common import HoldError
+from ..hold.manager import HoldManager, Reason
+from ..imds import DEFAULT_FIRST_TIMEOUT, DEFAULT_TIMEOUT, ImdsClient, ImdsError
+from .hooks import HookRunner
+from .journal import Journal
+from .machine import HOLDER, Machine, Result
+from .metrics import Metrics
+from .notify import Notifier
+from .state import StateStore
+
+BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
+SLEEP_SLICE = 0.5
+VOLATILE = ("last_seen",)
+
+
+def read_boot_id(path=BOOT_ID_FILE):
+    """The kernel's id for this boot: it changes on every reboot, which is how a Reboot is seen to be over."""
+    try:
+        with open(path, "r", encoding="ascii") as handle:
+            return handle.read().strip() or None
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _significant(state):
+    """The state without what changes on every poll, so an unchanged lifecycle is not rewritten each second."""
+    events = {}
+    for key, rec in state.get("events", {}).items():
+        rec = dict((k, v) for k, v in rec.items() if k not in VOLATILE)
+        if isinstance(rec.get("event"), dict):
+            rec["event"] = dict((k, v) for k, v in rec["event"].items() if k != "seconds_until_start")
+        events[key] = rec
+    return json.dumps(dict(state, events=events, saved=None), sort_keys=True)
+
+
+class Daemon(object):
+    def __init__(self, config, client=None, holds=None, hooks=None, notifier=None, journal=None, metrics=None,
+                 store=None, clock=time.time, monotonic=time.monotonic, sleep=time.sleep, boot_id=None, logger=None,
+                 trust=None):
+        self.config = config
+        self.logger = logger or logging.getLogger("imds-watcher")
+        self.clock = clock
+        self.monotonic = monotonic
+        self.sleep = sleep
+        self.client = client or ImdsClient(endpoint=config["endpoint"], api_version=config["api_version"], retries=0,
+                                           timeout=DEFAULT_TIMEOUT, first_timeout=DEFAULT_FIRST_TIMEOUT)
+        self.holds = holds or HoldManager(state_file=config["hold"]["state_file"])
+        self.hooks = hooks or HookRunner(config["hooks_dir"], timeout=config["hook_timeout"], trust=trust,
+                                         logger=self.logger)
+        self.notifier = notifier or Notifier.from_config(config, logger=self.logger)
+        self.journal = journal or Journal(config["journal_file"], config["journal_max_bytes"],
+                                          redact=self.notifier.redact)
+        self.metrics = metrics or Metrics()
+        self.store = store or StateStore(config.state_file, clock=clock, logger=self.logger)
+        self.boot_id = boot_id if boot_id is not None else read_boot_id()
+        self.targets = list(config.hold_targets)
+        self.machine = None
+        self.vm = None
+        self.failures = 0
+        self.last_error = None
+        self.last_request = None
+        self.stopping = False
+        self._loaded = None
+        self._saved = None
+        self._metrics_problem = None
+
+    # --- start and stop ---------------------------------------------------------------------
+
+    def start(self):
+        """Load the saved state and finish what a crashed hold or release left in progress."""
+        self._loaded = self.store.load()
+        try:
+            outcome = self.holds.settle()
+            for error in outcome.errors:
+                self.logger.error("hold: settling the hold record: %s", error)
+        except (HoldError, OSError) as exc:
+            self.logger.error("hold: cannot settle the hold record: %s", exc)
+
+    def request_stop(self, signum=None, frame=None):  # pylint: disable=unused-argument
+        """SIGTERM/SIGINT: finish the current action, save, exit. Nothing is released."""
+        self.stopping = True
+
+    def run(self, install_signals=True):
+        """The daemon: returns the exit status once asked to stop."""
+        if install_signals:
+            signal.signal(signal.SIGTERM, self.request_stop)
+            signal.signal(signal.SIGINT, self.request_stop)
+        self.start()
+        self.logger.info("watcher: started (boot %s, hold record %s)", self.boot_id, self.holds.state_file)
+        while not self.stopping:
+            delay = self.tick()
+            self._wait(delay)
+        self.save(force=True)
+        self.logger.info("watcher: stopped; holds stay in place until their event is over")
+        return 0
+
+    def _wait(self, seconds):
+        deadline = self.monotonic() + seconds
+        while not self.stopping:
+            remaining = deadline - self.monotonic()
+            if remaining <= 0:
+                return
+            self.sleep(min(remaining, SLEEP_SLICE))
+
+    # --- one tick ---------------------------------------------------------------------------
+
+    def tick(self):
+        """One poll and everything it leads to; returns the seconds until the next tick."""
+        self.metrics.inc("polls_total")
+        try:
+            self._ensure_machine()
+            document = self._request(self.client.get_document)
+        except ImdsError as exc:
+            self._poll_failed(exc)
+            if self.machine is not None:
+                self.execute(self.machine.observe(self.clock(), error=exc))
+            self._after_tick()
+            return self.next_delay()
+        if self.failures:
+            self.logger.info("imds: answering again after %d failed poll(s)", self.failures)
+        self.failures = 0
+        self.last_error = None
+        self.metrics.set("last_successful_poll_timestamp_seconds", round(self.clock(), 3))
+        self.execute(self.machine.observe(self.clock(), document=document))
+        self._after_tick()
+        return self.next_delay()
+
+    def next_delay(self):
+        interval = self.config["poll_interval"]
+        if self.failures:
+            interval = min(self.config["max_backoff"], max(interval, 2.0 ** (self.failures - 1)))
+        return min(interval, self.config["keepalive_interval"])
+
+    def _request(self, call):
+        try:
+            return call()
+        finally:
+            self.last_request = self.monotonic()
+
+    def _poll_failed(self, exc):
+        self.failures += 1
+        self.metrics.inc("imds_errors_total")
+        message = str(exc)
+        level = logging.WARNING if message != self.last_error else logging.DEBUG
+        self.logger.log(level, "imds: poll failed (%d in a row; next in %g s): %s", self.failures,
+                        min(self.config["max_backoff"], max(self.config["poll_interval"], 2.0 ** (self.failures - 1))),
+                        message)
+        self.last_error = message
+
+    def _ensure_machine(self):
+        if self.machine is not None:
+            return
+        name = self.config["vm_name"] or self._request(self.client.compute_name)
+        self.vm = ThisVm(name)
+        self.machine = Machine(self.vm, self.boot_id, policy=self.config.policy,
+                               confirm_polls=self.config["confirm_polls"], peer_events=self.config["peer_events"],
+                               event_types=self.config["event_types"], state=self._loaded)
+        self._saved = _significant(self.machine.state) if self._loaded else None
+        self.logger.info("watcher: this VM is %s; %d event(s) from the saved state", name, len(self.machine.events))
+        try:
+            status = self.holds.status()
+        except (HoldError, OSError) as exc:
+            self.logger.error("hold: cannot read the hold record to adopt this watcher's holds: %s", exc)
+            return
+        reasons = [r for r in status.get("reasons", []) if r.get("holder") == HOLDER and r.get("event_id")]
+        self.execute(self.machine.adopt(self.clock(), reasons))
+
+    def _after_tick(self):
+        if self.machine is not None:
+            self.metrics.set("events_pending", len(self.machine.events))
+            self.metrics.set("holds_active", len(self.machine.holds_active()))
+            self.save()
+        for channel, count in self.notifier.failures.items():
+            self.metrics.set("notification_failures_total", count, channel=channel)
+        self._write_metrics()
+
+    def _write_metrics(self):
+        path = self.config["metrics_file"]
+        if not path:
+            return
+        try:
+            self.metrics.write(path)
+            self._metrics_problem = None
+        except OSError as exc:
+            problem = "cannot write the metrics file %s: %s" % (path, exc.strerror or exc)
+            if problem != self._metrics_problem:
+                self.logger.warning("metrics: %s", problem)
+            self._metrics_problem = problem
+
+    def save(self, force=False):
+        if self.machine is None:
+            return
+        significant = _significant(self.machine.state)
+        if not force and significant == self._saved:
+            return
+        try:
+            self.store.save(self.machine.state)
+            self._saved = significant
+        except OSError as exc:
+            self.logger.error("state: cannot save %s: %s", self.store.path, exc.strerror or exc)
+
+    # --- carrying out decisions ---------------------------------------------------------------
+
+    def execute(self, step):
+        """Every decision of the step and of the results it leads to, in order."""
+        queue = list(step.decisions)
+        while queue:
+            decision = queue.pop(0)
+            if decision.kind == "journal":
+                self._journal(decision.entry)
+            elif decision.kind == "notify":
+                self.notifier.send(decision.transition)
+            else:
+                result = self.act(decision)
+                queue.extend(self.machine.feed(self.clock(), result).decisions)
+                self.save()
+                self._keepalive()
+
+    def act(self, decision):
+        handler = {"hold": self._hold, "hooks": self._hooks, "approve": self._approve, "release": self._release}
+        result = handler[decision.kind](decision)
+        if not result.ok:
+            if decision.kind == "hooks":
+                self.metrics.inc("hook_failures_total", phase=decision.phase)
+            else:
+                self.metrics.inc("action_failures_total", action=decision.kind)
+        return result
+
+    def _hold(self, decision):
+        if not self.targets:
+            return Result("hold", decision.event_id, True, "nothing is configured to hold (hold: {} is empty)")
+        try:
+            reason = Reason(decision.event_id, decision.reason, event_id=decision.event_id, holder=HOLDER)
+            outcome = self.holds.hold(reason, self.targets)
+        except (HoldError, ValueError, OSError) as exc:
+            return Result("hold", decision.event_id, False, "hold failed: %s" % exc)
+        if outcome.failed:
+            return Result("hold", decision.event_id, False, "hold failed: %s" % "; ".join(outcome.errors))
+        return Result("hold", decision.event_id, True, "held: %s" % ", ".join(sorted(outcome.results)))
+
+    def _release(self, decision):
+        try:
+            outcome = self.holds.release(reason_id=decision.event_id)
+        except (HoldError, ValueError, OSError) as exc:
+            return Result("release", decision.event_id, False, "release failed: %s" % exc)
+        if outcome.failed:
+            return Result("release", decision.event_id, False, "release failed: %s" % "; ".join(outcome.errors))
+        released = sorted(k for k, r in outcome.results.items() if r.state == "released")
+        still = sorted(k for k, r in outcome.results.items() if r.state != "released" and r.state != "not held")
+        parts = ["released: %s" % ", ".join(released)] if released else []
+        if still:
+            parts.append("its reason dropped; still held for other reasons: %s" % ", ".join(still))
+        return Result("release", decision.event_id, True, "; ".join(parts) or "nothing was held for it")
+
+    def _hooks(self, decision):
+        try:
+            outcome = self.hooks.run(decision.phase, decision.event, self.vm.name, decision.outcome)
+        except (OSError, ValueError) as exc:
+            return Result("hooks", decision.event_id, False, "%s-event hooks could not run: %s" % (decision.phase, exc),
+                          phase=decision.phase)
+        return Result("hooks", decision.event_id, outcome.ok, outcome.describe(), data=outcome.as_dict(),
+                      phase=decision.phase)
+
+    def _approve(self, decision):
+        try:
+            approved, skips = self._request(lambda: approve_and_confirm(self.client, decision.plan))
+        except ImdsError as exc:
+            return Result("approve", decision.event_ids, False, "approval failed: %s" % exc)
+        self.metrics.inc("approvals_total", len(approved))
+        return Result("approve", decision.event_ids, True, "approved %s" % ", ".join(approved),
+                      data={"approved": approved, "skipped": [s.as_dict() for s in skips]})
+
+    def _journal(self, entry):
+        if entry["transition"] in ("detected", "reappeared"):
+            self.metrics.inc("events_seen_total", type=entry.get("event_type") or "unknown")
+        level = logging.WARNING if entry["transition"].endswith("_failed") or entry["transition"] == "blocked" \
+            else logging.INFO
+        self.logger.log(level, "event %s %s: %s: %s", entry.get("event_type"), entry["event_id"], entry["transition"],
+                        entry.get("detail"))
+        try:
+            self.journal.append(entry)
+        except OSError as exc:
+            self.logger.error("journal: cannot append to %s: %s", self.journal.path, exc.strerror or exc)
+
+    def _keepalive(self):
+        """A long action must not starve IMDS: it disables itself after a day without requests."""
+        if self.last_request is None or self.monotonic() - self.last_request < self.config["keepalive_interval"]:
+            return
+        try:
+            self._request(self.client.get_document)
+        except ImdsError as exc:
+            self.logger.debug("imds: keep-alive request failed: %s", exc)

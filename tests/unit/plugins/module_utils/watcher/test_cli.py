@@ -1,0 +1,141 @@
+# -*- coding: utf-8 -*-
+# Copyright: imds.scheduled_events contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""imds-watcher run | status | check-config, and the launcher the role installs."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+from ansible_collections.imds.scheduled_events.plugins.module_utils.watcher import cli as cli_mod
+from ansible_collections.imds.scheduled_events.plugins.module_utils.watcher.cli import EXIT_CONFIG, main
+from ansible_collections.imds.scheduled_events.tests.unit.plugins.module_utils.watcher.helpers import TRUST, UID
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "..", "..", "..", "..", ".."))
+REBOOT_ID = "4CAEA225-A741-474D-A72E-428C86FCD853"
+REBOOT = {"id": REBOOT_ID, "type": "Reboot", "resources": ["myvm"], "at": 2, "notice": 900, "started_for": 600}
+
+
+def cli(*argv, **kwargs):
+    out, err = io.StringIO(), io.StringIO()
+    kwargs.setdefault("trust", TRUST)
+    kwargs.setdefault("hold_options", {"owner_uid": UID})
+    code = main(list(argv), stdout=out, stderr=err, **kwargs)
+    return code, out.getvalue(), err.getvalue()
+
+
+def run_lifecycle(rig, ticks):
+    daemon = rig.daemon()
+    for dummy in range(ticks):
+        rig.tick(daemon)
+    return daemon
+
+
+def test_status_while_an_event_is_held_and_after(rig_factory):
+    rig = rig_factory([dict(REBOOT, cancel_at=20)])
+    path = rig.write_config()
+    run_lifecycle(rig, 5)
+    code, out, err = cli("--config", path, "--secrets", "", "status")
+    assert code == 0, err
+    assert "Pending events: 1" in out and REBOOT_ID in out and "ready since" in out and "held; pre-hooks ok" in out
+    assert "Drift correction is held" in out and "imds-watcher" in out and "command:marker" in out
+    assert "detected" in out and "Last 1 event(s) in the journal" in out
+    run_lifecycle(rig, 25)
+    code, out, err = cli("--config", path, "status", "--json", "--last", "3")
+    status = json.loads(out)
+    assert code == 0 and status["pending"] == [] and status["holds"]["held"] is False
+    recent = status["recent"][0]
+    assert recent["event_id"] == REBOOT_ID and recent["outcome"] == "cancelled" and recent["state"] == "released"
+    assert [s["transition"] for s in recent["timeline"]][-1] == "released"
+    code, out, err = cli("--config", path, "status")
+    assert "No pending events." in out and "Nothing is held" in out
+
+
+def test_status_reports_unreadable_files(rig_factory):
+    rig = rig_factory([])
+    path = rig.write_config()
+    (rig.tmp / "state" / "watcher-state.json").write_text("{torn")
+    code, out, err = cli("--config", path, "status")
+    assert code == 1 and "is unusable" in err and "No pending events." in out
+    assert (rig.tmp / "state" / "watcher-state.json").exists()  # status changes nothing
+
+
+def test_check_config(rig_factory):
+    rig = rig_factory([])
+    path = rig.write_config(approval={"rules": [{"name": "freeze", "when": "EventType=='Freeze'"}]})
+    rig.hook("pre", "10-drain")
+    code, out, err = cli("--config", path, "check-config")
+    assert code == 0, err
+    assert "approval rules: freeze (EventType=='Freeze')" in out and "hold targets: command:marker" in out
+    assert "hooks: pre 1, post 0" in out
+    code, out, err = cli("--config", path, "check-config", "--json")
+    assert json.loads(out)["config"]["approval"]["rules"][0]["name"] == "freeze"
+    os.chmod(str(rig.tmp / "hooks" / "pre" / "10-drain"), 0o777)
+    code, out, err = cli("--config", path, "check-config")
+    assert code == 1 and "refused:" in out
+    path = rig.write_config(approval={"rules": [{"name": "typo", "when": "EventTyp=='Freeze'"}]})
+    code, out, err = cli("--config", path, "check-config")
+    assert code == EXIT_CONFIG and "approval.rules: rule typo: EventTyp is not a key of an event" in err
+
+
+def test_usage_errors():
+    assert cli()[0] == 2
+    assert cli("explode")[0] == 2
+    code, dummy, err = cli("--config", "/nonexistent/watcher.json", "status")
+    assert code == EXIT_CONFIG and "does not exist" in err
+
+
+def test_run_until_asked_to_stop(rig_factory, monkeypatch):
+    rig = rig_factory([REBOOT])
+    path = rig.write_config()
+    options = rig.daemon_options()
+    options["sleep"] = rig.advance
+    del options["logger"]  # run() logs to the stderr it was given
+
+    class Daemon(cli_mod.Daemon):
+        """Asks itself to stop after six polls, as SIGTERM would, without touching this process's handlers."""
+
+        def tick(self):
+            delay = super(Daemon, self).tick()
+            if self.metrics.get("polls_total") >= 6:
+                self.request_stop()
+            return delay
+
+        def run(self, install_signals=True):
+            return super(Daemon, self).run(install_signals=False)
+
+    monkeypatch.setattr(cli_mod, "Daemon", Daemon)
+    code, dummy, err = cli("--config", path, "run", daemon_options=options)
+    assert code == 0, err
+    assert rig.marks() == ["hold %s" % REBOOT_ID]  # held, and still held after the stop
+    assert "event Reboot %s: held" % REBOOT_ID in err and "watcher: stopped" in err
+
+
+def test_the_launcher_runs_the_installed_library(tmp_path, rig_factory):
+    """The role copies plugins/module_utils (minus ansible_support.py) to <libdir>/imds_scheduled_events."""
+    libdir = tmp_path / "lib"
+    package = libdir / "imds_scheduled_events"
+    shutil.copytree(os.path.join(ROOT, "plugins", "module_utils"), str(package),
+                    ignore=shutil.ignore_patterns("ansible_support.py", "__pycache__"))
+    rig = rig_factory([])
+    path = rig.write_config()
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "IMDS_SE_LIBDIR": str(libdir),
+           "IMDS_SE_PYTHON": sys.executable, "PYTHONPATH": "/nonexistent"}
+    proc = subprocess.run([os.path.join(ROOT, "roles", "watcher", "files", "bin", "imds-watcher"), "--config", path,
+                           "--secrets", "", "check-config"], env=env, capture_output=True, text=True, timeout=60,
+                          check=False)
+    if UID == 0:
+        assert proc.returncode == 0, proc.stderr
+        assert "is valid" in proc.stdout
+    else:  # the launcher trusts only root's files
+        assert proc.returncode == EXIT_CONFIG and "owned by uid" in proc.stderr
+    proc = subprocess.run([os.path.join(ROOT, "roles", "watcher", "files", "bin", "imds-watcher"), "--help"], env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0 and "check-config" in proc.stdout

@@ -1,0 +1,230 @@
+# -*- coding: utf-8 -*-
+# Copyright: imds.scheduled_events contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""Notifications against real servers on loopback: a webhook receiver (http.server) and an SMTP
+server (aiosmtpd) with STARTTLS and AUTH. Secrets never appear in errors; failures never raise."""
+
+from __future__ import annotations
+
+import datetime
+import http.server
+import ipaddress
+import json
+import socket
+import threading
+
+import pytest
+
+from ansible_collections.imds.scheduled_events.plugins.module_utils.watcher import config as c
+from ansible_collections.imds.scheduled_events.plugins.module_utils.watcher.notify import (
+    Email, Notifier, Redactor, Syslog, Webhook, safe_url, summary_line)
+
+TRANSITION = {"vm": "myvm", "event_id": "4CAEA225-A741-474D-A72E-428C86FCD853", "event_type": "Reboot",
+              "transition": "held", "state": "held", "detail": "held: puppet, systemd:ansible-pull.timer",
+              "event": {"EventId": "4CAEA225-A741-474D-A72E-428C86FCD853", "EventType": "Reboot"}}
+
+
+class Receiver(object):
+    """A webhook endpoint on 127.0.0.1 that records what it gets and answers `status`."""
+
+    def __init__(self, status=200):
+        self.requests = []
+        self.status = status
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802  pylint: disable=invalid-name
+                length = int(self.headers.get("Content-Length", "0"))
+                receiver.requests.append({"path": self.path, "headers": dict(self.headers),
+                                          "body": json.loads(self.rfile.read(length))})
+                self.send_response(receiver.status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):  # pylint: disable=arguments-differ
+                pass
+
+        self.server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self):
+        return "http://127.0.0.1:%d/hook" % self.server.server_address[1]
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    server = Receiver()
+    yield server
+    server.stop()
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def webhook_settings(url, **extra):
+    settings = {"url": url, "headers": {"X-Team": "ops"}, "secret_header": None, "verify_tls": True, "ca_file": None,
+                "use_proxy": False, "timeout": 5}
+    settings.update(extra)
+    return settings
+
+
+def test_webhook_posts_json_with_the_secret_header_and_ignores_proxy_variables(receiver, monkeypatch):
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # a proxy that is not there
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
+    hook = Webhook(webhook_settings(receiver.url, secret_header="X-Webhook-Token"), secret="s3cret")
+    Notifier([hook]).send(TRANSITION)
+    request = receiver.requests[0]
+    assert request["body"] == TRANSITION and request["path"] == "/hook"
+    assert request["headers"]["X-Webhook-Token"] == "s3cret" and request["headers"]["X-Team"] == "ops"
+    assert request["headers"]["Content-Type"] == "application/json"
+
+
+def test_webhook_failures_are_counted_redacted_and_never_raise():
+    url = "http://user:pa55@127.0.0.1:%d/hook?token=t0ken" % free_port()
+    hook = Webhook(webhook_settings(url, secret_header="X-T"), secret="s3cret")
+    notifier = Notifier([hook])
+    failed = notifier.send(TRANSITION)
+    assert failed and failed[0][0] == "webhook"
+    assert "t0ken" not in failed[0][1] and "pa55" not in failed[0][1]
+    assert notifier.failures == {"webhook": 1}
+    assert safe_url(url) == "http://127.0.0.1:%d/hook" % int(url.split(":")[3].split("/")[0])
+
+
+def test_webhook_error_status_is_a_failure():
+    server = Receiver(status=503)
+    try:
+        failed = Notifier([Webhook(webhook_settings(server.url))]).send(TRANSITION)
+    finally:
+        server.stop()
+    assert "answered 503" in failed[0][1]
+
+
+def test_redactor_replaces_longest_first():
+    redact = Redactor(["abc", "abcdef", None, ""])
+    assert redact("x abcdef abc y") == "x *** *** y"
+
+
+def _certificate(tmp_path):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .sign(key, hashes.SHA256()))
+    cert_file = tmp_path / "smtp.crt"
+    key_file = tmp_path / "smtp.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_file), str(key_file)
+
+
+@pytest.fixture
+def smtp_server(tmp_path):
+    import ssl
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult
+
+    cert, key = _certificate(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+
+    class Handler(object):
+        def __init__(self):
+            self.messages = []
+            self.logins = []
+
+        async def handle_DATA(self, server, session, envelope):  # noqa: N802  pylint: disable=invalid-name
+            self.messages.append(envelope)
+            return "250 OK"
+
+    handler = Handler()
+
+    def authenticator(server, session, envelope, mechanism, auth_data):  # pylint: disable=unused-argument
+        handler.logins.append((auth_data.login, auth_data.password))
+        return AuthResult(success=auth_data.password == b"hunter2", handled=False)
+
+    controller = Controller(handler, hostname="127.0.0.1", port=free_port(), tls_context=context,
+                            require_starttls=True, authenticator=authenticator, auth_required=True)
+    controller.start()
+    handler.port = controller.port
+    handler.ca_file = cert
+    yield handler
+    controller.stop()
+
+
+def email_settings(server, **extra):
+    settings = {"host": "127.0.0.1", "port": server.port, "starttls": True, "username": "watcher",
+                "from": "watcher@myvm.example", "to": ["ops@example.net", "oncall@example.net"],
+                "ca_file": server.ca_file, "timeout": 10}
+    settings.update(extra)
+    return settings
+
+
+def test_email_over_starttls_with_auth(smtp_server):
+    failed = Notifier([Email(email_settings(smtp_server), password="hunter2")]).send(TRANSITION)
+    assert failed == []
+    assert smtp_server.logins == [(b"watcher", b"hunter2")]
+    envelope = smtp_server.messages[0]
+    assert envelope.rcpt_tos == ["ops@example.net", "oncall@example.net"]
+    text = envelope.content.decode("utf-8")
+    assert "Subject: [imds-watcher] myvm Reboot 4CAEA225-A741-474D-A72E-428C86FCD853: held" in text
+    assert '"transition": "held"' in text
+
+
+def test_email_refuses_an_untrusted_certificate_and_a_wrong_password(smtp_server):
+    notifier = Notifier([Email(email_settings(smtp_server, ca_file=None), password="hunter2")])
+    failed = notifier.send(TRANSITION)
+    assert failed and "CERTIFICATE_VERIFY_FAILED" in failed[0][1]
+    notifier = Notifier([Email(email_settings(smtp_server), password="wrong-password")])
+    failed = notifier.send(TRANSITION)
+    assert failed and "wrong-password" not in failed[0][1] and "SMTPAuthenticationError" in failed[0][1]
+    assert smtp_server.messages == []
+
+
+def test_syslog_line_and_from_config():
+    lines = []
+    config = c.parse({"notify": {"syslog": True}})
+    notifier = Notifier.from_config(config, syslog_writer=lines.append)
+    assert [ch.name for ch in notifier.channels] == ["syslog"]
+    notifier.send(TRANSITION)
+    assert lines == [summary_line(TRANSITION)]
+    assert lines[0].startswith("myvm Reboot 4CAEA225-A741-474D-A72E-428C86FCD853: held (")
+
+
+def test_one_failing_channel_does_not_stop_the_others():
+    def broken(line):
+        raise RuntimeError("syslog socket gone")
+
+    lines = []
+    notifier = Notifier([Syslog(broken), Syslog(lines.append)])
+    failed = notifier.send(TRANSITION)
+    assert failed == [("syslog", "syslog socket gone")] and len(lines) == 1
+
+
+def test_from_config_builds_every_channel_with_its_secret():
+    config = c.parse({"notify": {"webhook": {"url": "https://hooks.example.net/x", "secret_header": "X-T"},
+                                 "email": {"host": "smtp.example.net", "username": "u", "from": "f@x", "to": ["t@x"]},
+                                 "syslog": False}},
+                     secrets={"webhook_secret": "s3cret", "smtp_password": "hunter2"})
+    notifier = Notifier.from_config(config)
+    assert [ch.name for ch in notifier.channels] == ["webhook", "email"]
+    assert notifier.redact("s3cret hunter2") == "*** ***"
+    assert notifier.channels[0].session.trust_env is False
