@@ -13,12 +13,7 @@ says use_proxy, and verifies TLS unless it says otherwise.
 
 from __future__ import annotations
 
-import email.message
-import email.utils
 import json
-import smtplib
-import ssl
-import traceback
 
 try:
     from urllib.parse import urlsplit, urlunsplit
@@ -26,18 +21,11 @@ except ImportError:  # pragma: no cover - Python 2 is not supported
     urlsplit = urlunsplit = None
 
 try:
-    import requests
-    HAS_REQUESTS = True
-    REQUESTS_IMPORT_ERROR = None
-except ImportError:
-    requests = None
-    HAS_REQUESTS = False
-    REQUESTS_IMPORT_ERROR = traceback.format_exc()
-
-try:
     import syslog
 except ImportError:  # pragma: no cover - not on Linux
     syslog = None
+
+from .. import notify as transport
 
 USER_AGENT = "imds-watcher"
 REDACTED = "***"
@@ -78,15 +66,14 @@ def summary_line(transition):
 
 
 class Webhook(object):
+    """The transition as JSON, POSTed by the collection's one webhook sender (module_utils/notify.py)."""
+
     name = "webhook"
 
-    def __init__(self, settings, secret=None, session=None):
-        if not HAS_REQUESTS:
-            raise NotifyError("the webhook needs the Python library 'requests'")
+    def __init__(self, settings, secret=None, opener=None):
         self.settings = settings
         self._secret = secret
-        self.session = session or requests.Session()
-        self.session.trust_env = bool(settings.get("use_proxy"))
+        self._opener = opener
 
     def secrets(self):
         parts = urlsplit(self.settings["url"])
@@ -95,32 +82,25 @@ class Webhook(object):
         return [s for s in found if s]
 
     def send(self, transition):
-        headers = {"User-Agent": USER_AGENT, "Content-Type": "application/json"}
-        headers.update(self.settings.get("headers") or {})
-        if self.settings.get("secret_header") and self._secret:
-            headers[self.settings["secret_header"]] = self._secret
-        verify = False
-        if self.settings.get("verify_tls", True):
-            verify = self.settings.get("ca_file") or True
-        options = {} if self.settings.get("use_proxy") else {"proxies": {"http": None, "https": None}}
+        settings = self.settings
+        headers = {"User-Agent": USER_AGENT}
+        headers.update(settings.get("headers") or {})
         try:
-            response = self.session.post(self.settings["url"], data=json.dumps(transition, sort_keys=True),
-                                         headers=headers, timeout=self.settings.get("timeout", 10), verify=verify,
-                                         allow_redirects=False, **options)
-        except requests.exceptions.RequestException as exc:
-            raise NotifyError("POST %s failed: %s" % (safe_url(self.settings["url"]), type(exc).__name__ + ": " + str(exc)))
-        try:
-            if not 200 <= response.status_code < 300:
-                raise NotifyError("POST %s answered %d %s" % (safe_url(self.settings["url"]), response.status_code,
-                                                              response.reason or ""))
-        finally:
-            response.close()
+            transport.post_webhook({
+                "url": settings["url"], "headers": headers, "secret": self._secret,
+                "secret_header": settings.get("secret_header"), "validate_certs": settings.get("verify_tls", True),
+                "ca_path": settings.get("ca_file"), "timeout": settings.get("timeout", 10),
+                "use_proxy": bool(settings.get("use_proxy"))}, transition, opener=self._opener)
+        except transport.DeliveryError as exc:
+            raise NotifyError(str(exc))
 
 
 class Email(object):
+    """One mail per transition, sent by the collection's one SMTP sender (module_utils/notify.py)."""
+
     name = "email"
 
-    def __init__(self, settings, password=None, smtp=smtplib.SMTP):
+    def __init__(self, settings, password=None, smtp=None):
         self.settings = settings
         self._password = password
         self.smtp = smtp
@@ -128,32 +108,19 @@ class Email(object):
     def secrets(self):
         return [self._password] if self._password else []
 
-    def message(self, transition):
-        msg = email.message.EmailMessage()
-        msg["Subject"] = "[imds-watcher] " + summary_line(transition)[:200]
-        msg["From"] = self.settings["from"]
-        msg["To"] = ", ".join(self.settings["to"])
-        msg["Date"] = email.utils.formatdate(localtime=False)
-        msg["Message-ID"] = email.utils.make_msgid("imds-watcher")
-        body = [summary_line(transition), "", json.dumps(transition, indent=2, sort_keys=True)]
-        msg.set_content("\n".join(body))
-        return msg
-
     def send(self, transition):
         settings = self.settings
+        delivery = {
+            "host": settings["host"], "port": settings.get("port", 25), "sender": settings["from"],
+            "to": settings["to"], "username": settings.get("username"), "password": self._password,
+            "security": "starttls" if settings.get("starttls", True) else "none",
+            "ca_path": settings.get("ca_file"), "timeout": settings.get("timeout", 30)}
+        body = "\n".join([summary_line(transition), "", json.dumps(transition, indent=2, sort_keys=True)])
+        options = {"smtp": self.smtp} if self.smtp is not None else {}
         try:
-            with self.smtp(settings["host"], settings["port"], timeout=settings.get("timeout", 30)) as client:
-                client.ehlo()
-                if settings.get("starttls", True):
-                    context = ssl.create_default_context(cafile=settings.get("ca_file"))
-                    client.starttls(context=context)
-                    client.ehlo()
-                if settings.get("username"):
-                    client.login(settings["username"], self._password or "")
-                client.send_message(self.message(transition))
-        except (smtplib.SMTPException, OSError, ssl.SSLError) as exc:
-            raise NotifyError("mail through %s:%s failed: %s: %s" % (settings["host"], settings["port"],
-                                                                     type(exc).__name__, exc))
+            transport.send_email(delivery, "[imds-watcher] " + summary_line(transition)[:200], body, **options)
+        except transport.DeliveryError as exc:
+            raise NotifyError(str(exc))
 
 
 class Syslog(object):
@@ -192,11 +159,11 @@ class Notifier(object):
         self.redact = Redactor(secrets)
 
     @classmethod
-    def from_config(cls, config, logger=None, session=None, smtp=smtplib.SMTP, syslog_writer=None):
+    def from_config(cls, config, logger=None, opener=None, smtp=None, syslog_writer=None):
         settings = config["notify"]
         channels = []
         if settings.get("webhook"):
-            channels.append(Webhook(settings["webhook"], config.secret("webhook_secret"), session=session))
+            channels.append(Webhook(settings["webhook"], config.secret("webhook_secret"), opener=opener))
         if settings.get("email"):
             channels.append(Email(settings["email"], config.secret("smtp_password"), smtp=smtp))
         if settings.get("syslog"):

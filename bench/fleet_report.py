@@ -1,0 +1,213 @@
+# -*- coding: utf-8 -*-
+# Copyright: imds.scheduled_events contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Benchmark: the fleet_report role against `ansible -m ping` over the same simulated fleet.
+
+One simulator (in this process) serves the largest fleet; for each size the first N VMs form the
+inventory (`ansible_connection: local`, each host reading its own simulated IMDS, hold record and
+journal). In one run, for each size and repetition, in rotating order:
+  ping    `ansible all -m ansible.builtin.ping`
+  report  `ansible-playbook playbooks/fleet_report.yml` (the role as shipped)
+  before  the first design: event_info and watcher_info as two tasks per host, then the same
+          publishing (kept here to record the before/after of the fix in the same conditions)
+Wall time of each command is measured from outside; the figure of merit is median(report) /
+median(ping) per size, goal <= 1.5.
+Usage: python bench/fleet_report.py [--sizes 50,200,500] [--runs 3] [--forks 20] [--no-before]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(ROOT, "simulator"))
+sys.path.insert(0, os.path.join(ROOT, "tests", "guard"))
+sys.path.insert(0, os.path.join(ROOT, ".build", "collections"))
+
+import sitecustomize  # noqa: E402  pylint: disable=wrong-import-position
+from imds_simulator.simulator import Simulator  # noqa: E402  pylint: disable=wrong-import-position
+
+sitecustomize.install()  # this process, too, talks to loopback only
+
+SET_SIZE = 20
+
+BEFORE_PLAYBOOK = """
+- name: Fleet report, first design (two module runs per host)
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: Read events
+      imds.scheduled_events.event_info:
+        endpoint: "{{ imds_endpoint }}"
+      register: before_events
+      ignore_unreachable: true
+      ignore_errors: true
+    - name: Read holds and the watcher
+      imds.scheduled_events.watcher_info:
+        state_file: "{{ fleet_report_hold_state_file }}"
+        journal_file: "{{ fleet_report_journal_file }}"
+      register: before_watcher
+      ignore_unreachable: true
+      ignore_errors: true
+    - name: Shape
+      ansible.builtin.set_fact:
+        __fleet_report_data: >-
+          {{ hostvars | imds.scheduled_events.fleet_report_data(hosts=ansible_play_hosts_all,
+             result_key='before_watcher', events_key='before_events') }}
+      run_once: true
+    - name: Publish
+      imds.scheduled_events.fleet_publish:
+        report: "{{ __fleet_report_data }}"
+        html_path: "{{ out }}/fleet-report.html"
+        html: "{{ lookup('ansible.builtin.template', templates ~ '/fleet-report.html.j2') }}"
+        markdown_path: "{{ out }}/fleet-report.md"
+        markdown: "{{ lookup('ansible.builtin.template', templates ~ '/fleet-report.md.j2') }}"
+        json_path: "{{ out }}/fleet-report.json"
+        alert_state_file: "{{ out }}/alert-state.json"
+      run_once: true
+      delegate_to: localhost
+"""
+
+
+def scenario(count):
+    vms = [{"name": "node-%03d" % i, "availability_set": "as-%02d" % (i // SET_SIZE), "update_domain": i % 5}
+           for i in range(count)]
+    events = [{"type": "Freeze", "availability_set": "as-00", "notice": 900}]
+    events += [{"type": "Reboot", "resources": ["node-%03d" % i], "notice": 1800 + i} for i in range(5, count, 37)]
+    events += [{"type": "Redeploy", "resources": ["node-%03d" % i, "node-%03d" % (i + 1)], "notice": 1200}
+               for i in range(22, count - 1, 97)]
+    return {"name": "bench-fleet", "clock": "manual", "seed": 7, "vms": vms, "events": events}
+
+
+def make_holds(work, names):
+    """Every host gets its state directory, as the watcher role creates it, and every 25th a hold record written
+    by the hold library (trusted only when root owns it)."""
+    for name in names:
+        os.makedirs(os.path.join(work, "hosts", name), mode=0o755, exist_ok=True)
+    if os.geteuid() != 0:
+        return 0
+    from ansible_collections.imds.scheduled_events.plugins.module_utils.hold.backends import (  # pylint: disable=import-outside-toplevel
+        GuardBackend)
+    from ansible_collections.imds.scheduled_events.plugins.module_utils.hold.manager import (  # pylint: disable=import-outside-toplevel
+        HoldManager, Reason)
+    made = 0
+    for name in names[::25]:
+        directory = os.path.join(work, "hosts", name)
+        os.makedirs(directory, mode=0o755, exist_ok=True)
+        os.chmod(directory, 0o755)
+        HoldManager(state_file=os.path.join(directory, "holds.json")).hold(
+            Reason("CHG-%s" % name, "benchmark hold", holder="bench"), [GuardBackend.target(wait_timeout=0)])
+        made += 1
+    return made
+
+
+def inventory(path, sim, names, work):
+    hosts = {}
+    for name in names:
+        home = os.path.join(work, "hosts", name)
+        hosts[name] = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+                       "imds_endpoint": sim.endpoint(name), "fleet_report_hold_state_file": os.path.join(home, "holds.json"),
+                       "fleet_report_journal_file": os.path.join(home, "journal.jsonl")}
+    with open(path, "w") as handle:
+        json.dump({"all": {"hosts": hosts}}, handle)
+
+
+def timed(command, env):
+    start = time.monotonic()
+    proc = subprocess.run(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
+    seconds = time.monotonic() - start
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout.decode("utf-8", "replace")[-4000:])
+        raise SystemExit("%s failed with %s" % (" ".join(command[:3]), proc.returncode))
+    return seconds
+
+
+def summarize(values):
+    values = sorted(values)
+    return {"runs": len(values), "median": statistics.median(values), "min": values[0], "max": values[-1],
+            "all": [round(v, 2) for v in values]}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="50,200,500")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--forks", type=int, default=20)
+    parser.add_argument("--no-before", action="store_true", help="skip the first design's playbook")
+    parser.add_argument("--out", default=os.path.join(HERE, "results", "fleet_report.json"))
+    args = parser.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    bindir = os.path.dirname(sys.executable)
+    env = dict(os.environ)
+    for key in [k for k in env if k.lower().endswith("_proxy")]:
+        del env[key]
+    env.update(ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, ".build", "collections"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_COLLECTIONS_SCAN_SYS_PATH="false", ANSIBLE_LOCALHOST_WARNING="false",
+               ANSIBLE_INVENTORY_UNPARSED_WARNING="false", ANSIBLE_HOST_KEY_CHECKING="false",
+               PYTHONPATH=os.path.join(ROOT, "tests", "guard"), PATH=bindir + os.pathsep + env.get("PATH", ""))
+    results = {"benchmark": "fleet_report", "goal": "fleet_report median <= 1.5 x ansible -m ping median, each size",
+               "forks": args.forks, "sizes": {}}
+    names = ["node-%03d" % i for i in range(max(sizes))]
+    with Simulator.from_scenario(scenario(max(sizes)), clock="manual", port=0, control_port=None) as sim, \
+            tempfile.TemporaryDirectory() as work:
+        os.chmod(work, 0o755)
+        results["holds"] = make_holds(work, names)
+        before = os.path.join(work, "before.yml")
+        with open(before, "w") as handle:
+            handle.write(BEFORE_PLAYBOOK)
+        for size in sizes:
+            inv = os.path.join(work, "inventory-%d.json" % size)
+            inventory(inv, sim, names[:size], work)
+            out = os.path.join(work, "out-%d" % size)
+            commands = {
+                "ping": [os.path.join(bindir, "ansible"), "all", "-i", inv, "-m", "ansible.builtin.ping",
+                         "-f", str(args.forks)],
+                "report": [os.path.join(bindir, "ansible-playbook"), "-i", inv,
+                           os.path.join(ROOT, "playbooks", "fleet_report.yml"), "-f", str(args.forks),
+                           "-e", "fleet_report_dest_dir=%s" % out],
+            }
+            if not args.no_before:
+                commands["before"] = [os.path.join(bindir, "ansible-playbook"), "-i", inv, before, "-f",
+                                      str(args.forks), "-e", "out=%s-before" % out,
+                                      "-e", "templates=%s" % os.path.join(ROOT, "roles", "fleet_report", "templates")]
+            times = dict((k, []) for k in commands)
+            order = list(commands)
+            for run in range(args.runs):
+                for kind in order[run % len(order):] + order[:run % len(order)]:
+                    seconds = timed(commands[kind], env)
+                    times[kind].append(seconds)
+                    sys.stderr.write("size %d run %d %s: %.1f s\n" % (size, run + 1, kind, seconds))
+            entry = dict((k, summarize(v)) for k, v in times.items())
+            entry["ratio"] = entry["report"]["median"] / entry["ping"]["median"]
+            if "before" in entry:
+                entry["ratio_before"] = entry["before"]["median"] / entry["ping"]["median"]
+            entry["met"] = entry["ratio"] <= 1.5
+            results["sizes"][str(size)] = entry
+    results["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()}
+    results["met"] = all(e["met"] for e in results["sizes"].values())
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as handle:
+        json.dump(results, handle, indent=2)
+    before_cols = "" if args.no_before else " before s | before / ping |"
+    print("| hosts | ping s | report s | report / ping |%s" % before_cols)
+    print("| --- | --- | --- | --- |%s" % ("" if args.no_before else " --- | --- |"))
+    for size, entry in results["sizes"].items():
+        line = "| %s | %.1f | %.1f | **%.2f** |" % (size, entry["ping"]["median"], entry["report"]["median"], entry["ratio"])
+        if "before" in entry:
+            line += " %.1f | %.2f |" % (entry["before"]["median"], entry["ratio_before"])
+        print(line)
+    print("goal <= 1.5 x ping at every size: %s" % ("met" if results["met"] else "MISSED"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,386 @@
+# -*- coding: utf-8 -*-
+# Copyright: imds.scheduled_events contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""The fleet report's data: one document built from every host's watcher_info and
+event_info results, the snapshot that alerting keeps between runs, and what changed.
+
+Events are read back through the domain model (events.Event, events.ThisVm), so
+"affects this VM", NotBefore and unknown statuses mean what they mean everywhere
+else. The HTML, JSON and Markdown reports all render this one document, so they
+show the same data. Nothing here imports ansible: a filter and an action plugin
+wrap it, and the tests call it directly.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+from .events import DocumentError, Event, ThisVm, format_iso, normalize_resource_name, parse_not_before, utcnow
+
+FORMAT = "imds-scheduled-events/fleet-report"
+VERSION = 1
+SNAPSHOT_FORMAT = "imds-scheduled-events/fleet-alert-state"
+
+OK = "ok"
+UNREACHABLE = "unreachable"
+FAILED = "failed"
+NO_DATA = "no data"
+
+APPROVAL_STATES = ("approved", "approve", "approval")
+WHO_KEYS = ("by", "approved_by", "actor", "holder", "who")
+
+CHANGE_KEYS = ("new_events", "gone_events", "started_events", "new_holds", "released_holds", "newly_unreachable",
+               "reachable_again")
+CHANGE_TITLES = {
+    "new_events": "New events",
+    "gone_events": "Events gone (over or cancelled)",
+    "started_events": "Events started",
+    "new_holds": "New holds",
+    "released_holds": "Holds released",
+    "newly_unreachable": "Hosts newly unreachable",
+    "reachable_again": "Hosts reachable again",
+}
+
+
+def _as_utc(now):
+    if now is None:
+        return utcnow()
+    if isinstance(now, str):
+        parsed, problem = parse_not_before(now)
+        if parsed is None:
+            raise ValueError("now %r is not a date: %s" % (now, problem))
+        return parsed
+    if now.tzinfo is None:
+        return now.replace(tzinfo=datetime.timezone.utc)
+    return now.astimezone(datetime.timezone.utc)
+
+
+def _seconds_until(moment, now):
+    if moment is None:
+        return None
+    return max(0, int((moment - now).total_seconds()))
+
+
+def _text(value):
+    return None if value is None else str(value)
+
+
+def _host_status(watcher, events):
+    """(status, message) of one host from its registered results."""
+    for result in (watcher, events):
+        if isinstance(result, dict) and result.get("unreachable"):
+            return UNREACHABLE, _text(result.get("msg")) or "unreachable"
+    for result in (watcher, events):
+        if isinstance(result, dict) and result.get("failed"):
+            return FAILED, _text(result.get("msg")) or "the module failed"
+    if not isinstance(watcher, dict) and not isinstance(events, dict):
+        return NO_DATA, "no result (the host did not run the gathering task)"
+    for result in (watcher, events):
+        if isinstance(result, dict) and result.get("skipped"):
+            return NO_DATA, "the gathering task was skipped"
+    return OK, None
+
+
+class _EventRow(object):
+    def __init__(self, event):
+        self.event = event
+        self.seen_by = []
+        self.hosts = []
+
+
+def build_report(hosts, now=None, title="Fleet maintenance report"):
+    """The report document.
+
+    `hosts`: an ordered mapping of inventory host name to a dict with
+      - "watcher": the host's watcher_info result (or None);
+      - "events": its event_info result (or None: then watcher["event_info"] is used);
+      - "group": an optional group name shown in the report (availability set, ...).
+    A result may also be a registered unreachable or failed result.
+    """
+    now = _as_utc(now)
+    rows = []
+    events = {}
+    event_order = []
+    holds = []
+    approvals = []
+    unreadable = []
+    problems = []
+    by_resource = {}
+    for name, data in hosts.items():
+        data = data or {}
+        watcher = data.get("watcher")
+        info = data.get("events")
+        status, message = _host_status(watcher, info)  # registered results only: a nested IMDS failure is no host failure
+        if info is None and isinstance(watcher, dict):
+            info = watcher.get("event_info")
+        row = {"host": name, "status": status, "error": message, "group": _text(data.get("group")),
+               "vm_name": None, "events_error": None, "pending": False, "in_progress": False,
+               "next_not_before": None, "seconds_until_next": None, "event_ids": [], "held": None,
+               "hold_reasons": [], "held_targets": [], "watcher_service": "unknown", "journal_unparseable": 0,
+               "problems": []}
+        rows.append(row)
+        if status != OK:
+            unreadable.append({"host": name, "status": status, "msg": message})
+            continue
+        if isinstance(watcher, dict):
+            _read_watcher(name, watcher, row, holds, approvals)
+        if isinstance(info, dict) and info.get("failed"):
+            row["events_error"] = _text(info.get("msg")) or "IMDS could not be read"
+        elif isinstance(info, dict):
+            _read_events(name, info, row, events, event_order, now)
+            if row["vm_name"]:
+                by_resource.setdefault(normalize_resource_name(row["vm_name"]), name)
+        for line in row["problems"]:
+            problems.append("%s: %s" % (name, line))
+
+    host_rows = dict((r["host"], r) for r in rows)
+    event_list = []
+    for key in event_order:
+        item = events[key]
+        event = item.event
+        affected = list(item.hosts)
+        for resource in event.resources:
+            mapped = by_resource.get(normalize_resource_name(resource))
+            if mapped is not None and mapped not in affected:
+                affected.append(mapped)
+        outside = [r for r in event.resources if normalize_resource_name(r) not in by_resource]
+        not_before = event.not_before
+        event_list.append({
+            "event_id": event.event_id, "event_type": event.event_type, "status": event.status,
+            "not_before": format_iso(not_before),
+            "seconds_until_start": 0 if event.is_started else _seconds_until(not_before, now),
+            "resources": list(event.resources), "hosts": affected, "other_resources": outside,
+            "seen_by": item.seen_by, "shared": len(event.resources) > 1, "source": event.source,
+            "description": event.description, "duration_seconds": event.duration_seconds,
+            "problems": list(event.problems),
+        })
+        for host in affected:
+            if event.event_id not in host_rows[host]["event_ids"]:
+                host_rows[host]["event_ids"].append(event.event_id)
+    event_list.sort(key=lambda e: (0 if e["status"] == "Started" else 1, e["not_before"] is None,
+                                   e["not_before"] or "", e["event_id"]))
+    approvals.sort(key=lambda a: (a["time"] or "", a["host"], a["event_id"] or ""))
+
+    summary = {
+        "hosts": len(rows),
+        "ok": sum(1 for r in rows if r["status"] == OK),
+        "unreachable": sum(1 for r in rows if r["status"] == UNREACHABLE),
+        "failed": sum(1 for r in rows if r["status"] == FAILED),
+        "no_data": sum(1 for r in rows if r["status"] == NO_DATA),
+        "events": len(event_list),
+        "events_scheduled": sum(1 for e in event_list if e["status"] != "Started"),
+        "events_started": sum(1 for e in event_list if e["status"] == "Started"),
+        "hosts_pending": sum(1 for r in rows if r["pending"]),
+        "hosts_in_progress": sum(1 for r in rows if r["in_progress"]),
+        "hosts_held": sum(1 for r in rows if r["held"]),
+        "holds": len(holds),
+        "approvals": len(approvals),
+        "watcher_active": sum(1 for r in rows if r["watcher_service"] == "active"),
+        "next_not_before": min((e["not_before"] for e in event_list
+                                if e["status"] != "Started" and e["not_before"]), default=None),
+    }
+    summary["seconds_until_next"] = _seconds_until(parse_not_before(summary["next_not_before"])[0], now) \
+        if summary["next_not_before"] else None
+    return {"format": FORMAT, "version": VERSION, "title": title, "generated": format_iso(now),
+            "summary": summary, "hosts": rows, "events": event_list, "holds": holds, "approvals": approvals,
+            "unreachable": unreadable, "problems": problems}
+
+
+def _read_watcher(name, watcher, row, holds, approvals):
+    row["held"] = watcher.get("held")
+    service = watcher.get("service") or {}
+    row["watcher_service"] = _text(service.get("state")) or "unknown"
+    journal = watcher.get("journal") or {}
+    row["journal_unparseable"] = int(journal.get("unparseable") or 0)
+    row["problems"].extend(_text(p) for p in watcher.get("problems") or [])
+    status = watcher.get("holds") or {}
+    phases = dict((t.get("key"), t.get("phase")) for t in status.get("targets") or [] if isinstance(t, dict))
+    row["held_targets"] = sorted(k for k in phases if k)
+    for reason in status.get("reasons") or []:
+        if not isinstance(reason, dict):
+            continue
+        targets = [_text(t) for t in reason.get("targets") or []]
+        item = {"host": name, "reason_id": _text(reason.get("id")), "text": _text(reason.get("text")),
+                "holder": _text(reason.get("holder")), "since": _text(reason.get("since")),
+                "event_id": _text(reason.get("event_id")), "targets": targets,
+                "phases": sorted(set(phases.get(t) or "?" for t in targets))}
+        holds.append(item)
+        row["hold_reasons"].append(item["reason_id"])
+    for entry in journal.get("entries") or []:
+        if not isinstance(entry, dict) or str(entry.get("state") or "").casefold() not in APPROVAL_STATES:
+            continue
+        who = next((entry[k] for k in WHO_KEYS if entry.get(k)), None)
+        approvals.append({"host": name, "event_id": _text(entry.get("event_id")),
+                          "event_type": _text(entry.get("event_type")), "time": _text(entry.get("time")),
+                          "by": _text(who) or "imds-watcher on %s" % name, "detail": _text(entry.get("detail"))})
+
+
+def _read_events(name, info, row, events, order, now):
+    vm_name = info.get("this_vm")
+    try:
+        vm = ThisVm(vm_name) if vm_name else None
+        parsed = [Event.from_json(dict(e)) for e in info.get("events") or [] if isinstance(e, dict)]
+    except (DocumentError, ValueError) as exc:
+        row["events_error"] = "unreadable event_info result: %s" % exc
+        return
+    row["vm_name"] = _text(vm_name)
+    mine = [e for e in parsed if vm is None or e.affects(vm)]
+    scheduled = [e for e in mine if e.is_scheduled]
+    row["pending"] = bool(scheduled)
+    row["in_progress"] = any(e.is_started for e in mine)
+    starts = [e.not_before for e in scheduled if e.not_before is not None]
+    if starts:
+        row["next_not_before"] = format_iso(min(starts))
+        row["seconds_until_next"] = _seconds_until(min(starts), now)
+    for event in parsed:
+        key = event.event_id.casefold()
+        item = events.get(key)
+        if item is None:
+            item = events[key] = _EventRow(event)
+            order.append(key)
+        elif event.is_started and not item.event.is_started:
+            item.event = event  # one host may have read it just before it started
+        item.seen_by.append(name)
+        if vm is not None and event.affects(vm) and name not in item.hosts:
+            item.hosts.append(name)
+
+
+# --- alerting: what changed since the last run ---------------------------------------
+
+
+def snapshot(report):
+    """What alerting remembers of a report: identities, not times, so an unchanged
+    fleet gives an identical snapshot."""
+    unreadable = set(u["host"] for u in report["unreachable"])
+    return {
+        "format": SNAPSHOT_FORMAT, "version": VERSION, "generated": report["generated"],
+        "events": dict((e["event_id"].casefold(), {
+            "event_id": e["event_id"], "event_type": e["event_type"], "status": e["status"],
+            "not_before": e["not_before"], "hosts": sorted(e["hosts"]) or sorted(e["resources"])})
+            for e in report["events"]),
+        "holds": dict(("%s|%s" % (h["host"], h["reason_id"]), {
+            "host": h["host"], "reason_id": h["reason_id"], "text": h["text"], "holder": h["holder"],
+            "since": h["since"], "event_id": h["event_id"], "targets": sorted(h["targets"])})
+            for h in report["holds"]),
+        "unreachable": dict((u["host"], {"status": u["status"], "msg": u["msg"]}) for u in report["unreachable"]),
+        "hosts": sorted(r["host"] for r in report["hosts"] if r["host"] not in unreadable),
+    }
+
+
+def compare(previous, current):
+    """(changes, snapshot to keep). Without a previous snapshot, everything is new.
+
+    What cannot be seen now is not reported gone: an event whose every host is
+    unreadable, or a hold on an unreadable host, is carried over unchanged.
+    """
+    previous = previous or {"events": {}, "holds": {}, "unreachable": {}}
+    kept = dict(current, events=dict(current["events"]), holds=dict(current["holds"]))
+    unreadable = set(current["unreachable"])
+    changes = dict((k, []) for k in CHANGE_KEYS)
+    for key, event in current["events"].items():
+        before = previous["events"].get(key)
+        if before is None:
+            changes["new_events"].append(event)
+        elif event["status"] == "Started" and before.get("status") != "Started":
+            changes["started_events"].append(event)
+    for key, event in previous["events"].items():
+        if key in current["events"]:
+            continue
+        hosts = event.get("hosts") or []
+        if hosts and all(h in unreadable for h in hosts):
+            kept["events"][key] = event
+        else:
+            changes["gone_events"].append(event)
+    for key, item in current["holds"].items():
+        if key not in previous["holds"]:
+            changes["new_holds"].append(item)
+    for key, item in previous["holds"].items():
+        if key in current["holds"]:
+            continue
+        if item.get("host") in unreadable:
+            kept["holds"][key] = item
+        else:
+            changes["released_holds"].append(item)
+    for host, item in current["unreachable"].items():
+        if host not in previous["unreachable"]:
+            changes["newly_unreachable"].append(dict(item, host=host))
+    for host, item in previous["unreachable"].items():
+        if host not in current["unreachable"] and host in current.get("hosts", ()):
+            changes["reachable_again"].append(dict(item, host=host))
+    for key in ("new_events", "gone_events", "started_events"):
+        changes[key].sort(key=lambda e: (e.get("not_before") or "", e["event_id"]))
+    for key in ("new_holds", "released_holds"):
+        changes[key].sort(key=lambda h: (h["host"], h["reason_id"] or ""))
+    for key in ("newly_unreachable", "reachable_again"):
+        changes[key].sort(key=lambda h: h["host"])
+    return changes, kept
+
+
+def has_changes(changes):
+    return any(changes.get(k) for k in CHANGE_KEYS)
+
+
+def change_counts(changes):
+    return dict((k, len(changes.get(k) or [])) for k in CHANGE_KEYS)
+
+
+def _hosts(items, limit=8):
+    items = list(items)
+    text = ", ".join(items[:limit])
+    return text + (" and %d more" % (len(items) - limit) if len(items) > limit else "")
+
+
+def describe_change(key, item):
+    """One line per changed item, for email and chat."""
+    if key in ("new_events", "gone_events", "started_events"):
+        when = " NotBefore %s" % item["not_before"] if item.get("not_before") and key == "new_events" else ""
+        hosts = _hosts(item.get("hosts") or []) or "no inventory host"
+        return "%s %s (%s)%s on %s" % (item.get("event_type") or "event", item["event_id"], item.get("status"), when, hosts)
+    if key in ("new_holds", "released_holds"):
+        event = ", event %s" % item["event_id"] if item.get("event_id") else ""
+        return "%s: %s held by %s since %s: %s [reason %s%s]" % (
+            item["host"], _hosts(item.get("targets") or []) or "nothing", item.get("holder") or "unknown",
+            item.get("since") or "?", item.get("text") or "", item.get("reason_id"), event)
+    return "%s (%s): %s" % (item["host"], item.get("status"), item.get("msg") or "")
+
+
+def subject(changes, title="Fleet maintenance report"):
+    counts = change_counts(changes)
+    parts = ["%d %s" % (n, CHANGE_TITLES[k].lower()) for k, n in counts.items() if n]
+    return "[%s] %s" % (title, "; ".join(parts) if parts else "no change")
+
+
+def render_text(changes, report, link=None):
+    """The plain-text alert: what changed, then where things stand."""
+    lines = ["%s, %s" % (report.get("title") or "Fleet maintenance report", report["generated"]), ""]
+    for key in CHANGE_KEYS:
+        items = changes.get(key) or []
+        if not items:
+            continue
+        lines.append("%s (%d):" % (CHANGE_TITLES[key], len(items)))
+        lines.extend("  - " + describe_change(key, item) for item in items)
+        lines.append("")
+    summary = report["summary"]
+    lines.append("Now: %d hosts, %d unreachable or failed, %d events (%d started), %d hosts held."
+                 % (summary["hosts"], summary["unreachable"] + summary["failed"] + summary["no_data"],
+                    summary["events"], summary["events_started"], summary["hosts_held"]))
+    if summary.get("next_not_before"):
+        lines.append("Next NotBefore: %s." % summary["next_not_before"])
+    if link:
+        lines.append("Report: %s" % link)
+    return "\n".join(lines) + "\n"
+
+
+def webhook_payload(changes, report, link=None):
+    return {
+        "source": "imds.scheduled_events.fleet_report",
+        "title": report.get("title"),
+        "generated": report["generated"],
+        "subject": subject(changes, report.get("title") or "Fleet maintenance report"),
+        "text": render_text(changes, report, link),
+        "counts": change_counts(changes),
+        "changes": dict((k, changes.get(k) or []) for k in CHANGE_KEYS),
+        "summary": report["summary"],
+        "report": link,
+    }
