@@ -54,6 +54,7 @@ test: venv collection changelog-lint lint docs-check sanity units integration sy
 
 lint: venv collection
 	$(BIN)/ansible-lint --profile production
+	bash tests/roles/check-argument-specs
 
 changelog-lint: venv
 	$(BIN)/antsibull-changelog lint
