@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 
 from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.text.converters import to_bytes
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.imds.scheduled_events.plugins.module_utils import fleet, notify
+from ansible_collections.imds.scheduled_events.plugins.module_utils.files import write_atomically
 
 STATE_FORMAT = "imds-scheduled-events/fleet-alert-state"
 STATE_VERSION = 1
@@ -89,18 +89,7 @@ def write_file(path, data, mode, check_mode):
         return True
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, mode=0o755, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-        tmp = None
-    finally:
-        if tmp is not None:
-            os.unlink(tmp)
+    write_atomically(path, data, mode=mode)
     return True
 
 

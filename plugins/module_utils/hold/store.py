@@ -28,9 +28,9 @@ import hashlib
 import json
 import os
 import stat
-import tempfile
 import time
 
+from ..files import write_atomically
 from .common import DEFAULT_LOCK_TIMEOUT, DEFAULT_STATE_FILE, CorruptStateError, StateError, isoformat
 
 FORMAT = "imds-scheduled-events/holds"
@@ -190,7 +190,7 @@ class HoldStore(object):
         if os.path.exists(kept):
             return kept
         try:
-            self._write_atomically(kept, data)
+            write_atomically(kept, data)
         except OSError:
             return None
         return kept
@@ -204,30 +204,9 @@ class HoldStore(object):
         doc["updated"] = isoformat(self.clock())
         data = (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode("utf-8")
         try:
-            self._write_atomically(self.path, data)
+            write_atomically(self.path, data)
         except OSError as exc:
             raise StateError("cannot write the state file %s: %s" % (self.path, exc.strerror or exc))
-
-    def _write_atomically(self, path, data):
-        fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), suffix=".tmp", dir=self.directory)
-        try:
-            os.fchmod(fd, 0o644)
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            os.fsync(fd)
-            os.close(fd)
-            fd = None
-            os.rename(tmp, path)
-            tmp = None
-            _fsync_directory(self.directory)
-        finally:
-            if fd is not None:
-                os.close(fd)
-            if tmp is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
 
     # --- locking ---------------------------------------------------------
 
@@ -329,12 +308,3 @@ def _lock_owner(fd):
     except OSError:
         text = ""
     return "pid %s" % text if text.isdigit() else "pid unknown"
-
-
-def _fsync_directory(directory):
-    """The rename is durable only once the directory entry is on disk."""
-    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -12,7 +12,8 @@ Counters start again at 0 when the daemon restarts, which Prometheus expects.
 from __future__ import annotations
 
 import os
-import tempfile
+
+from ..files import write_atomically
 
 PREFIX = "imds_scheduled_events_"
 
@@ -68,25 +69,7 @@ class Metrics(object):
 
     def write(self, path):
         """Replace `path` atomically. Raises OSError (the caller logs it once and carries on)."""
-        directory = os.path.dirname(path)
-        fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), suffix=".tmp", dir=directory)
-        try:
-            os.fchmod(fd, 0o644)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                fd = None
-                handle.write(self.render())
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.rename(tmp, path)
-            tmp = None
-        finally:
-            if fd is not None:
-                os.close(fd)
-            if tmp is not None:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
+        write_atomically(path, self.render().encode("utf-8"), durable=False)
 
 
 def _number(value):

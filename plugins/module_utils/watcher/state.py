@@ -13,13 +13,12 @@ library's record, and the daemon adopts the holds it finds there for events.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import tempfile
 import time
 
+from ..files import write_atomically
 from .machine import validate_state
 
 MAX_STATE_BYTES = 8 * 1024 * 1024
@@ -71,30 +70,4 @@ class StateStore(object):
             os.makedirs(self.directory, 0o755)
         state = dict(state, saved=self.clock())
         data = (json.dumps(state, sort_keys=True, indent=1) + "\n").encode("utf-8")
-        fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(self.path), suffix=".tmp", dir=self.directory)
-        try:
-            os.fchmod(fd, 0o600)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-            os.close(fd)
-            fd = None
-            os.rename(tmp, self.path)
-            tmp = None
-            _fsync_directory(self.directory)
-        finally:
-            if fd is not None:
-                os.close(fd)
-            if tmp is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-
-
-def _fsync_directory(directory):
-    """The rename is durable only once the directory entry is on disk."""
-    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        write_atomically(self.path, data, mode=0o600)

@@ -550,8 +550,9 @@ def test_screenshot(chromium, report_url, fleet):
     data = browser.screenshot(chromium, report_url, str(shot))
     width, height = png_size(data)
     assert (width, height) == (1400, 1800) and len(data) > 50000, "a real rendering, not a blank page"
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(str(shot), str(SCREENSHOT))
+    if os.environ.get("UPDATE_SCREENSHOT") == "1":  # the docs' picture is refreshed on request, never by make test
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(str(shot), str(SCREENSHOT))
 
 
 # --- rolling approvals --------------------------------------------------------------------------------
