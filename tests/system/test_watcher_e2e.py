@@ -5,8 +5,9 @@ as the holds, against the IMDS simulator on the host's loopback (manual clock, s
 - Reboot: detected, held (timer stopped, puppet disabled with the event in its message), pre-hooks, approved by
   policy, started by the simulator, a real reboot of the container, and after it the release of exactly the prior
   state, with the whole lifecycle in the journal.
-- Freeze (auto-approved), Preempt (held and approved), a cancelled event, an event for another VM only (nothing
-  held) and an event shared with another VM (held, never approved early).
+- Freeze (auto-approved), Preempt (held and approved), a cancelled event, a reboot before the event (the timer
+  that comes back at boot is stopped again), an event for another VM only (nothing held) and an event shared with
+  another VM (held, never approved early).
 - kill -9 of the daemon at random points of a lifecycle, repeated: systemd restarts it, nothing is released early,
   nothing stays held after the event.
 - watcher_state=absent releases what the watcher holds, leaves an operator's hold alone, and is idempotent.
@@ -449,6 +450,27 @@ def test_cancelled_event_is_released_as_cancelled(clean, control):
         "detected", "holding", "held", "pre_hooks", "ready", "gone", "post_hooks", "releasing", "released"]
     assert control.approvals(event_id) == []
     assert "post Reboot %s cancelled" % event_id in hooks_log(vm)
+
+
+def test_a_reboot_before_the_event_keeps_drift_correction_held(clean, control):
+    """An operator (or a kernel panic) reboots the VM while the event is still Scheduled: the enabled timer comes
+    back at boot, the watcher stops it again as it starts, and the hold lasts until the event is over."""
+    vm = clean
+    event_id = new_event_id()
+    control.inject(id=event_id, type="Reboot", resources=["myvm"], notice=900, source="Platform")
+    wait_state(vm, event_id, ["ready"])
+    assert_held(vm, event_id)
+    boot_before = vm.boot_id()
+    vm.reboot()
+    assert vm.boot_id() != boot_before
+    wait_polls(control, 2)  # the watcher is back, and settled the hold record before its first poll
+    assert_held(vm, event_id)
+    assert pending(watcher_status(vm), event_id)["state"] == "ready", "not over: it is still Scheduled"
+    assert control.approvals(event_id) == []
+    control.cancel(event_id)
+    status = wait_released(vm, event_id)
+    assert recent(status, event_id)["outcome"] == "cancelled"
+    assert unit_state(vm, TIMER) == {"ActiveState": "active", "UnitFileState": "enabled"}
 
 
 def test_event_for_another_vm_only_holds_nothing(clean, control):

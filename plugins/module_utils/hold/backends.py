@@ -101,6 +101,10 @@ class Backend(object):
         """Undo the planned steps, newest first; returns what changed. progress(step) after each."""
         raise NotImplementedError
 
+    def reassert(self, record):
+        """Redo what a reboot undid of a completed hold; returns what changed. Most holds survive a boot."""
+        return []
+
     @staticmethod
     def summary(record):
         """One line for status: what the hold did and what release will do."""
@@ -279,6 +283,19 @@ class SystemdBackend(Backend):
             elif action == "stop":
                 changes.extend(self._start_again(record))
             _report(progress, action)
+        return changes
+
+    def reassert(self, record):
+        """An enabled timer comes back at boot and a runtime mask lives in /run: a hold that outlives a reboot
+        (an operator's, or one for an event still pending) must stop and mask again."""
+        done = record.get("done") or []
+        changes = []
+        if "stop" in done and self.show(self.name, ("ActiveState",)).get("ActiveState") in _RUNNING:
+            self._systemctl("stop", self.name)
+            changes.append("stop %s again (it came back at boot)" % self.name)
+        if "mask" in done and self.show(self.name, ("UnitFileState",)).get("UnitFileState") != "masked-runtime":
+            self._systemctl("mask", "--runtime", self.name)
+            changes.append("mask %s (runtime) again (runtime masks end at boot)" % self.name)
         return changes
 
     def _start_again(self, record):

@@ -121,7 +121,7 @@ def build_parser():
     which.add_argument("--all", action="store_true", help="drop every reason")
     _scope_options(release, full=False)
 
-    settle = sub.add_parser("settle", help="finish what a crashed hold or release left in progress")
+    settle = sub.add_parser("settle", help="finish what a crashed hold or release left in progress; redo what a reboot undid")
     settle.add_argument("--json", action="store_true", help="print JSON")
     return parser
 

@@ -268,13 +268,30 @@ class HoldManager(object):
                 rec["released_by"] = removed[-1]
 
     def settle(self):
-        """Finish whatever a crashed hold or release left in progress."""
+        """Finish whatever a crashed hold or release left in progress, and redo what a reboot undid of the holds
+        that remain (the watcher does this at every start, so at every boot)."""
         with self.store.locked():
             doc = self.store.read(keep_corrupt=True)
             before = copy.deepcopy(doc)
             results = self._results(doc, [], [])
             self._settle(doc, [], results)
+            self._reassert(doc, results)
             return Outcome(before, doc, results, self.store.path, False)
+
+    def _reassert(self, doc, results):
+        for key in sorted(doc["targets"]):
+            rec = doc["targets"][key]
+            if _pending(rec):
+                continue
+            try:
+                steps = self._backend_of(rec).reassert(rec)
+            except HoldError as exc:
+                steps = []
+                results.setdefault(key, TargetResult(key, rec["backend"], rec["name"])).error = str(exc)
+            if steps:
+                result = results.setdefault(key, TargetResult(key, rec["backend"], rec["name"]))
+                result.steps.extend(steps)
+                _describe(result, rec)
 
     # --- doing the steps -------------------------------------------------
 

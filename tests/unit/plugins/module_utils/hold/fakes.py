@@ -94,6 +94,14 @@ class FakeSystem(object):
         unit.active, unit.sub = ("activating", "start") if unit.type == "oneshot" else ("active", "running")
         unit.busy_until = self.time.monotonic() + seconds
 
+    def reboot(self):
+        """What a boot does: runtime masks (in /run) are gone, enabled units start, runs in flight are over."""
+        self.runtime_masks.clear()
+        for unit in self.units.values():
+            unit.active, unit.sub = ("active", "waiting" if unit.name.endswith(".timer") else "running") \
+                if unit.file_state == "enabled" and unit.name not in self.persistent_masks else ("inactive", "dead")
+            unit.busy_until = None
+
     # --- the machine's state, to compare before and after ----------------
 
     def snapshot(self):

@@ -308,3 +308,43 @@ def test_settle_finishes_what_a_crash_left(manager, system):
     outcome = manager.settle()
     assert outcome.results["puppet"].steps == ["puppet agent --disable"]
     assert [t["phase"] for t in manager.status()["targets"]] == ["held", "held"]
+
+
+def test_settle_after_a_reboot_stops_and_masks_again_what_the_boot_brought_back(manager, system):
+    system.ansible_pull()
+    original = system.snapshot()
+    manager.hold(OPS, everything())
+    held = system.snapshot()
+    system.reboot()  # the enabled timer is back, the runtime mask is gone; puppet's lock file survives
+    assert system.snapshot()["units"]["ansible-pull.timer"] == ("active", "enabled")
+
+    outcome = manager.settle()
+    assert not outcome.failed, outcome.errors
+    assert outcome.results["systemd:ansible-pull.timer"].steps == [
+        "stop ansible-pull.timer again (it came back at boot)",
+        "mask ansible-pull.timer (runtime) again (runtime masks end at boot)"]
+    assert "puppet" not in outcome.results
+    assert system.snapshot() == held
+    assert not manager.settle().changed, "nothing to redo a second time"
+
+    manager.release("CHG-1")
+    assert system.snapshot() == original
+
+
+def test_settle_leaves_alone_what_the_hold_did_not_stop(manager, system):
+    system.ansible_pull(timer_active=False)  # the operator had stopped it: the hold stops nothing
+    manager.hold(OPS, [TIMER])
+    system.reboot()  # enabled, so it starts at boot: that is the operator's setup, not the hold's business
+    outcome = manager.settle()
+    assert not outcome.changed
+    assert system.snapshot()["units"]["ansible-pull.timer"] == ("active", "enabled")
+
+
+def test_settle_reports_a_unit_it_cannot_stop_again_and_keeps_the_hold(manager, system):
+    system.ansible_pull()
+    manager.hold(OPS, [TIMER])
+    system.reboot()
+    system.fail[("stop", "ansible-pull.timer")] = 1
+    outcome = manager.settle()
+    assert outcome.errors and outcome.errors[0].startswith("systemd:ansible-pull.timer: ")
+    assert [r["id"] for r in manager.status()["reasons"]] == ["CHG-1"]
