@@ -76,6 +76,7 @@ docs-check: venv collection
 
 sanity: venv test-tree
 	@if [ -f "$(OFFLINE_PIP)" ]; then bash "$(OFFLINE_PIP)" $(BIN)/python >/dev/null; fi
+	@bash scripts/need-program shellcheck shellcheck
 	cd $(TEST_TREE) && $(ANSIBLE_TEST) sanity --venv --python $(PYVER) --color no
 
 units: venv test-tree

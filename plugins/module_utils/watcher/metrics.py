@@ -11,8 +11,6 @@ Counters start again at 0 when the daemon restarts, which Prometheus expects.
 
 from __future__ import annotations
 
-import os
-
 from ..files import write_atomically
 
 PREFIX = "imds_scheduled_events_"

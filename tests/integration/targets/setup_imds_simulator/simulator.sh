@@ -2,10 +2,12 @@
 # Sourced by integration targets' runme.sh: start the bundled IMDS simulator on
 # ephemeral loopback ports, export where it listens, and stop it on exit.
 #   start_imds_simulator [simulator options...]
-#   -> IMDS_ENDPOINT (first VM), IMDS_SIM_CONTROL, IMDS_SIM_READY (the ready file)
+#   -> IMDS_ENDPOINT (first VM), IMDS_SIM_CONTROL, IMDS_SIM_READY (the ready file);
+#   IMDS_SIM_SCENARIOS is where the targets' scenarios are
 
 IMDS_COLLECTION_ROOT="${ANSIBLE_COLLECTIONS_PATH%%:*}/ansible_collections/imds/scheduled_events"
 IMDS_SIM_SCENARIOS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/files"
+export IMDS_SIM_SCENARIOS
 # Every Python process below (ansible-playbook, modules, the simulator) refuses non-loopback connections.
 export PYTHONPATH="$IMDS_COLLECTION_ROOT/tests/guard${PYTHONPATH:+:$PYTHONPATH}"
 
