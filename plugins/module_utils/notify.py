@@ -135,6 +135,10 @@ def post_webhook(settings, payload, opener=None):
     url = settings.get("url")
     if not url or not str(url).lower().startswith(("https://", "http://")):
         raise DeliveryError("the webhook URL must start with https:// or http://")
+    problem = webhook_url_problem(url)
+    if problem:
+        raise DeliveryError(problem)
+    secrets.extend(_url_secrets(url))
     body = json.dumps(payload, sort_keys=True).encode("utf-8")
     headers = {"Content-Type": "application/json", "User-Agent": "imds.scheduled_events fleet_report"}
     headers.update(dict((str(k), str(v)) for k, v in (settings.get("headers") or {}).items()))
@@ -168,6 +172,39 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):
         raise urllib.error.HTTPError(req.full_url, code, "redirect to elsewhere refused", headers, fp)
+
+
+def webhook_url_problem(url):
+    """Why `url` cannot be a webhook URL, or None. Credentials in it would be sent in clear to a proxy and
+    land in logs; the secret header is the supported way."""
+    try:
+        parts = urllib.parse.urlsplit(str(url))
+        parts.port  # pylint: disable=pointless-statement  (raises ValueError on a bad port)
+    except ValueError as exc:
+        return "the webhook URL %s cannot be parsed: %s" % (_safe_url(url), exc)
+    if parts.username is not None or parts.password is not None:
+        return "the webhook URL %s carries user:password@; put the credential in the secret header instead" \
+            % _safe_url(url)
+    if not parts.hostname:
+        return "the webhook URL %s has no host" % _safe_url(url)
+    return None
+
+
+def _url_secrets(url):
+    """The parts of a webhook URL that may be a token (chat webhooks carry theirs in the path or query):
+    redacted from every message, even when the server echoes them back."""
+    try:
+        parts = urllib.parse.urlsplit(str(url))
+    except ValueError:
+        return [str(url)]
+    found = [str(url)]
+    if len(parts.path) > 1:
+        found.append(parts.path)
+        found.extend(piece for piece in parts.path.split("/") if len(piece) >= 8)
+    if parts.query:
+        found.append(parts.query)
+        found.extend(value for dummy, value in urllib.parse.parse_qsl(parts.query) if len(value) >= 8)
+    return sorted(set(found), key=len, reverse=True)
 
 
 def _safe_url(url):

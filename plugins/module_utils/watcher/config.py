@@ -26,6 +26,7 @@ except ImportError:  # pragma: no cover - Python 2 is not supported
 from ..hold.backends import CommandBackend, GuardBackend, PuppetBackend, SystemdBackend
 from ..hold.common import DEFAULT_STATE_FILE as DEFAULT_HOLD_STATE_FILE, DEFAULT_WAIT_TIMEOUT
 from ..imds import API_VERSIONS, DEFAULT_API_VERSION, ImdsError, resolve_endpoint
+from ..notify import webhook_url_problem
 from .machine import PEER_EVENTS
 from .policy import Policy, PolicyError
 
@@ -388,6 +389,8 @@ def _cross_checks(data, secrets):
     if data["keepalive_interval"] < data["max_backoff"]:
         raise ConfigError("keepalive_interval: must be at least max_backoff (%s)" % data["max_backoff"])
     webhook = data["notify"]["webhook"]
+    if webhook and webhook_url_problem(webhook["url"]):
+        raise ConfigError("notify.webhook.url: %s" % webhook_url_problem(webhook["url"]))
     if webhook and webhook["secret_header"] and secrets.get("webhook_secret") is None:
         raise ConfigError("notify.webhook.secret_header: set, but the secrets file has no webhook_secret")
     if webhook and webhook["secret_header"] and webhook["secret_header"].lower() in (h.lower() for h in webhook["headers"]):

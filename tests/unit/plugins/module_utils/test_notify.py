@@ -309,6 +309,29 @@ def test_webhook_error_keeps_the_token_and_secret_out_of_the_message(receiver):
     assert SECRET not in message and "token" not in message and srv.url in message
 
 
+def test_webhook_token_in_the_path_or_query_is_redacted_even_when_echoed_back(receiver):
+    token, key = "T0AAAA/B0BBBB/xoxb1234567890", "k3y-0f-the-hook"
+    srv = receiver(status=403, body=("bad token %s for /services/%s?code=%s" % (token, token, key)).encode())
+    with pytest.raises(DeliveryError) as info:
+        notify.post_webhook(hook("%s/services/%s?code=%s" % (srv.url, token, key)), {"text": "x"})
+    message = str(info.value)
+    assert "answered 403: bad token" in message
+    for piece in (token, "xoxb1234567890", key, "code=" + key):
+        assert piece not in message, message
+
+
+@pytest.mark.parametrize("url, problem", [
+    ("https://bot:pa55word@127.0.0.1:1/x", "carries user:password@; put the credential in the secret header"),
+    ("https://bot@127.0.0.1:1/x", "carries user:password@"),
+    ("https://127.0.0.1:99999/x", "cannot be parsed"),
+    ("https:///x", "has no host"),
+])
+def test_webhook_url_with_credentials_or_broken_is_refused_without_showing_them(url, problem):
+    with pytest.raises(DeliveryError, match=problem) as info:
+        notify.post_webhook(hook(url), {})
+    assert "pa55word" not in str(info.value)
+
+
 def test_webhook_redirect_is_refused(receiver):
     target = receiver()
     srv = receiver(status=307, location=target.url + "/elsewhere")
