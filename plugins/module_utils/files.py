@@ -50,3 +50,24 @@ def fsync_directory(directory):
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def remove_stale_temp_files(path):
+    """Remove the temp files that writers of `path` killed mid-write left behind (kill -9 skips `finally`).
+
+    Only for callers that know no other writer of `path` is at work: under the file's lock, or as its
+    only writer. Returns the names removed.
+    """
+    directory = os.path.dirname(path) or "."
+    prefix = ".%s." % os.path.basename(path)
+    removed = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in names:
+        if name.startswith(prefix) and name.endswith(".tmp"):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(directory, name))
+                removed.append(name)
+    return removed

@@ -30,7 +30,7 @@ import os
 import stat
 import time
 
-from ..files import write_atomically
+from ..files import remove_stale_temp_files, write_atomically
 from .common import DEFAULT_LOCK_TIMEOUT, DEFAULT_STATE_FILE, CorruptStateError, StateError, isoformat
 
 FORMAT = "imds-scheduled-events/holds"
@@ -227,6 +227,7 @@ class HoldStore(object):
                 self.sleep(LOCK_POLL)
             os.ftruncate(fd, 0)
             os.pwrite(fd, ("%d\n" % os.getpid()).encode("ascii"), 0)
+            remove_stale_temp_files(self.path)  # left by a writer killed mid-write; we hold the lock
             yield
         finally:
             os.close(fd)

@@ -93,10 +93,13 @@ class HooksOutcome(object):
         return {"phase": self.phase, "ok": self.ok, "runs": [r.as_dict() for r in self.runs]}
 
 
+_UNCARRIABLE = re.compile("[\x00\ud800-\udfff]")
+
+
 def _data(value):
     """Environment values cannot hold NUL or unpaired surrogates; anything else passes unchanged."""
     text = "" if value is None else str(value)
-    return text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+    return _UNCARRIABLE.sub("\ufffd", text)  # U+FFFD, as documented (encode's "replace" would give "?")
 
 
 def hook_environment(phase, event, vm_name, outcome=None):

@@ -46,8 +46,11 @@ class Journal(object):
             size = 0
         if size and size + len(data) > self.max_bytes:
             os.replace(self.path, self.rotated)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o640)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o640)
         try:
+            end = os.fstat(fd).st_size
+            if end and os.pread(fd, 1, end - 1) != b"\n":
+                data = b"\n" + data  # a line torn by a kill -9 must not swallow this one
             os.write(fd, data)
             os.fsync(fd)
         finally:

@@ -18,7 +18,7 @@ import logging
 import os
 import time
 
-from ..files import write_atomically
+from ..files import remove_stale_temp_files, write_atomically
 from .machine import validate_state
 
 MAX_STATE_BYTES = 8 * 1024 * 1024
@@ -50,6 +50,7 @@ class StateStore(object):
 
     def load(self):
         """The saved state, or None when there is none or it was unusable (then moved aside and logged)."""
+        remove_stale_temp_files(self.path)  # a kill -9 mid-save leaves one; the daemon is the only writer
         state, problem = self.read()
         if problem is None:
             return state

@@ -1,0 +1,144 @@
+# -*- coding: utf-8 -*-
+# Copyright: imds.scheduled_events contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""One table of IMDS faults and odd documents for the entry points that make a single call
+(event_info, event_approve, the events lookup), served by the real simulator on 127.0.0.1.
+
+Why a shared table: every entry point must meet the same contract (a clear failure or a
+correct answer, never a traceback, never an approval outside what was asked, never more
+than 5 requests per second), so the cases are written once and each test file states
+what its entry point does with them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SIMULATOR_DIR = os.path.abspath(os.path.join(HERE, "..", "..", "..", "simulator"))
+if SIMULATOR_DIR not in sys.path:
+    sys.path.insert(0, SIMULATOR_DIR)
+
+from imds_simulator.simulator import Simulator  # noqa: E402  pylint: disable=wrong-import-position,import-error
+
+MINE = "C7061BAC-AFDC-4513-B24B-AA5F13A16123"
+START = "2025-06-15T15:00:00Z"
+PAIR = [{"name": "myvm", "availability_set": "as1"}, {"name": "myvm-peer", "availability_set": "as1"}]
+MIXED = [{"name": "MyVM", "availability_set": "as1"}, {"name": "myvm-peer", "availability_set": "as1"}]
+FREEZE = {"id": MINE, "type": "Freeze", "resources": ["myvm"], "at": 0, "notice": 900, "duration": 5}
+STATUSES = (400, 404, 405, 410, 429, 500, 503)
+RETRIED = (404, 410, 429, 500, 503)
+
+
+@dataclasses.dataclass
+class FaultCase:
+    """`fails`: a message the call must fail with (regex), else it must succeed; `status`: the
+    status the failure reports; `requests`: how many IMDS requests the call makes."""
+    event: dict = dataclasses.field(default_factory=lambda: dict(FREEZE))
+    fault: dict = None
+    fails: str = None
+    status: int = None
+    retries: int = 0
+    requests: int = 1
+    vms: list = None
+    vm: str = "myvm"
+    api_version: str = "2020-07-01"
+    special: str = None
+    options: dict = dataclasses.field(default_factory=dict)
+
+
+def _cases():
+    cases = {}
+    for code in STATUSES:
+        cases["status-%d" % code] = FaultCase(fault={"kind": "status", "code": code}, fails="answered %d" % code,
+                                              status=code)
+    for code in RETRIED:
+        cases["status-%d-retried-once" % code] = FaultCase(fault={"kind": "status", "code": code, "count": 1},
+                                                           retries=1, requests=2)
+    cases.update({
+        "timeout": FaultCase(fault={"kind": "delay", "seconds": 1.0, "count": 1}, fails="timed out after 0.3 s",
+                             options={"timeout": 0.3, "first_timeout": 0.3}),
+        "warm-up-2-minutes-scaled": FaultCase(fault={"kind": "warmup", "seconds": 1.0},
+                                              options={"timeout": 0.3, "first_timeout": 5.0}),
+        "connection-refused": FaultCase(special="refused", fails="failed to connect", requests=0),
+        "connection-reset": FaultCase(fault={"kind": "drop"}, fails="failed to connect|aborted|broke off"),
+        "malformed-json": FaultCase(fault={"kind": "malformed"}, fails="malformed JSON"),
+        "truncated-json": FaultCase(fault={"kind": "truncated"}, fails="broke off|malformed JSON"),
+        "non-object-json": FaultCase(fault={"kind": "non_object"}, fails="JSON array, not an object"),
+        "over-1-mib": FaultCase(fault={"kind": "huge", "bytes": 1048577}, fails="more than the 1048576 bytes",
+                                status=200),
+        "incarnation-reset": FaultCase(special="reset"),
+        "cancelled": FaultCase(event=dict(FREEZE, cancel_at=10), special="cancel"),
+        "hardware-failure-started-only": FaultCase(event={"id": MINE, "type": "Reboot", "resources": ["myvm"],
+                                                          "initial_status": "Started"}),
+        "other-vms-only": FaultCase(event=dict(FREEZE, resources=["myvm-peer"])),
+        "shared": FaultCase(event=dict(FREEZE, resources=["myvm", "myvm-peer"])),
+        "underscore-names-2017-03-01": FaultCase(api_version="2017-03-01"),
+        "mixed-case-name": FaultCase(event=dict(FREEZE, resources=["MyVM"]), vms=MIXED, vm="MyVM"),
+        "unknown-event-type": FaultCase(special="unknown_type"),
+        "notbefore-rfc1123": FaultCase(api_version="2019-08-01"),
+        "notbefore-iso8601": FaultCase(api_version="2017-03-01"),
+        "notbefore-empty": FaultCase(event={"id": MINE, "type": "Freeze", "resources": ["myvm"],
+                                            "initial_status": "Started"}),
+    })
+    return cases
+
+
+CASES = _cases()
+
+
+class Served(object):
+    """The simulator prepared for one case: events in place, the fault armed."""
+
+    def __init__(self, case):
+        self.case = case
+        scenario = {"name": "faults", "clock": "manual", "start_time": START, "events": [case.event],
+                    "vms": case.vms or PAIR}
+        self.sim = Simulator.from_scenario(scenario, port=0, control_port=None)
+        self.sim.start()
+        self.world = self.sim.world
+        self.endpoint = self.sim.endpoint(case.vm)
+        self.world.advance(1)
+        if case.special == "unknown_type":
+            live = self.world.events[MINE]
+            live.spec = dataclasses.replace(live.spec, type="Hibernate")
+        elif case.special == "reset":
+            self.control("POST", "/faults", {"kind": "reset_incarnation"})
+        elif case.special == "cancel":
+            self.world.advance(10)
+        elif case.special == "refused":
+            self.control("POST", "/vms/%s/reboot" % case.vm, {"seconds": 60})
+            self.sim.settle()
+        if case.fault is not None:
+            self.control("POST", "/faults", dict(case.fault, path="/metadata/scheduledevents"))
+
+    def control(self, method, path, body=None):
+        reply = self.sim.control.handle(method, path, json.dumps(body or {}).encode())
+        assert reply.status < 300, reply.body
+        return json.loads(reply.body) if reply.body else None
+
+    def requests(self, at_least=0):
+        """The request log; a delayed request is logged once the simulator answers it, after the client gave up."""
+        for dummy in range(100):
+            log = self.sim.request_log.query(None, None, None)
+            if len(log) >= at_least:
+                break
+            time.sleep(0.05)
+        return log
+
+    def check_budget(self, at_least=0):
+        """At most 5 requests in any second, and the simulator never had to throttle on its own."""
+        log = self.requests(at_least)
+        stamps = [entry["wall_time"] for entry in log]
+        for i, start in enumerate(stamps):
+            assert len([s for s in stamps[i:] if s - start < 1.0]) <= 5
+        assert not [e for e in log if e["status"] == 429 and e["fault"] is None]
+        return log
+
+    def stop(self):
+        self.sim.stop()
