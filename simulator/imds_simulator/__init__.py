@@ -8,7 +8,8 @@ See docs/simulator.md.
 
 __version__ = "0.1.0"
 
+from .client import ControlClient, ControlError  # noqa: E402  pylint: disable=wrong-import-position
 from .scenario import ScenarioError, build_scenario, load_scenario  # noqa: E402  pylint: disable=wrong-import-position
 from .simulator import ConfigError, Simulator  # noqa: E402  pylint: disable=wrong-import-position
 
-__all__ = ["ConfigError", "ScenarioError", "Simulator", "build_scenario", "load_scenario", "__version__"]
+__all__ = ["ConfigError", "ControlClient", "ControlError", "ScenarioError", "Simulator", "build_scenario", "load_scenario", "__version__"]

@@ -37,7 +37,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -51,7 +50,9 @@ GUARD = ROOT / "tests" / "guard"
 SCREENSHOT = ROOT / "docs" / "images" / "fleet-report.png"
 
 sys.path.insert(0, str(FLEET))
+sys.path.insert(0, str(ROOT / "simulator"))
 import browser  # noqa: E402  pylint: disable=wrong-import-position,import-error
+from imds_simulator import ControlClient  # noqa: E402  pylint: disable=wrong-import-position
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the fleet report suite needs root (hold records are "
                                                           "trusted only when root owns them)")
@@ -80,15 +81,6 @@ def free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def control(base, method, path, body=None):
-    data = json.dumps(body).encode("utf-8") if body is not None else None
-    request = urllib.request.Request(base + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(request, timeout=30) as response:
-        return json.loads(response.read() or b"null")
 
 
 def ansible_env():
@@ -125,11 +117,11 @@ class Simulator(object):
                 raise RuntimeError("the simulator did not start: %s" % (workdir / "simulator.log").read_text())
             time.sleep(0.1)
         info = json.loads(self.ready.read_text())
-        self.control = info["control"]
+        self.control = ControlClient(info["control"])
         self.vms = info["vms"]
 
     def call(self, method, path, body=None):
-        return control(self.control, method, path, body)
+        return self.control.call(method, path, body)
 
     def stop(self):
         if self.proc.poll() is None:

@@ -22,7 +22,6 @@ import random
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -36,7 +35,7 @@ FILES = ROOT / "tests" / "system" / "watcher"
 COLLECTIONS = ROOT / ".build" / "collections"
 sys.path.insert(0, str(ROOT / "simulator"))
 
-from imds_simulator import Simulator  # noqa: E402  pylint: disable=wrong-import-position
+from imds_simulator import ControlClient, Simulator  # noqa: E402  pylint: disable=wrong-import-position
 
 IMDS_WATCHER = "/usr/local/sbin/imds-watcher"
 IMDS_HOLD = "/usr/local/sbin/imds-hold"
@@ -107,45 +106,13 @@ def new_event_id():
 # --- the simulator's control API ---------------------------------------------------------------
 
 
-class Control(object):
-    """The simulator's control API over HTTP on loopback (docs/simulator.md)."""
-
-    def __init__(self, url):
-        self.url = url
-        self.opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-    def call(self, method, path, body=None):
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.url + path, data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
-        with self.opener.open(request, timeout=30) as response:
-            return json.loads(response.read().decode() or "null")
-
-    def inject(self, **event):
-        return self.call("POST", "/events", event)
-
-    def event(self, event_id):
-        return self.call("GET", "/events/%s" % event_id)
-
-    def cancel(self, event_id):
-        return self.call("POST", "/events/%s/cancel" % event_id)
-
-    def start(self, event_id):
-        return self.call("POST", "/events/%s/start" % event_id)
-
-    def advance(self, seconds):
-        return self.call("POST", "/clock/advance", {"seconds": seconds})
-
-    def approvals(self, event_id):
-        return self.call("GET", "/approvals?event=%s" % event_id)["approvals"]
+class Control(ControlClient):
+    """The simulator's control API, with what these cases ask of it."""
 
     def polls(self, vm="myvm"):
         """How many scheduled-events GETs this VM made (successful ones)."""
-        return len([r for r in self.call("GET", "/requests?vm=%s" % vm)["requests"]
+        return len([r for r in self.requests(vm=vm)
                     if r["method"] == "GET" and "scheduledevents" in r["path"] and r["status"] == 200])
-
-    def live_events(self):
-        return [e for e in self.call("GET", "/events")["events"] if e["status"] != "gone"]
 
 
 # --- the VM ------------------------------------------------------------------------------------

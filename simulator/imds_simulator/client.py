@@ -1,0 +1,86 @@
+"""A client of the control API, for tests, benchmarks and the demo in other processes.
+
+One place that knows the paths of docs/simulator.md's control API. It always goes
+straight to the loopback listener: proxies in the environment are ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+
+
+class ControlError(RuntimeError):
+    """The control API answered with an error: the message carries its status and text."""
+
+
+class ControlClient:
+    def __init__(self, url, timeout=30):
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def call(self, method, path, body=None):
+        data = json.dumps(body).encode("utf-8") if body is not None else None
+        request = urllib.request.Request(self.url + path, data=data, method=method,
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with self.opener.open(request, timeout=self.timeout) as response:
+                return json.loads(response.read().decode("utf-8") or "null")
+        except urllib.error.HTTPError as exc:
+            raise ControlError("%s %s: %s %s" % (method, path, exc.code, exc.read(500).decode("utf-8", "replace")))
+
+    # --- events and time ---------------------------------------------------------------------
+
+    def state(self, vm=None):
+        return self.call("GET", "/state" + _query(vm=vm))
+
+    def events(self, vm=None):
+        return self.call("GET", "/events" + _query(vm=vm))["events"]
+
+    def live_events(self):
+        return [e for e in self.events() if e["status"] != "gone"]
+
+    def event(self, event_id):
+        return self.call("GET", "/events/%s" % urllib.parse.quote(event_id, safe=""))
+
+    def inject(self, **event):
+        return self.call("POST", "/events", event)
+
+    def cancel(self, event_id):
+        return self.call("POST", "/events/%s/cancel" % urllib.parse.quote(event_id, safe=""))
+
+    def start(self, event_id):
+        return self.call("POST", "/events/%s/start" % urllib.parse.quote(event_id, safe=""))
+
+    def advance(self, seconds):
+        return self.call("POST", "/clock/advance", {"seconds": seconds})
+
+    def reboot_vm(self, vm, seconds):
+        return self.call("POST", "/vms/%s/reboot" % urllib.parse.quote(vm, safe=""), {"seconds": seconds})
+
+    def reset(self):
+        return self.call("POST", "/reset")
+
+    # --- faults --------------------------------------------------------------------------------
+
+    def add_fault(self, **fault):
+        return self.call("POST", "/faults", fault)
+
+    def clear_faults(self):
+        return self.call("DELETE", "/faults")
+
+    # --- what clients did ----------------------------------------------------------------------
+
+    def approvals(self, event_id=None, vm=None):
+        return self.call("GET", "/approvals" + _query(event=event_id, vm=vm))["approvals"]
+
+    def requests(self, vm=None, since=None, limit=None):
+        return self.call("GET", "/requests" + _query(vm=vm, since=since, limit=limit))["requests"]
+
+
+def _query(**params):
+    given = [(k, v if isinstance(v, str) else repr(v)) for k, v in params.items() if v is not None]
+    return "?" + urllib.parse.urlencode(given) if given else ""
