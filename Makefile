@@ -31,7 +31,7 @@ help:
 	@echo "make demo    run the simulator and the example playbook against it"
 	@echo "make test    install what is needed and run every suite (CI=true: a skip is a failure)"
 	@echo "make lint | sanity | units | integration | system | docs-check | changelog-lint | build"
-	@echo "make bench   run the benchmarks on the simulator (results in bench/results/)"
+	@echo "make bench   every benchmark on the simulator: bench/results.json, bench/results.md (QUICK=1: short runs)"
 
 $(STAMP): tests/requirements.txt scripts/bootstrap
 	bash scripts/bootstrap "$(PYTHON)" "$(VENV)"
@@ -95,7 +95,7 @@ demo: venv collection
 
 # Benchmarks (never part of make test: timings belong here, not in assertions).
 bench: venv collection
-	$(BIN)/python bench/module_overhead.py
+	PYTHONPATH=$(CURDIR)/tests/guard $(BIN)/python bench/run.py $(if $(QUICK),--quick)
 
 simulator:
 	PYTHON=$(PYTHON) simulator/imds-simulator --scenario simulator/scenarios/demo.yaml

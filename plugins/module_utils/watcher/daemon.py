@@ -8,10 +8,19 @@
   tick and the next one waits 1, 2, 4 ... up to max_backoff seconds; a success
   goes back to poll_interval. The first request of the process may take two
   minutes (the service enables itself); the client grants that once.
+- Ticks start every poll_interval (the time a tick takes is not added to it),
+  so an event waits at most one interval to be seen.
 - Decisions run one after another in this process; each result goes back into
   the machine at once, so a 30-second Preempt is held, hooked and approved in
   one tick. Long actions (a hold waiting for a run in flight, hooks) are
   interleaved with keep-alive requests so IMDS never sees a day of silence.
+- A hold takes the quick local targets first (systemd units, the guard: a few
+  milliseconds), then the slow ones (puppet, whose every command starts Ruby,
+  and operator commands), in two passes over the hold record. For a Preempt
+  (30 s of notice, then the VM is evicted) the slow targets are held right
+  after the approval, at the end of the same tick, so Ruby's start-up does not
+  eat the notice; a failure there is logged, counted and retried every tick,
+  and after a restart the hold record shows what is still to hold.
 - The state is saved after every result. SIGTERM saves and exits without
   releasing anything: holds persist across restarts and reboots by design.
 Clock, sleep and every collaborator are injectable, so tests step it tick by tick.
@@ -39,6 +48,16 @@ from .state import StateStore
 BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
 SLEEP_SLICE = 0.5
 VOLATILE = ("last_seen",)
+# Held first: local and quick. The others (puppet, operator commands) start programs that may take seconds.
+QUICK_BACKENDS = ("systemd", "guard")
+# Events whose approval must not wait for the slow targets: the VM is evicted at the end of a 30-second notice.
+URGENT_TYPES = ("Preempt",)
+
+
+def split_targets(targets):
+    """(quick, slow): the hold targets in the order they are held, each list in its configured order."""
+    quick = [t for t in targets if t.kind in QUICK_BACKENDS]
+    return quick, [t for t in targets if t.kind not in QUICK_BACKENDS]
 
 
 def read_boot_id(path=BOOT_ID_FILE):
@@ -48,6 +67,10 @@ def read_boot_id(path=BOOT_ID_FILE):
             return handle.read().strip() or None
     except (OSError, UnicodeDecodeError):
         return None
+
+
+def _urgent(event):
+    return isinstance(event, dict) and event.get("EventType") in URGENT_TYPES
 
 
 def _significant(state):
@@ -82,6 +105,7 @@ class Daemon(object):
         self.store = store or StateStore(config.state_file, clock=clock, logger=self.logger)
         self.boot_id = boot_id if boot_id is not None else read_boot_id()
         self.targets = list(config.hold_targets)
+        self.deferred = {}  # event id -> Reason: slow targets still to hold for an urgent event
         self.machine = None
         self.vm = None
         self.failures = 0
@@ -116,8 +140,9 @@ class Daemon(object):
         self.start()
         self.logger.info("watcher: started (boot %s, hold record %s)", self.boot_id, self.holds.state_file)
         while not self.stopping:
+            started = self.monotonic()
             delay = self.tick()
-            self._wait(delay)
+            self._wait(delay - (self.monotonic() - started))
         self.save(force=True)
         self.logger.info("watcher: stopped; holds stay in place until their event is over")
         return 0
@@ -142,6 +167,7 @@ class Daemon(object):
             self._poll_failed(exc)
             if self.machine is not None:
                 self.execute(self.machine.observe(self.clock(), error=exc))
+            self.hold_deferred()
             self._after_tick()
             return self.next_delay()
         if self.failures:
@@ -150,6 +176,7 @@ class Daemon(object):
         self.last_error = None
         self.metrics.set("last_successful_poll_timestamp_seconds", round(self.clock(), 3))
         self.execute(self.machine.observe(self.clock(), document=document))
+        self.hold_deferred()
         self._after_tick()
         return self.next_delay()
 
@@ -192,6 +219,24 @@ class Daemon(object):
             return
         reasons = [r for r in status.get("reasons", []) if r.get("holder") == HOLDER and r.get("event_id")]
         self.execute(self.machine.adopt(self.clock(), reasons))
+        self._resume_deferred(reasons)
+
+    def _resume_deferred(self, reasons):
+        """After a restart: an urgent event held before it may still lack its slow targets, which follow the
+        approval in memory only. The hold record says which targets its reason holds."""
+        slow = set(t.key for t in split_targets(self.targets)[1])
+        if not slow:
+            return
+        by_id = dict((r["id"].lower(), r) for r in reasons)
+        for rec in self.machine.holds_active():
+            reason = by_id.get(rec["id"].lower())
+            if reason is None or rec.get("type") not in URGENT_TYPES or slow <= set(reason.get("targets") or []):
+                continue
+            try:
+                self.deferred[rec["id"]] = Reason(reason["id"], reason.get("text") or "Azure scheduled event %s"
+                                                  % rec["id"], event_id=reason["event_id"], holder=HOLDER)
+            except ValueError as exc:
+                self.logger.error("hold: event %s: cannot hold %s again: %s", rec["id"], ", ".join(sorted(slow)), exc)
 
     def _after_tick(self):
         if self.machine is not None:
@@ -232,6 +277,7 @@ class Daemon(object):
     def execute(self, step):
         """Every decision of the step and of the results it leads to, in order."""
         queue = list(step.decisions)
+        unsaved = False
         while queue:
             decision = queue.pop(0)
             if decision.kind == "journal":
@@ -241,7 +287,12 @@ class Daemon(object):
             else:
                 result = self.act(decision)
                 queue.extend(self.machine.feed(self.clock(), result).decisions)
+                unsaved = True
+            if unsaved and (not queue or queue[0].kind not in ("journal", "notify")):
+                # saved once the journal has the entries that explain the new state: a kill -9 in between
+                # then repeats them after the restart instead of losing them (a forgotten event is not redone)
                 self.save()
+                unsaved = False
                 self._keepalive()
 
     def act(self, decision):
@@ -257,16 +308,51 @@ class Daemon(object):
     def _hold(self, decision):
         if not self.targets:
             return Result("hold", decision.event_id, True, "nothing is configured to hold (hold: {} is empty)")
+        held = []
         try:
             reason = Reason(decision.event_id, decision.reason, event_id=decision.event_id, holder=HOLDER)
-            outcome = self.holds.hold(reason, self.targets)
+            quick, slow = split_targets(self.targets)
+            if slow and quick and _urgent(decision.event):
+                outcome = self.holds.hold(reason, quick)
+                if not outcome.failed:
+                    self.deferred[decision.event_id] = reason
+                    return Result("hold", decision.event_id, True, "held: %s; %s follow%s the approval (%s)" % (
+                        ", ".join(sorted(outcome.results)), ", ".join(t.key for t in slow),
+                        "s" if len(slow) == 1 else "", decision.event.get("EventType")))
+            else:
+                for part in (quick, slow):
+                    if part:
+                        outcome = self.holds.hold(reason, part)
+                        if outcome.failed:
+                            break
+                        held.extend(outcome.results)
         except (HoldError, ValueError, OSError) as exc:
             return Result("hold", decision.event_id, False, "hold failed: %s" % exc)
         if outcome.failed:
             return Result("hold", decision.event_id, False, "hold failed: %s" % "; ".join(outcome.errors))
-        return Result("hold", decision.event_id, True, "held: %s" % ", ".join(sorted(outcome.results)))
+        return Result("hold", decision.event_id, True, "held: %s" % ", ".join(sorted(set(held))))
+
+    def hold_deferred(self):
+        """The slow targets of urgent events, after their approval; retried every tick until they hold."""
+        slow = split_targets(self.targets)[1]
+        for event_id, reason in sorted(self.deferred.items()):
+            if self.stopping:
+                return
+            try:
+                outcome = self.holds.hold(reason, slow)
+                problem = "; ".join(outcome.errors) if outcome.failed else None
+            except (HoldError, ValueError, OSError) as exc:
+                problem = str(exc)
+            if problem is None:
+                del self.deferred[event_id]
+                self.logger.info("hold: event %s: also held: %s", event_id, ", ".join(sorted(outcome.results)))
+            else:
+                self.metrics.inc("action_failures_total", action="hold")
+                self.logger.error("hold: event %s: holding %s failed (retried next tick): %s", event_id,
+                                  ", ".join(t.key for t in slow), problem)
 
     def _release(self, decision):
+        self.deferred.pop(decision.event_id, None)
         try:
             outcome = self.holds.release(reason_id=decision.event_id)
         except (HoldError, ValueError, OSError) as exc:

@@ -81,3 +81,37 @@ def test_samples_cover_every_type_and_an_unknown_one():
     assert kinds == ["Freeze", "Reboot", "Redeploy", "Preempt", "Terminate", "Unknown"]
     assert Rule("x", "EventType=='Freeze'").as_dict() == {"name": "x", "when": "EventType=='Freeze'",
                                                           "allow_shared": False}
+
+
+
+def _in_a_fresh_python(code):
+    """Run `code` where nothing has imported jmespath yet (this test process has)."""
+    import os
+    import subprocess
+    import sys
+    from ansible_collections.imds.scheduled_events.plugins.module_utils.watcher import policy
+    top = policy.__file__
+    while os.path.basename(top) != "ansible_collections":
+        top = os.path.dirname(top)
+    prelude = ("import sys; sys.path.insert(0, %r)\n"
+               "from ansible_collections.imds.scheduled_events.plugins.module_utils.watcher import policy\n"
+               % os.path.dirname(top))
+    proc = subprocess.run([sys.executable, "-c", prelude + code], capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+def test_jmespath_is_loaded_only_when_a_rule_needs_it():
+    assert _in_a_fresh_python(
+        "policy.Policy.from_config([]); print('jmespath' in sys.modules)") == "False"
+    assert _in_a_fresh_python(
+        "policy.Policy.from_config([{'name': 'x', 'when': '`true`'}]); print('jmespath' in sys.modules)") == "True"
+
+
+def test_rules_without_jmespath_are_a_clear_error():
+    assert _in_a_fresh_python(
+        "sys.modules['jmespath'] = None\n"
+        "try:\n    policy.Rule('spot', \"EventType=='Preempt'\")\n"
+        "except policy.PolicyError as exc:\n    print(exc)") == \
+        "approval rules need the Python library 'jmespath' (python3-jmespath)"

@@ -1,0 +1,203 @@
+# -*- coding: utf-8 -*-
+# Copyright: imds.scheduled_events contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Runs every benchmark of issue #7 on the simulator and writes bench/results.json and bench/results.md.
+
+  footprint          the watcher vs a minimal requests loop, CPU and peak RSS (host)
+  request_rate       steady polling and 429/500 storms (host)
+  detection_latency  event appears -> ansible-pull.timer stopped and the guard held (systemd container)
+  preempt_budget     Preempt appears -> approved (the same container)
+  module_overhead    event_info vs ansible.builtin.uri
+  fleet_report       event_info and the fleet report vs `ansible -m ping`, 50/200/500 hosts
+Each is also a script of its own (python bench/<name>.py --help). footprint and request_rate run at the same time
+(each measures only its own processes, which use a fraction of a percent of a core); the rest one after another.
+Under `make bench` (30 Preempts rather than 50, shorter storms, one fleet run per size) the whole takes about a
+quarter of an hour. `make bench` puts tests/guard on PYTHONPATH. No test suite asserts any of these timings.
+Usage: python bench/run.py [--quick] [--only name,name]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import benchvm  # noqa: E402  pylint: disable=wrong-import-position
+import detection_latency  # noqa: E402  pylint: disable=wrong-import-position
+import fleet_report  # noqa: E402  pylint: disable=wrong-import-position
+import footprint  # noqa: E402  pylint: disable=wrong-import-position
+import module_overhead  # noqa: E402  pylint: disable=wrong-import-position
+import preempt_budget  # noqa: E402  pylint: disable=wrong-import-position
+import request_rate  # noqa: E402  pylint: disable=wrong-import-position
+
+ORDER = ["footprint", "request_rate", "detection_latency", "preempt_budget", "module_overhead", "fleet_report"]
+VM_BENCHMARKS = ("detection_latency", "preempt_budget")
+
+
+def machine():
+    model = "unknown"
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        ansible = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible"), "--version"],
+                                 stdout=subprocess.PIPE, universal_newlines=True, check=False).stdout.splitlines()[0]
+    except (OSError, IndexError):
+        ansible = "unknown"
+    return {"nproc": os.cpu_count(), "cpu": model, "python": platform.python_version(), "ansible": ansible,
+            "platform": platform.platform(), "load_average_start": [round(x, 2) for x in os.getloadavg()]}
+
+
+def rows(name, r):
+    """(benchmark, measured, goal, met) lines for the Markdown table."""
+    if name == "footprint":
+        w, l = r["watcher"], r["loop"]
+        cpu = (w["cpu_percent"], l["cpu_percent"], r["cpu_ratio"])
+        return [("footprint: CPU over %.0f s" % r["window_seconds"],
+                 "watcher %.2f %% vs loop %.2f %% of one core (**%.2f x**)" % cpu,
+                 "<= 1.3 x the loop", r["cpu_ratio"] <= 1.3),
+                ("footprint: peak RSS", "watcher **%.1f MB** (loop %.1f MB)" % (w["peak_rss_mb"], l["peak_rss_mb"]),
+                 "<= 30 MB", w["peak_rss_mb"] <= 30.0)]
+    if name == "request_rate":
+        out = [("request rate: steady", "**%.3f req/s** over %.0f s" % (r["steady"]["per_second"],
+                                                                        r["steady"]["seconds"]),
+                "<= 1.05 req/s", r["steady"]["per_second"] <= 1.05)]
+        for s in r["storms"]:
+            ok = s["peak_per_second"] <= 5 and s["backing_off"] and (s["polls_to_recover"] or 99) <= 2
+            out.append(("request rate: %d storm (%.0f s)" % (s["code"], s["seconds"]),
+                        "peak **%d/s**; gaps %s s; recovered at poll %s after the storm (%s s), next gap %s s"
+                        % (s["peak_per_second"], ", ".join("%g" % g for g in s["gaps_between_failures"]),
+                           s["polls_to_recover"], s["seconds_to_recover"], s["gap_after_recovery"]),
+                        "<= 5/s, backing off, recovered within 2 polls", ok))
+        return out
+    if name in VM_BENCHMARKS:
+        st = r["seconds"]
+        what = "detection latency (%d events)" % st["n"] if name == "detection_latency" else \
+            "Preempt budget (%d Preempts)" % st["n"]
+        goal = "p99 <= 1.15 s (1 s polling + 150 ms)" if name == "detection_latency" else "p99 <= 1.5 s"
+        return [(what, "p50 %.3f s, p95 %.3f s, **p99 %.3f s**" % (st["p50"], st["p95"], st["p99"]), goal, r["met"])]
+    if name == "module_overhead":
+        return [("module overhead (%d pairs)" % r["uri"]["runs"],
+                 "event_info %.3f s vs uri %.3f s median (**%.3f**)" % (r["event_info"]["median"], r["uri"]["median"],
+                                                                        r["ratio"]), "<= 1.10", r["met"])]
+    if name == "fleet_report":
+        out = []
+        for size, e in r["sizes"].items():
+            out.append(("fleet: %s hosts (forks %d)" % (size, r["forks"]),
+                        "ping %.1f s; event_info %.1f s (%.2f x); report %.1f s (**%.2f x**)"
+                        % (e["ping"]["median"], e["info"]["median"], e["ratio_info"], e["report"]["median"],
+                           e["ratio"]), "report <= 1.5 x ping", e["met"]))
+        return out
+    return []
+
+
+def markdown(results):
+    m = results["machine"]
+    values = (results["date"], m["nproc"], m["cpu"], m["python"], m["ansible"],
+              " / ".join("%.2f" % x for x in m["load_average_start"]),
+              " / ".join("%.2f" % x for x in m["load_average_end"]),
+              results["seconds"], " (--quick)" if results["quick"] else "")
+    lines = ["Run on %s: %d cores (%s), Python %s, %s; load average %s at the start, %s at the end; "
+             "`make bench` took %.0f s%s." % values,
+             "", "| benchmark | measured | goal | met |", "| --- | --- | --- | --- |"]
+    for name in ORDER:
+        if name in results["benchmarks"]:
+            for what, measured, goal, met in rows(name, results["benchmarks"][name]):
+                lines.append("| %s | %s | %s | %s |" % (what, measured, goal, "yes" if met else "**no**"))
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="pass --quick to every benchmark")
+    parser.add_argument("--only", default=",".join(ORDER))
+    parser.add_argument("--out", default=os.path.join(HERE, "results.json"))
+    parser.add_argument("--md", default=os.path.join(HERE, "results.md"))
+    args = parser.parse_args(argv)
+    selected = [n for n in ORDER if n in args.only.split(",")]
+    started = time.monotonic()
+    results = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+               "quick": args.quick, "machine": machine(), "benchmarks": {}, "errors": {}}
+    quick = ["--quick"] if args.quick else []
+    extra = {} if args.quick else {"preempt_budget": ["--events", "30"],
+                                   "request_rate": ["--steady", "20", "--storm", "12", "--calm", "8"]}
+    extra["fleet_report"] = ["--runs", "1", "--no-before"]
+    modules = {"footprint": footprint, "request_rate": request_rate, "detection_latency": detection_latency,
+               "preempt_budget": preempt_budget, "module_overhead": module_overhead, "fleet_report": fleet_report}
+    vm = None
+    background = {}
+    if "footprint" in selected and "request_rate" in selected:
+        def footprint_thread():
+            began = time.monotonic()
+            try:
+                background["result"] = footprint.main(quick)
+                background["result"]["bench_seconds"] = round(time.monotonic() - began, 1)
+            except Exception as exc:  # pylint: disable=broad-except
+                background["error"] = "%s: %s" % (type(exc).__name__, exc)
+        selected.remove("footprint")
+        background["thread"] = threading.Thread(target=footprint_thread)
+        background["thread"].start()
+
+    def join_background():
+        if "thread" in background:
+            background.pop("thread").join()
+            if "error" in background:
+                results["errors"]["footprint"] = background["error"]
+            else:
+                results["benchmarks"]["footprint"] = background["result"]
+
+    try:
+        for name in selected:
+            if name != "request_rate":
+                join_background()
+            sys.stderr.write("== %s\n" % name)
+            began = time.monotonic()
+            kwargs = {}
+            if name in VM_BENCHMARKS:
+                if vm is None:
+                    vm = benchvm.BenchVm()
+                kwargs["vm"] = vm
+            elif vm is not None:
+                vm.close()
+                vm = None
+            try:
+                result = modules[name].main(quick + extra.get(name, []), **kwargs)
+            except Exception as exc:  # pylint: disable=broad-except
+                results["errors"][name] = "%s: %s" % (type(exc).__name__, exc)
+                sys.stderr.write("%s failed: %s\n" % (name, exc))
+                continue
+            result["bench_seconds"] = round(time.monotonic() - began, 1)
+            results["benchmarks"][name] = result
+        join_background()
+    finally:
+        if vm is not None:
+            vm.close()
+    results["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    results["seconds"] = round(time.monotonic() - started, 1)
+    with open(args.out, "w") as handle:
+        json.dump(results, handle, indent=2)
+    table = markdown(results)
+    with open(args.md, "w") as handle:
+        handle.write(table)
+    print(table)
+    for name, error in results["errors"].items():
+        print("%s: FAILED: %s" % (name, error))
+    return 1 if results["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
