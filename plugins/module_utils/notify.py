@@ -179,13 +179,13 @@ def webhook_url_problem(url):
     land in logs; the secret header is the supported way."""
     try:
         parts = urllib.parse.urlsplit(str(url))
-        parts.port  # pylint: disable=pointless-statement  (raises ValueError on a bad port)
+        hostname, dummy = parts.hostname, parts.port  # .port raises ValueError on a bad port
     except ValueError as exc:
         return "the webhook URL %s cannot be parsed: %s" % (_safe_url(url), exc)
     if parts.username is not None or parts.password is not None:
         return "the webhook URL %s carries user:password@; put the credential in the secret header instead" \
             % _safe_url(url)
-    if not parts.hostname:
+    if not hostname:
         return "the webhook URL %s has no host" % _safe_url(url)
     return None
 

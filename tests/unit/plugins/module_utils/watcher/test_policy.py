@@ -83,7 +83,6 @@ def test_samples_cover_every_type_and_an_unknown_one():
                                                           "allow_shared": False}
 
 
-
 def _in_a_fresh_python(code):
     """Run `code` where nothing has imported jmespath yet (this test process has)."""
     import os
