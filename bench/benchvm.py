@@ -28,6 +28,7 @@ for path in (os.path.join(ROOT, "simulator"), os.path.join(ROOT, "tests")):
     if path not in sys.path:
         sys.path.insert(0, path)
 
+from harness.ansible_env import ansible_env as harness_ansible_env  # noqa: E402  pylint: disable=wrong-import-position
 from imds_simulator import ControlClient as Control, Simulator  # noqa: E402  pylint: disable=wrong-import-position
 
 TIMER = "ansible-pull.timer"
@@ -96,14 +97,7 @@ def write_result(path, result):
 
 
 def ansible_env():
-    env = dict(os.environ)
-    for key in [k for k in env if k.lower().endswith("_proxy")]:
-        del env[key]
-    env.update(ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, ".build", "collections"),
-               ANSIBLE_COLLECTIONS_SCAN_SYS_PATH="false", ANSIBLE_NOCOLOR="1", ANSIBLE_HOST_KEY_CHECKING="False",
-               ANSIBLE_RETRY_FILES_ENABLED="False", ANSIBLE_DEPRECATION_WARNINGS="False", ANSIBLE_PIPELINING="True",
-               PYTHONPATH=os.path.join(ROOT, "tests", "guard"))
-    return env
+    return harness_ansible_env(ANSIBLE_PIPELINING="True")
 
 
 class BenchVm(object):

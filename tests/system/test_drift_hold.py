@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from harness.ansible_env import ansible_env
+
 ROOT = Path(__file__).resolve().parent.parent.parent
 FILES = ROOT / "tests" / "system" / "drift_hold"
-COLLECTIONS = ROOT / ".build" / "collections"
 STATE = "/var/lib/imds-scheduled-events/holds.json"
 LIBDIR = "/usr/lib/imds-scheduled-events"
 IMDS_HOLD = "/usr/local/sbin/imds-hold"
@@ -136,16 +137,6 @@ def start_run_in_flight(vm):
 
 
 # --- driving the module with ansible-playbook ------------------------------------------
-
-
-def ansible_env():
-    if not (COLLECTIONS / "ansible_collections" / "imds" / "scheduled_events").exists():
-        subprocess.run(["make", "-C", str(ROOT), "collection"], check=True, capture_output=True, timeout=60)
-    env = dict(os.environ)
-    env.update(ANSIBLE_COLLECTIONS_PATH=str(COLLECTIONS), ANSIBLE_COLLECTIONS_SCAN_SYS_PATH="false",
-               ANSIBLE_NOCOLOR="1", ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_RETRY_FILES_ENABLED="False",
-               ANSIBLE_DEPRECATION_WARNINGS="False")
-    return env
 
 
 def ansible_playbook():

@@ -44,14 +44,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 FLEET = Path(__file__).resolve().parent / "fleet"
-COLLECTIONS = ROOT / ".build" / "collections"
 BIN = Path(sys.executable).parent
-GUARD = ROOT / "tests" / "guard"
 SCREENSHOT = ROOT / "docs" / "images" / "fleet-report.png"
 
 sys.path.insert(0, str(FLEET))
 sys.path.insert(0, str(ROOT / "simulator"))
 import browser  # noqa: E402  pylint: disable=wrong-import-position,import-error
+from harness.ansible_env import COLLECTIONS, ansible_env as harness_ansible_env  # noqa: E402  pylint: disable=wrong-import-position
 from imds_simulator import ControlClient  # noqa: E402  pylint: disable=wrong-import-position
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the fleet report suite needs root (hold records are "
@@ -84,20 +83,7 @@ def free_port():
 
 
 def ansible_env():
-    link = COLLECTIONS / "ansible_collections" / "imds" / "scheduled_events"
-    if not link.exists():
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(ROOT)
-    env = dict(os.environ)
-    for key in list(env):
-        if key.lower().endswith("_proxy"):
-            del env[key]
-    env.update(PATH="%s:%s" % (BIN, env.get("PATH", "")), ANSIBLE_COLLECTIONS_PATH=str(COLLECTIONS),
-               ANSIBLE_COLLECTIONS_SCAN_SYS_PATH="false", ANSIBLE_NOCOLOR="1", ANSIBLE_HOST_KEY_CHECKING="false",
-               ANSIBLE_LOCALHOST_WARNING="false", ANSIBLE_INVENTORY_UNPARSED_WARNING="false",
-               ANSIBLE_RETRY_FILES_ENABLED="false", PYTHONDONTWRITEBYTECODE="1",
-               PYTHONPATH="%s%s" % (GUARD, ":" + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""))
-    return env
+    return harness_ansible_env(PYTHONDONTWRITEBYTECODE="1")
 
 
 class Simulator(object):

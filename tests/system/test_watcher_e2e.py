@@ -27,12 +27,12 @@ from pathlib import Path
 
 import pytest
 
+from harness.ansible_env import ansible_env
 from harness.container import SystemdContainer
 from harness.hostenv import HarnessUnavailable, ci_strict
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 FILES = ROOT / "tests" / "system" / "watcher"
-COLLECTIONS = ROOT / ".build" / "collections"
 sys.path.insert(0, str(ROOT / "simulator"))
 
 from imds_simulator import ControlClient, Simulator  # noqa: E402  pylint: disable=wrong-import-position
@@ -118,18 +118,6 @@ class Control(ControlClient):
 # --- the VM ------------------------------------------------------------------------------------
 
 
-def ansible_env():
-    if not (COLLECTIONS / "ansible_collections" / "imds" / "scheduled_events").exists():
-        subprocess.run(["make", "-C", str(ROOT), "collection"], check=True, capture_output=True, timeout=60)
-    env = dict(os.environ)
-    env.update(ANSIBLE_COLLECTIONS_PATH=str(COLLECTIONS), ANSIBLE_COLLECTIONS_SCAN_SYS_PATH="false",
-               ANSIBLE_NOCOLOR="1", ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_RETRY_FILES_ENABLED="False",
-               ANSIBLE_DEPRECATION_WARNINGS="False", ANSIBLE_PIPELINING="True",
-               PYTHONPATH=os.pathsep.join([str(ROOT / "tests" / "guard")]
-                                          + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]))
-    return env
-
-
 def apply_role(vm, tmp_path, **role_vars):
     """ansible-playbook with the role; returns (changed count, output). Fails the test on a failed run."""
     inventory = tmp_path / "inventory.json"
@@ -140,8 +128,8 @@ def apply_role(vm, tmp_path, **role_vars):
     playbook = str(here) if here.exists() else str(ROOT / ".venv" / "bin" / "ansible-playbook")
     started = time.monotonic()
     proc = subprocess.run([playbook, "-i", str(inventory), str(FILES / "apply-role.yml"), "-e", "@%s" % extra],
-                          env=ansible_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
-                          timeout=900, check=False)
+                          env=ansible_env(ANSIBLE_PIPELINING="True"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          universal_newlines=True, timeout=900, check=False)
     print("ansible-playbook (watcher_state=%s): exit %d after %.1f s"
           % (role_vars.get("watcher_state", "present"), proc.returncode, time.monotonic() - started))
     assert proc.returncode == 0, proc.stdout[-20000:]
