@@ -40,7 +40,7 @@ from ..hold.manager import HoldManager, Reason
 from ..imds import DEFAULT_FIRST_TIMEOUT, DEFAULT_TIMEOUT, ImdsClient, ImdsError
 from .hooks import HookRunner
 from .journal import Journal
-from .machine import HOLDER, Machine, Result
+from .machine import GONE, HOLDER, POST_HOOKS, RELEASED, RELEASING, Machine, Result
 from .metrics import Metrics
 from .notify import Notifier
 from .state import StateStore
@@ -218,25 +218,36 @@ class Daemon(object):
             self.logger.error("hold: cannot read the hold record to adopt this watcher's holds: %s", exc)
             return
         reasons = [r for r in status.get("reasons", []) if r.get("holder") == HOLDER and r.get("event_id")]
+        self._complete_holds(reasons)
         self.execute(self.machine.adopt(self.clock(), reasons))
-        self._resume_deferred(reasons)
 
-    def _resume_deferred(self, reasons):
-        """After a restart: an urgent event held before it may still lack its slow targets, which follow the
-        approval in memory only. The hold record says which targets its reason holds."""
-        slow = set(t.key for t in split_targets(self.targets)[1])
-        if not slow:
-            return
-        by_id = dict((r["id"].lower(), r) for r in reasons)
-        for rec in self.machine.holds_active():
-            reason = by_id.get(rec["id"].lower())
-            if reason is None or rec.get("type") not in URGENT_TYPES or slow <= set(reason.get("targets") or []):
+    def _complete_holds(self, reasons):
+        """After a restart, before the machine goes on: a reason of this watcher may hold fewer targets than are
+        configured (killed between the quick and the slow pass, or before an urgent event's deferred slow pass;
+        or the configuration grew). Hold the rest now, so no hook or approval runs with puppet still enabled.
+        Reasons whose event is already being released are left to the release."""
+        configured = dict((t.key, t) for t in self.targets)
+        for reason in reasons:
+            rec = self.machine.events.get(str(reason["event_id"]).lower())
+            if rec is not None and (not rec["held"] or rec["state"] in (GONE, POST_HOOKS, RELEASING, RELEASED)):
+                continue
+            missing = [t for key, t in configured.items() if key not in (reason.get("targets") or [])]
+            if not missing:
                 continue
             try:
-                self.deferred[rec["id"]] = Reason(reason["id"], reason.get("text") or "Azure scheduled event %s"
-                                                  % rec["id"], event_id=reason["event_id"], holder=HOLDER)
-            except ValueError as exc:
-                self.logger.error("hold: event %s: cannot hold %s again: %s", rec["id"], ", ".join(sorted(slow)), exc)
+                outcome = self.holds.hold(Reason(reason["id"], reason.get("text") or "Azure scheduled event %s"
+                                                 % reason["event_id"], event_id=reason["event_id"], holder=HOLDER),
+                                          missing)
+                problem = "; ".join(outcome.errors) if outcome.failed else None
+            except (HoldError, ValueError, OSError) as exc:
+                problem = str(exc)
+            keys = ", ".join(t.key for t in missing)
+            if problem is None:
+                self.logger.info("hold: event %s: also held after the restart: %s", reason["event_id"], keys)
+            else:
+                self.metrics.inc("action_failures_total", action="hold")
+                self.logger.error("hold: event %s: holding %s after the restart failed: %s", reason["event_id"], keys,
+                                  problem)
 
     def _after_tick(self):
         if self.machine is not None:

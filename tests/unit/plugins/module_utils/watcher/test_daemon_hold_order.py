@@ -128,6 +128,35 @@ def test_a_restart_between_the_approval_and_the_slow_pass_holds_the_slow_targets
     assert rig.marks() == ["hold %s" % PREEMPT_ID]
 
 
+def test_killed_between_the_quick_and_the_slow_pass_the_restart_holds_the_rest_before_hooks_and_approval(
+        rig_factory):
+    rig = rig_factory([REBOOT])
+    daemon = daemon_with(rig, REBOOT_ID)
+    real_hold = daemon.holds.hold
+
+    def killed_after_the_quick_pass(reason, targets, **kwargs):
+        outcome = real_hold(reason, targets, **kwargs)
+        if [t.key for t in targets] == ["guard"]:
+            raise KeyboardInterrupt("stands for kill -9: nothing after this runs, not even a save")
+        return outcome
+    daemon.holds.hold = killed_after_the_quick_pass
+    for dummy in range(3):
+        try:
+            rig.tick(daemon)
+        except KeyboardInterrupt:
+            break
+    assert [(r["id"], r["targets"]) for r in rig.holds().status()["reasons"]] == [(REBOOT_ID, ["guard"])]
+    assert rig.hooks_ran() == [] and rig.event(REBOOT_ID).approved_by == []
+
+    daemon = daemon_with(rig, REBOOT_ID)  # the restarted process: its state never knew the event
+    rig.tick(daemon)
+    assert daemon.holds.calls[0] == (["command:marker"], []), "the rest is held before any approval"
+    assert rig.marks() == ["hold %s" % REBOOT_ID]
+    assert [(r["id"], r["targets"]) for r in rig.holds().status()["reasons"]] == [
+        (REBOOT_ID, ["command:marker", "guard"])]
+    assert "adopted" in [e["transition"] for e in rig.journal()] or "held" in rig.transitions(REBOOT_ID)
+
+
 def test_ticks_start_every_poll_interval_whatever_a_tick_takes(rig_factory):
     rig = rig_factory([])
     daemon = rig.daemon(start=False)
