@@ -8,7 +8,6 @@ wait is a bounded poll for a condition.
 
 import io
 import json
-import os
 import subprocess
 import sys
 import tarfile
