@@ -137,7 +137,10 @@ options:
     type: dict
     suboptions:
       url:
-        description: The URL, V(https://) (or V(http://) for a local receiver).
+        description:
+          - The URL, V(https://) (or V(http://) for a local receiver).
+          - A URL with C(user:password@) is refused; put the credential in O(webhook.secret) instead. Its path and
+            query are redacted from every message, where chat webhooks keep their token.
         type: str
         required: true
       secret_header:

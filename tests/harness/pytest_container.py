@@ -22,7 +22,8 @@ def _unavailable(exc):
     pytest.skip(str(exc))
 
 
-def _start(**kwargs):
+def start_container(**kwargs):
+    """A booted SystemdContainer; skips (fails with CI=true) when the harness cannot run here."""
     container = SystemdContainer(**kwargs)
     unavailable = None
     try:
@@ -41,7 +42,7 @@ def _start(**kwargs):
 @pytest.fixture(scope="session")
 def systemd_container():
     """One booted container shared by the whole test session; torn down even if tests fail."""
-    container = _start()
+    container = start_container()
     try:
         yield container
     finally:
@@ -54,7 +55,7 @@ def systemd_container_factory():
     made = []
 
     def make(**kwargs):
-        container = _start(**kwargs)
+        container = start_container(**kwargs)
         made.append(container)
         return container
 

@@ -31,13 +31,10 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import struct
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -49,7 +46,9 @@ SCREENSHOT = ROOT / "docs" / "images" / "fleet-report.png"
 
 sys.path.insert(0, str(FLEET))
 sys.path.insert(0, str(ROOT / "simulator"))
+sys.path.insert(0, str(ROOT / "tests" / "unit" / "utils"))
 import browser  # noqa: E402  pylint: disable=wrong-import-position,import-error
+import loopback  # noqa: E402  pylint: disable=wrong-import-position,import-error
 from harness.ansible_env import COLLECTIONS, ansible_env as harness_ansible_env  # noqa: E402  pylint: disable=wrong-import-position
 from imds_simulator import ControlClient  # noqa: E402  pylint: disable=wrong-import-position
 
@@ -74,12 +73,6 @@ NO_IMDS = "imds-down"
 def vm_names():
     names = ["as%d-vm%02d" % (s, i) for s in range(SETS) for i in range(PER_SET)]
     return names + ["solo-%02d" % i for i in range(SOLO)]
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def ansible_env():
@@ -123,57 +116,18 @@ class Simulator(object):
 # --- receivers -------------------------------------------------------------------------
 
 
-class Mailbox(object):
-    """aiosmtpd handler keeping every message."""
-
-    def __init__(self):
-        self.messages = []
-
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802  (aiosmtpd's name)  pylint: disable=invalid-name
-        self.messages.append({"from": envelope.mail_from, "to": list(envelope.rcpt_tos),
-                              "data": envelope.content.decode("utf-8", "replace")})
-        return "250 OK"
-
-
 @pytest.fixture(scope="module")
 def smtp():
     controller_mod = pytest.importorskip("aiosmtpd.controller")
-    box = Mailbox()
-    port = free_port()
-    controller = controller_mod.Controller(box, hostname="127.0.0.1", port=port)
+    box, controller = loopback.start_mailbox(controller_mod)
     controller.start()
-    box.port = port
     yield box
     controller.stop()
 
 
-class Hook(object):
-    def __init__(self):
-        self.requests = []
-        hook = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):  # noqa: N802  pylint: disable=invalid-name
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                hook.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
-                self.send_response(204)
-                self.end_headers()
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = "http://127.0.0.1:%d/hooks/fleet" % self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture(scope="module")
 def webhook():
-    hook = Hook()
+    hook = loopback.WebhookReceiver(path="/hooks/fleet")
     yield hook
     hook.stop()
 
@@ -253,11 +207,11 @@ def fleet(tmp_path_factory):
             with open(hosts[name]["fleet_report_journal_file"], "w") as handle:
                 handle.write("\n".join(e if isinstance(e, str) else json.dumps(e) for e in entries) + "\n")
         for name in UNREACHABLE:
-            hosts[name] = {"ansible_connection": "ssh", "ansible_host": "127.0.0.1", "ansible_port": free_port(),
+            hosts[name] = {"ansible_connection": "ssh", "ansible_host": "127.0.0.1", "ansible_port": loopback.free_port(),
                            "ansible_user": "nobody",
                            "ansible_ssh_common_args": "-o ConnectTimeout=5 -o BatchMode=yes -o UserKnownHostsFile=/dev/null"}
         hosts[NO_IMDS] = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
-                          "imds_endpoint": "http://127.0.0.1:%d" % free_port(), "fleet_report_imds_retries": 0,
+                          "imds_endpoint": "http://127.0.0.1:%d" % loopback.free_port(), "fleet_report_imds_retries": 0,
                           "fleet_report_imds_first_timeout": 3, "fleet_report_imds_timeout": 3,
                           "fleet_report_hold_state_file": str(work / "hosts" / NO_IMDS / "holds.json"),
                           "fleet_report_journal_file": str(work / "hosts" / NO_IMDS / "journal.jsonl")}

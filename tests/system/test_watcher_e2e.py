@@ -28,8 +28,7 @@ from pathlib import Path
 import pytest
 
 from harness.ansible_env import ansible_env
-from harness.container import SystemdContainer
-from harness.hostenv import HarnessUnavailable, ci_strict
+from harness.pytest_container import start_container
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 FILES = ROOT / "tests" / "system" / "watcher"
@@ -246,20 +245,7 @@ def control(sim):
 def vm(sim, tmp_path_factory):
     """A container of its own (the session container serves other suites) with the operator's ansible-pull units,
     and the role applied, with the simulator as its IMDS."""
-    box = SystemdContainer(name="imds-se-watcher-e2e")
-    unavailable = None
-    try:
-        box.start()
-    except HarnessUnavailable as exc:
-        box.cleanup()
-        unavailable = exc
-    except BaseException:
-        box.cleanup()
-        raise
-    if unavailable is not None:
-        if ci_strict():
-            pytest.fail("%s\n(CI=true: the real-systemd tests must run, not skip)" % unavailable, pytrace=False)
-        pytest.skip(str(unavailable))
+    box = start_container(name="imds-se-watcher-e2e")
     try:
         for name in ("ansible-pull.service", "ansible-pull.timer"):
             box.put_file("/etc/systemd/system/" + name, (FILES / "vm" / name).read_bytes())

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from unittest import mock
 
 import pytest
@@ -20,6 +17,7 @@ from ansible.errors import AnsibleActionFail
 
 from ansible_collections.imds.scheduled_events.plugins.action import fleet_publish
 from ansible_collections.imds.scheduled_events.plugins.module_utils.fleet import build_report
+from ansible_collections.imds.scheduled_events.tests.unit.utils.loopback import WebhookReceiver, start_mailbox
 
 PASSWORD = "pw-9f8e7d6c5b4a"
 SECRET = "whsec-a1b2c3d4e5f6"
@@ -38,62 +36,20 @@ def report(*events, now="2050-04-11T22:00:00Z"):
     return build_report({"vm1": {"watcher": watcher}}, now=now, title="Unit fleet")
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Mailbox(object):
-    def __init__(self):
-        self.messages = []
-
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802  pylint: disable=invalid-name
-        self.messages.append(envelope.content.decode("utf-8", "replace"))
-        return "250 OK"
-
-
 @pytest.fixture
 def smtp():
     controller_mod = pytest.importorskip("aiosmtpd.controller")
-    box = Mailbox()
-    box.port = free_port()
-    controller = controller_mod.Controller(box, hostname="127.0.0.1", port=box.port)
+    box, controller = start_mailbox(controller_mod)
     controller.start()
     yield box
     controller.stop()
 
 
-class Hook(object):
-    def __init__(self):
-        self.requests = []
-        self.status = 204
-        hook = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):  # noqa: N802  pylint: disable=invalid-name
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                hook.requests.append({"headers": dict(self.headers), "body": json.loads(body)})
-                answer = ("echo %s" % self.headers.get("X-Webhook-Secret")).encode()
-                self.send_response(hook.status)
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = "http://127.0.0.1:%d/hook" % self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
 @pytest.fixture
 def hook():
-    item = Hook()
+    item = WebhookReceiver(body=lambda headers: ("echo %s" % headers.get("X-Webhook-Secret")).encode(), path="/hook")
     yield item
-    item.server.shutdown()
-    item.server.server_close()
+    item.stop()
 
 
 def run(args, check_mode=False):
@@ -138,7 +94,7 @@ def test_check_mode_writes_nothing(tmp_path, smtp, hook):
     result = run(args, check_mode=True)
     assert result["changed"] and result["alerts"] == {"email": "would send", "webhook": "would send"}
     assert not (tmp_path / "r.json").exists() and not (tmp_path / "state").exists()
-    assert smtp.messages == [] and hook.requests == []
+    assert smtp.texts == [] and hook.requests == []
 
 
 def test_alerts_on_change_only(tmp_path, smtp, hook):
@@ -147,9 +103,9 @@ def test_alerts_on_change_only(tmp_path, smtp, hook):
     assert first["changed"] and first["first_run"] and first["has_changes"]
     assert first["alerts"] == {"email": "sent to oncall@example.test", "webhook": "sent (HTTP 204)"}
     assert first["change_counts"]["new_events"] == 1
-    assert len(smtp.messages) == 1 and REBOOT in smtp.messages[0]
+    assert len(smtp.texts) == 1 and REBOOT in smtp.texts[0]
     assert hook.requests[0]["headers"]["X-Webhook-Secret"] == SECRET
-    assert [e["event_id"] for e in hook.requests[0]["body"]["changes"]["new_events"]] == [REBOOT]
+    assert [e["event_id"] for e in hook.requests[0]["json"]["changes"]["new_events"]] == [REBOOT]
     state = tmp_path / "state" / "alerts.json"
     assert oct(state.stat().st_mode & 0o777) == "0o600"
     before = state.read_text()
@@ -158,12 +114,12 @@ def test_alerts_on_change_only(tmp_path, smtp, hook):
     second = run(args)
     assert not second["changed"] and not second["has_changes"] and not second["first_run"]
     assert second["alerts"] == {"email": "nothing new", "webhook": "nothing new"}
-    assert len(smtp.messages) == 1 and len(hook.requests) == 1 and state.read_text() == before
+    assert len(smtp.texts) == 1 and len(hook.requests) == 1 and state.read_text() == before
 
     args["report"] = report(ev(FREEZE, "vm1", "Freeze"))
     third = run(args)
     assert third["change_counts"]["new_events"] == 1 and third["change_counts"]["gone_events"] == 1
-    assert len(smtp.messages) == 2 and FREEZE in smtp.messages[1] and "Events gone" in smtp.messages[1]
+    assert len(smtp.texts) == 2 and FREEZE in smtp.texts[1] and "Events gone" in smtp.texts[1]
 
 
 def test_failed_channel_retries_what_it_missed(tmp_path, smtp, hook):
@@ -181,9 +137,9 @@ def test_failed_channel_retries_what_it_missed(tmp_path, smtp, hook):
     result = run(args)
     assert not result.get("failed") and result["alerts"] == {"email": "sent to oncall@example.test",
                                                              "webhook": "sent (HTTP 204)"}
-    assert [e["event_id"] for e in hook.requests[-1]["body"]["changes"]["new_events"]] == [REBOOT, FREEZE], \
+    assert [e["event_id"] for e in hook.requests[-1]["json"]["changes"]["new_events"]] == [REBOOT, FREEZE], \
         "the webhook gets both: the one it missed and the new one"
-    assert REBOOT not in smtp.messages[-1].split("New events")[1].split("\n\n")[0], "email already had it"
+    assert REBOOT not in smtp.texts[-1].split("New events")[1].split("\n\n")[0], "email already had it"
     assert result["change_counts"]["new_events"] == 1, "the run's own changes: since the last run"
 
 
@@ -196,10 +152,10 @@ def test_delivery_errors_can_be_reported_without_failing(tmp_path, hook):
 def test_baseline_sends_nothing_the_first_time(tmp_path, smtp):
     args = channels(tmp_path, smtp, report=report(ev(REBOOT, "vm1")), first_run="baseline")
     result = run(args)
-    assert result["alerts"] == {"email": "baseline recorded"} and smtp.messages == []
+    assert result["alerts"] == {"email": "baseline recorded"} and smtp.texts == []
     args["report"] = report(ev(REBOOT, "vm1"), ev(FREEZE, "vm1", "Freeze"))
     assert run(args)["alerts"] == {"email": "sent to oncall@example.test"}
-    assert FREEZE in smtp.messages[0] and REBOOT not in smtp.messages[0]
+    assert FREEZE in smtp.texts[0] and REBOOT not in smtp.texts[0]
 
 
 def test_state_without_channels_still_tracks_changes(tmp_path):

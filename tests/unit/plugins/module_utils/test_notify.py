@@ -13,13 +13,12 @@ import ipaddress
 import json
 import socket
 import ssl
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from ansible_collections.imds.scheduled_events.plugins.module_utils import notify
 from ansible_collections.imds.scheduled_events.plugins.module_utils.notify import DeliveryError
+from ansible_collections.imds.scheduled_events.tests.unit.utils.loopback import WebhookReceiver, free_port, start_mailbox
 
 PASSWORD = "s3cr3t-Pa55word"
 SECRET = "whsec-0123456789abcdef"
@@ -72,24 +71,7 @@ def server_context(pki):
     return context
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 # --- SMTP ----------------------------------------------------------------------------------
-
-
-class Mailbox(object):
-    def __init__(self):
-        self.messages = []
-
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802  pylint: disable=invalid-name
-        self.messages.append({"from": envelope.mail_from, "to": list(envelope.rcpt_tos),
-                              "data": envelope.content.decode("utf-8", "replace"), "tls": session.ssl is not None,
-                              "authenticated": session.authenticated})
-        return "250 OK"
 
 
 def authenticator(server, session, envelope, mechanism, auth_data):
@@ -105,22 +87,18 @@ def smtp_server(pki):
     started = []
 
     def start(mode="plain"):
-        box = Mailbox()
         options = {}
         if mode == "starttls":
             options = dict(tls_context=server_context(pki), require_starttls=True, authenticator=authenticator,
                            auth_require_tls=True)
         elif mode == "tls":
             options = dict(ssl_context=server_context(pki), authenticator=authenticator, auth_require_tls=False)
-        port = free_port()
-        controller = controller_mod.Controller(box, hostname="127.0.0.1", port=port, server_hostname="127.0.0.1",
-                                               **options)
+        box, controller = start_mailbox(controller_mod, server_hostname="127.0.0.1", **options)
         if mode == "tls":
             # The controller's readiness probe speaks plain SMTP; probe over TLS instead.
-            controller._trigger_server = lambda: _probe_tls(port)  # pylint: disable=protected-access
+            controller._trigger_server = lambda: _probe_tls(box.port)  # pylint: disable=protected-access
         controller.start()
         started.append(controller)
-        box.port = port
         return box
 
     yield start
@@ -236,45 +214,12 @@ def test_errors_never_carry_the_password():
 # --- webhook -------------------------------------------------------------------------------
 
 
-class Receiver(object):
-    def __init__(self, status=204, body=b"", location=None, context=None):
-        self.requests = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):  # noqa: N802  pylint: disable=invalid-name
-                data = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                receiver.requests.append({"path": self.path, "headers": dict(self.headers), "body": data})
-                self.send_response(status)
-                if location:
-                    self.send_header("Location", location)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.handle_error = lambda request, address: None  # a refused TLS handshake is the point of a test
-        if context is not None:
-            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
-        scheme = "https" if context is not None else "http"
-        self.url = "%s://127.0.0.1:%d" % (scheme, self.server.server_address[1])
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def receiver():
     started = []
 
     def start(**kwargs):
-        started.append(Receiver(**kwargs))
+        started.append(WebhookReceiver(**kwargs))
         return started[-1]
 
     yield start
