@@ -1,12 +1,13 @@
 """Real-systemd test machine, by hand or from molecule's create/destroy playbooks.
 
-    container build [--force]          build (or reuse) the cached rootfs
-    container boot [--name N] [--json] boot a fresh container in the background, print its ssh/inventory vars
+    container build [--suite S] [--force]          build (or reuse) the cached rootfs of a release
+    container boot [--suite S] [--name N] [--json] boot a fresh container in the background, print its ssh/inventory vars
     container ssh N [-- CMD ...]       ssh into it as root (interactive without CMD)
     container shutdown N               stop it and remove everything it used
     container list                     containers booted by this CLI
 
-A booted container is owned by a small background supervisor process (it reboots
+--suite is a Debian release of harness.rootfs.RELEASES (bullseye, bookworm, trixie; or 11, 12, 13),
+bookworm by default.  A booted container is owned by a small background supervisor process (it reboots
 the container when it asks to, and cleans up on shutdown); its state lives in
 WORK_BASE/<name>.json.  Exit status 77 means "this host cannot run it" (not
 root...), and is turned into 1 when CI=true.
@@ -65,7 +66,7 @@ def _pid_alive(pid):
 def cmd_build(args):
     """Build or reuse the rootfs."""
     ensure_host_ready()
-    print(rootfs_mod.ensure_rootfs(force=args.force, log=lambda msg: print(msg, file=sys.stderr)))
+    print(rootfs_mod.ensure_rootfs(args.suite, force=args.force, log=lambda msg: print(msg, file=sys.stderr)))
     return 0
 
 
@@ -81,11 +82,12 @@ def cmd_boot(args):
             sys.exit(f"container {name!r} is already booted")
         state_path(name).unlink()
     # Build here, in the foreground, so a cold build's progress is visible.
-    rootfs_mod.ensure_rootfs(log=lambda msg: print(msg, file=sys.stderr))
+    rootfs_mod.ensure_rootfs(args.suite, log=lambda msg: print(msg, file=sys.stderr))
     WORK_BASE.mkdir(parents=True, exist_ok=True)
     log_path = WORK_BASE / f"{name}.log"
     with open(log_path, "ab") as log_fh:
-        supervisor = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "_supervise", name, "--timeout", str(args.timeout)],
+        supervisor = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "_supervise", name, "--timeout", str(args.timeout),
+                                       "--suite", args.suite],
                                       stdin=subprocess.DEVNULL, stdout=log_fh, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + args.timeout + 60
     while time.monotonic() < deadline:
@@ -119,7 +121,7 @@ def cmd_supervise(args):
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    container = SystemdContainer(name=args.name, boot_timeout=args.timeout)
+    container = SystemdContainer(name=args.name, boot_timeout=args.timeout, suite=args.suite)
     try:
         container.start()
     except HarnessError as exc:
@@ -128,7 +130,8 @@ def cmd_supervise(args):
         return 1
     try:
         _publish(args.name, {
-            "name": container.name, "supervisor_pid": os.getpid(), "ssh_port": container.ssh_port,
+            "name": container.name, "suite": container.release.suite, "debian_version": container.release.version,
+            "supervisor_pid": os.getpid(), "ssh_port": container.ssh_port,
             "ssh_key_path": str(container.ssh_key_path), "ssh_argv": container.ssh_argv(), "workdir": str(container.workdir),
             "merged": str(container.merged), "inventory": container.ansible_inventory_vars(),
         })
@@ -184,25 +187,41 @@ def cmd_list(_args):
         with contextlib.suppress(OSError, ValueError):
             state = json.loads(path.read_text())
             alive = _pid_alive(state.get("supervisor_pid", 0)) if "supervisor_pid" in state else False
-            print(f"{state.get('name')}\tssh_port={state.get('ssh_port')}\t{'up' if alive else 'stale'}")
+            print(f"{state.get('name')}\t{state.get('suite', '?')}\tssh_port={state.get('ssh_port')}\t{'up' if alive else 'stale'}")
     return 0
+
+
+def _suite(name):
+    """argparse type: a release name, version or test id, as its suite name."""
+    try:
+        return rootfs_mod.release(name).suite
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def main(argv=None):
     """Parse arguments and run a subcommand, mapping 'unavailable here' to exit 77."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    def add_suite(sub_parser):
+        sub_parser.add_argument("--suite", type=_suite, default=rootfs_mod.DEFAULT_SUITE,
+                                help=f"Debian release: {', '.join(rootfs_mod.RELEASES)} or 11, 12, 13 (default %(default)s)")
+
     sub = parser.add_subparsers(dest="cmd", required=True)
     build = sub.add_parser("build", help="build or reuse the cached rootfs")
     build.add_argument("--force", action="store_true", help="rebuild even if cached")
+    add_suite(build)
     build.set_defaults(func=cmd_build)
     boot = sub.add_parser("boot", help="boot a fresh container in the background")
     boot.add_argument("--name", help="container/host name (default: random imds-se-XXXXXXXX)")
     boot.add_argument("--json", action="store_true", help="print the state (ssh port, key, ansible inventory vars) as JSON")
     boot.add_argument("--timeout", type=int, default=180, help="seconds to wait for the container to reach running")
+    add_suite(boot)
     boot.set_defaults(func=cmd_boot)
     supervise = sub.add_parser("_supervise")
     supervise.add_argument("name")
     supervise.add_argument("--timeout", type=int, default=180)
+    add_suite(supervise)
     supervise.set_defaults(func=cmd_supervise)
     ssh = sub.add_parser("ssh", help="ssh into a booted container as root")
     ssh.add_argument("name")

@@ -1,6 +1,8 @@
 """A booted systemd container that plays an Azure VM for system tests.
 
-Every session gets a fresh overlayfs (lower = cached rootfs, upper/work in a
+It runs one of the Debian releases in harness.rootfs.RELEASES (bookworm unless
+told otherwise: ``SystemdContainer(suite="trixie")``).  Every session gets a
+fresh overlayfs (lower = that release's cached rootfs, upper/work in a
 per-session dir) booted with ``systemd-nspawn --boot`` in the host network
 namespace, so 127.0.0.1 inside is the host's loopback: services in the
 container reach simulators on the host, and its sshd listens on 127.0.0.1 at a
@@ -84,10 +86,12 @@ def _proc_comm(pid):
 class SystemdContainer:
     """One fresh systemd machine over an overlay of the cached rootfs, reached by ssh on loopback."""
 
-    def __init__(self, name=None, rootfs=None, boot_timeout=180, allowed_failed_units=(), work_base=WORK_BASE):
+    def __init__(self, name=None, rootfs=None, boot_timeout=180, allowed_failed_units=(), work_base=WORK_BASE,
+                 suite=rootfs_mod.DEFAULT_SUITE):
         self.name = name or f"imds-se-{secrets.token_hex(4)}"
         if not NAME_RE.fullmatch(self.name):
             raise ValueError(f"container name must match {NAME_RE.pattern}: {self.name!r}")
+        self.release = rootfs_mod.release(suite)
         self.rootfs = Path(rootfs) if rootfs else None
         self.boot_timeout = boot_timeout
         self.allowed_failed_units = frozenset(DEFAULT_ALLOWED_FAILED_UNITS) | frozenset(allowed_failed_units)
@@ -162,7 +166,7 @@ class SystemdContainer:
         ensure_host_ready()
         reap_stale_sessions(self.work_base)
         if self.rootfs is None:
-            self.rootfs = rootfs_mod.ensure_rootfs(log=LOG.info)
+            self.rootfs = rootfs_mod.ensure_rootfs(self.release.suite, log=LOG.info)
         if not rootfs_mod.is_complete(self.rootfs):
             raise HarnessError(f"{self.rootfs} is not a complete harness rootfs")
         self.work_base.mkdir(parents=True, exist_ok=True)
@@ -201,7 +205,7 @@ class SystemdContainer:
 
     def _write_session(self, data):
         """session.json lets a later run reap this session if its owner dies without cleanup."""
-        data = dict(data, name=self.name, rootfs=str(self.rootfs), nspawn_pid=self._proc.pid if self._proc else None)
+        data = dict(data, name=self.name, suite=self.release.suite, rootfs=str(self.rootfs), nspawn_pid=self._proc.pid if self._proc else None)
         tmp = self.workdir / "session.json.tmp"
         tmp.write_text(json.dumps(data, indent=1) + "\n")
         os.replace(tmp, self.workdir / "session.json")

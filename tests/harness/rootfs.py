@@ -1,7 +1,9 @@
-"""Build and cache the Debian bookworm rootfs that test containers boot from.
+"""Build and cache the Debian rootfs (one per release) that test containers boot from.
 
-The rootfs is expensive (several minutes of debootstrap), so it is built once
-per package list + ROOTFS_VERSION and kept outside the repo under
+The nodes under test run Debian 11, 12 and 13 (RELEASES), each with its own
+archive's python3, systemd, puppet agent and Ansible.  A rootfs is expensive
+(a minute of debootstrap and apt-get), so each is built once per release +
+package list + ROOTFS_VERSION and kept outside the repo under
 CACHE_DIR/rootfs-<key>.  Builds happen in a temp dir next to it and are renamed
 into place at the end, under an flock, so a killed build never leaves a half
 rootfs behind and two concurrent test runs never build twice.
@@ -24,18 +26,55 @@ from harness.hostenv import HarnessError, HarnessUnavailable, run
 
 # Bump whenever customize() changes what ends up in the rootfs: it is part of the cache key.
 ROOTFS_VERSION = "1"
-SUITE = "bookworm"
 VARIANT = "minbase"
 CACHE_DIR = Path(os.environ.get("IMDS_SE_TEST_CACHE", "/var/cache/imds-scheduled-events-tests"))
 BUILD_TIMEOUT = 2700
 LOCK_TIMEOUT = BUILD_TIMEOUT + 300
 COMPLETE_MARKER = ".harness-rootfs-complete"
 
-PACKAGES = (
+# What every release gets; Release.packages adds the two whose names differ between releases.
+COMMON_PACKAGES = (
     "systemd", "systemd-sysv", "dbus", "python3", "python3-requests", "python3-jmespath",
     "python3-yaml", "openssh-server", "cron", "sudo", "iproute2", "procps", "ca-certificates",
-    "puppet-agent", "ansible-core", "git",
+    "git",
 )
+
+
+class Release:
+    """A Debian release the nodes under test run: its suite, and its names for the puppet agent and Ansible."""
+
+    def __init__(self, suite, version, puppet, ansible):
+        self.suite = suite
+        self.version = version
+        self.packages = (*COMMON_PACKAGES[:-1], puppet, ansible, COMMON_PACKAGES[-1])
+
+    @property
+    def test_id(self):
+        """The name test ids and logs use (debian11, debian12, debian13)."""
+        return f"debian{self.version}"
+
+    def __repr__(self):
+        return f"Release({self.suite!r}, {self.version})"
+
+
+# bullseye packages Ansible 2.10 as `ansible` and puppet 5 as `puppet`; bookworm and trixie split them into
+# `ansible-core` (2.14, 2.19) and `puppet-agent` (7, 8).
+RELEASES = {r.suite: r for r in (
+    Release("bullseye", 11, puppet="puppet", ansible="ansible"),
+    Release("bookworm", 12, puppet="puppet-agent", ansible="ansible-core"),
+    Release("trixie", 13, puppet="puppet-agent", ansible="ansible-core"),
+)}
+DEFAULT_SUITE = "bookworm"
+
+
+def release(name=DEFAULT_SUITE):
+    """The Release for a suite name, a version (12) or a test id (debian12)."""
+    wanted = str(name).strip().lower()
+    for rel in RELEASES.values():
+        if wanted in (rel.suite, str(rel.version), rel.test_id):
+            return rel
+    raise ValueError(f"unknown Debian release {name!r}: choose from "
+                     + ", ".join(f"{r.suite} ({r.version}, {r.test_id})" for r in RELEASES.values()))
 
 # Units that make no sense in a container or would reach for the network.
 MASKED_UNITS = (
@@ -70,10 +109,12 @@ _CUSTOM_FILES = {
 }
 
 
-def rootfs_key(packages=PACKAGES):
+def rootfs_key(suite=DEFAULT_SUITE, packages=None):
     """Cache key: hash of everything that decides the rootfs content."""
+    rel = release(suite)
+    packages = rel.packages if packages is None else packages
     arch = host_arch()
-    blob = json.dumps({"version": ROOTFS_VERSION, "suite": SUITE, "variant": VARIANT, "arch": arch,
+    blob = json.dumps({"version": ROOTFS_VERSION, "suite": rel.suite, "variant": VARIANT, "arch": arch,
                        "packages": sorted(packages), "masked": sorted(MASKED_UNITS), "disabled": sorted(DISABLED_UNITS)},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -84,9 +125,9 @@ def host_arch():
     return run(["dpkg", "--print-architecture"], timeout=30).stdout.strip()
 
 
-def rootfs_path(packages=PACKAGES, cache_dir=CACHE_DIR):
-    """Where the rootfs for *packages* lives (whether or not it is built yet)."""
-    return Path(cache_dir) / f"rootfs-{rootfs_key(packages)}"
+def rootfs_path(suite=DEFAULT_SUITE, packages=None, cache_dir=CACHE_DIR):
+    """Where the rootfs of *suite* lives (whether or not it is built yet)."""
+    return Path(cache_dir) / f"rootfs-{rootfs_key(suite, packages)}"
 
 
 def is_complete(path):
@@ -140,18 +181,23 @@ def apt_source_entries(etc_apt=Path("/etc/apt")):
     return entries
 
 
-def find_mirror(suite=SUITE, etc_apt=Path("/etc/apt")):
+def find_mirror(suite=DEFAULT_SUITE, etc_apt=Path("/etc/apt")):
     """The host's Debian mirror URL for *suite*, so debootstrap uses what apt already uses.
 
-    IMDS_SE_TEST_MIRROR overrides it.
+    A host carries its own release only (bookworm): another release comes from the same
+    mirror, the one that serves any of RELEASES.  IMDS_SE_TEST_MIRROR overrides it.
     """
     override = os.environ.get("IMDS_SE_TEST_MIRROR")
     if override:
-        return override
-    for uri, suites in apt_source_entries(etc_apt):
-        if suite in suites and uri.split(":", 1)[0] in ("http", "https", "file"):
-            return uri.rstrip("/")
-    raise HarnessUnavailable(f"skipped: no apt source for suite {suite!r} in {etc_apt}/sources.list(.d); set IMDS_SE_TEST_MIRROR")
+        return override.rstrip("/")
+    entries = [(uri.rstrip("/"), suites) for uri, suites in apt_source_entries(etc_apt)
+               if uri.split(":", 1)[0] in ("http", "https", "file")]
+    for wanted in (suite, *RELEASES):  # its own source first, else the mirror of another Debian release
+        for uri, suites in entries:
+            if wanted in suites:
+                return uri
+    raise HarnessUnavailable(f"skipped: no apt source for a Debian release ({', '.join(RELEASES)}) in "
+                             f"{etc_apt}/sources.list(.d); set IMDS_SE_TEST_MIRROR")
 
 
 # --- locking and safe removal --------------------------------------------
@@ -251,7 +297,7 @@ def _build_failed(what, log_path, target):
     return HarnessError(f"{what} failed; log: {log_path}\n{tail}")
 
 
-def _debootstrap(target, mirror, packages, log_path):
+def _debootstrap(target, suite, mirror, packages, log_path):
     """Two stages: a plain minbase debootstrap, then apt-get inside for *packages*.
 
     debootstrap's own --include resolver cannot follow virtual packages (python3-cryptography
@@ -259,7 +305,7 @@ def _debootstrap(target, mirror, packages, log_path):
     policy-rc.d forbids starting services meanwhile: the chroot shares the host network.
     """
     Path(log_path).write_text("")
-    argv = ["debootstrap", f"--variant={VARIANT}", "--components=main", f"--arch={host_arch()}", SUITE, str(target), mirror]
+    argv = ["debootstrap", f"--variant={VARIANT}", "--components=main", f"--arch={host_arch()}", suite, str(target), mirror]
     if _logged_run(argv, log_path, BUILD_TIMEOUT) != 0:
         raise _build_failed("debootstrap", log_path, target)
     _write(target, "usr/sbin/policy-rc.d", "#!/bin/sh\n# imds harness build: never start services in the chroot\nexit 101\n", 0o755)
@@ -312,10 +358,12 @@ def _remove_stale_builds(cache_dir, key, log):
         remove_tree(stale)
 
 
-def ensure_rootfs(packages=PACKAGES, cache_dir=CACHE_DIR, force=False, log=print):
-    """Return the path of a complete cached rootfs, building it if needed."""
+def ensure_rootfs(suite=DEFAULT_SUITE, cache_dir=CACHE_DIR, force=False, log=print, packages=None):
+    """Return the path of a complete cached rootfs of *suite*, building it if needed."""
+    rel = release(suite)
+    packages = rel.packages if packages is None else packages
     cache_dir = Path(cache_dir)
-    key = rootfs_key(packages)
+    key = rootfs_key(rel.suite, packages)
     final = cache_dir / f"rootfs-{key}"
     if is_complete(final) and not force:
         return final
@@ -324,18 +372,19 @@ def ensure_rootfs(packages=PACKAGES, cache_dir=CACHE_DIR, force=False, log=print
         if is_complete(final) and not force:
             return final  # built by a concurrent run while we waited
         _remove_stale_builds(cache_dir, key, log)
-        mirror = find_mirror()
+        mirror = find_mirror(rel.suite)
         build = cache_dir / f".build-{key}-{os.getpid()}-{secrets.token_hex(4)}"
         build.mkdir(mode=0o755)
         log_path = cache_dir / f"build-{key}.log"
         started = time.monotonic()
-        log(f"building rootfs {final.name} from {mirror} (log: {log_path})")
+        log(f"building {rel.suite} rootfs {final.name} from {mirror} (log: {log_path})")
         try:
-            _debootstrap(build, mirror, packages, log_path)
+            _debootstrap(build, rel.suite, mirror, packages, log_path)
             unmount_below(build)  # debootstrap normally cleans up; be sure before customizing
             customize(build)
             _write(build, "etc/imds-harness-rootfs.json",
-                   json.dumps({"key": key, "version": ROOTFS_VERSION, "packages": sorted(packages), "mirror": mirror}, indent=1) + "\n")
+                   json.dumps({"key": key, "version": ROOTFS_VERSION, "suite": rel.suite, "packages": sorted(packages),
+                               "mirror": mirror}, indent=1) + "\n")
             (build / COMPLETE_MARKER).write_text(f"{time.time():.0f}\n")
             old = None
             if final.exists():  # --force, or an incomplete dir left by hand
@@ -347,5 +396,5 @@ def ensure_rootfs(packages=PACKAGES, cache_dir=CACHE_DIR, force=False, log=print
         except BaseException:
             remove_tree(build)
             raise
-        log(f"rootfs built in {time.monotonic() - started:.0f}s: {final}")
+        log(f"{rel.suite} rootfs built in {time.monotonic() - started:.0f}s: {final}")
     return final
