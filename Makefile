@@ -5,51 +5,89 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
 
-PYTHON ?= python3
+# The test matrix. Each ansible-core release runs sanity, units and integration on one controller Python it
+# supports; the main venv (.venv, the newest release) also carries the tools (lint, docs, molecule, system suites).
+# Node Pythons older than every controller's run the module and module_utils unit tests with the newest
+# ansible-test (3.11 to 3.13 are covered by the core legs). README's "Tested with" lists exactly this.
+MAIN_CORE := 2.21
+CORES := 2.21 2.20 2.19
+PY_2.21 := 3.13
+PY_2.20 := 3.12
+PY_2.19 := 3.11
+NODE_PYTHONS := 3.9 3.10
+
 VENV := $(CURDIR)/.venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+VENVS := $(CURDIR)/.build/venvs
+REQS := tests/requirements
+STAMP := $(VENV)/.matrix-stamp
 # ansible finds the checkout itself through this symlink tree ...
 COLLECTIONS := $(CURDIR)/.build/collections
 LIVE := $(COLLECTIONS)/ansible_collections/imds/scheduled_events
-# ... while ansible-test gets a copy of what git would ship (it refuses symlinked roots),
-# made a git repository of its own so ansible-test lists its files and not the outer checkout's.
-TEST_TREE := $(CURDIR)/.build/ansible-test/ansible_collections/imds/scheduled_events
-ANSIBLE_TEST := $(BIN)/ansible-test
-PYVER := 3.11
+# ... while ansible-test gets, per leg, a copy of what git would ship (it refuses symlinked roots), made a git
+# repository of its own so ansible-test lists its files and not the outer checkout's.
+TEST_TREES := $(CURDIR)/.build/ansible-test
+TREE = $(TEST_TREES)/$(1)/ansible_collections/imds/scheduled_events
 OFFLINE_PIP := $(CURDIR)/../shared/tools/ansible-test-offline-pip
 
+# Nothing is written to the user's home: Ansible's own files go under .build, and the caches that outlive a
+# checkout (Debian rootfs, ansible-test's sanity venvs, pip and molecule caches) under one documented
+# directory, IMDS_SE_TEST_CACHE (/var/cache/imds-scheduled-events-tests as root, else .build/cache).
+IMDS_SE_TEST_CACHE ?= $(if $(shell [ -w /var/cache ] && echo y),/var/cache/imds-scheduled-events-tests,$(CURDIR)/.build/cache)
+TEST_HOME := $(IMDS_SE_TEST_CACHE)/home
+# ansible-test keeps its venvs and pip bootstrap under ~/.ansible/test: give it a home of its own
+ANSIBLE_TEST = HOME=$(TEST_HOME) $(1)/bin/ansible-test
+
 export PATH := $(BIN):$(PATH)
+export IMDS_SE_TEST_CACHE
+export ANSIBLE_HOME := $(CURDIR)/.build/ansible-home
+export ANSIBLE_LOCAL_TEMP := $(ANSIBLE_HOME)/tmp
+export XDG_CACHE_HOME := $(IMDS_SE_TEST_CACHE)/xdg
 export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export ANSIBLE_COLLECTIONS_SCAN_SYS_PATH := false
 export ANSIBLE_NOCOLOR := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help venv collection test-tree test lint sanity units integration system changelog-lint docs docs-check demo bench simulator build lock clean
+venv_of = $(if $(filter $(MAIN_CORE),$(1)),$(VENV),$(VENVS)/core-$(1))
+
+.PHONY: help venv venvs collection test lint sanity units integration system changelog-lint docs docs-check demo \
+	bench simulator build lock clean $(foreach c,$(CORES),sanity-$(c) units-$(c) integration-$(c)) \
+	$(foreach p,$(NODE_PYTHONS),units-node-$(p))
 
 help:
 	@echo "make demo    run the simulator and the example playbook against it"
 	@echo "make test    install what is needed and run every suite (CI=true: a skip is a failure)"
 	@echo "make lint | sanity | units | integration | system | docs-check | changelog-lint | build"
+	@echo "make sanity-2.20 | units-2.19 | units-node-3.9 | integration-2.21 ...   one leg of the matrix"
 	@echo "make bench   every benchmark on the simulator: bench/results.json, bench/results.md (QUICK=1: short runs)"
+	@echo "make lock    resolve tests/requirements/*.in afresh into their lock files"
 
-$(STAMP): tests/requirements.txt scripts/bootstrap
-	bash scripts/bootstrap "$(PYTHON)" "$(VENV)"
-	$(BIN)/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
-	touch $@
+$(STAMP): $(REQS)/tools.txt scripts/venv scripts/find-python
+	bash scripts/venv $(VENV) $(PY_$(MAIN_CORE)) $(REQS)/tools.txt
 
 venv: $(STAMP)
+
+$(VENVS)/core-%/.matrix-stamp: $(REQS)/core-%.txt scripts/venv scripts/find-python
+	bash scripts/venv $(VENVS)/core-$* $(PY_$*) $(REQS)/core-$*.txt
+
+$(VENVS)/node-%/.matrix-stamp: $(REQS)/node-%.txt scripts/venv scripts/find-python
+	bash scripts/venv $(VENVS)/node-$* $* $(REQS)/node-$*.txt
+
+venvs: venv $(foreach c,$(filter-out $(MAIN_CORE),$(CORES)),$(VENVS)/core-$(c)/.matrix-stamp) \
+	$(foreach p,$(NODE_PYTHONS),$(VENVS)/node-$(p)/.matrix-stamp)
 
 collection:
 	@mkdir -p $(dir $(LIVE))
 	@[ -L $(LIVE) ] || ln -sfn $(CURDIR) $(LIVE)
 
-test-tree:
-	@rm -rf $(TEST_TREE) && mkdir -p $(TEST_TREE)
-	@git ls-files -z --cached --others --exclude-standard | tar --null -T - -cf - | tar -xf - -C $(TEST_TREE)
-	@cd $(TEST_TREE) && git init -q && git add -A
+# A fresh copy of the shipped files for one leg (sanity, units and integration of a leg share it).
+define test_tree
+	@rm -rf $(call TREE,$(1)) && mkdir -p $(call TREE,$(1))
+	@git ls-files -z --cached --others --exclude-standard | tar --null -T - -cf - | tar -xf - -C $(call TREE,$(1))
+	@cd $(call TREE,$(1)) && git init -q && git add -A
+endef
 
-test: venv collection changelog-lint lint docs-check sanity units integration system
+test: venvs collection changelog-lint lint docs-check sanity units integration system
 	@echo "make test: every suite passed"
 
 lint: venv collection
@@ -74,18 +112,36 @@ docs-check: venv collection
 	@$(ANTSIBULL_DOCS) --dest-dir .build/docs imds.scheduled_events >/dev/null
 	@diff -r docs/plugins .build/docs || { echo "docs/plugins/ is out of date: run 'make docs'"; exit 1; }
 
-sanity: venv test-tree
-	@if [ -f "$(OFFLINE_PIP)" ]; then bash "$(OFFLINE_PIP)" $(BIN)/python >/dev/null; fi
+sanity: $(foreach c,$(CORES),sanity-$(c))
+units: $(foreach c,$(CORES),units-$(c)) $(foreach p,$(NODE_PYTHONS),units-node-$(p))
+integration: $(foreach c,$(CORES),integration-$(c))
+
+$(foreach c,$(CORES),sanity-$(c)): sanity-%: venvs
+	@echo "=== matrix: ansible-core $* sanity on Python $(PY_$*)"
+	$(call test_tree,sanity-$*)
+	@mkdir -p $(TEST_HOME)
+	@if [ -f "$(OFFLINE_PIP)" ]; then HOME=$(TEST_HOME) bash "$(OFFLINE_PIP)" $(call venv_of,$*)/bin/python >/dev/null; fi
 	@bash scripts/need-program shellcheck shellcheck
-	cd $(TEST_TREE) && $(ANSIBLE_TEST) sanity --venv --python $(PYVER) --color no
+	cd $(call TREE,sanity-$*) && PATH=$(call venv_of,$*)/bin:$$PATH \
+	  $(call ANSIBLE_TEST,$(call venv_of,$*)) sanity --venv --python $(PY_$*) --color no
 
-units: venv test-tree
-	cd $(TEST_TREE) && $(ANSIBLE_TEST) units --local --python $(PYVER) --color no
+$(foreach c,$(CORES),units-$(c)): units-%: venvs
+	@echo "=== matrix: ansible-core $* units on Python $(PY_$*) (controller and node)"
+	$(call test_tree,units-$*)
+	cd $(call TREE,units-$*) && PATH=$(call venv_of,$*)/bin:$$PATH \
+	  $(call ANSIBLE_TEST,$(call venv_of,$*)) units --local --python $(PY_$*) --color no
 
-integration: venv test-tree
-	@if ls tests/integration/targets/*/aliases >/dev/null 2>&1; then \
-	  cd $(TEST_TREE) && $(ANSIBLE_TEST) integration --local --python $(PYVER) --color no --allow-destructive; \
-	else echo "integration: no targets yet"; fi
+$(foreach p,$(NODE_PYTHONS),units-node-$(p)): units-node-%: venvs
+	@echo "=== matrix: node Python $* units (modules, module_utils) with ansible-core $(MAIN_CORE)'s ansible-test"
+	$(call test_tree,units-node-$*)
+	cd $(call TREE,units-node-$*) && $(call ANSIBLE_TEST,$(VENV)) units --local --python $* \
+	  --python-interpreter $(VENVS)/node-$*/bin/python --color no
+
+$(foreach c,$(CORES),integration-$(c)): integration-%: venvs
+	@echo "=== matrix: ansible-core $* integration on Python $(PY_$*)"
+	$(call test_tree,integration-$*)
+	cd $(call TREE,integration-$*) && PATH=$(call venv_of,$*)/bin:$$PATH \
+	  $(call ANSIBLE_TEST,$(call venv_of,$*)) integration --local --python $(PY_$*) --color no --allow-destructive
 
 system: venv collection
 	bash tests/system/run
@@ -103,10 +159,12 @@ simulator:
 build: venv
 	$(BIN)/ansible-galaxy collection build --force --output-path .build/dist
 
+# Resolve every requirements file afresh, each with its own Python.
 lock:
-	$(BIN)/pip install --quiet -r tests/requirements.in
-	{ echo "# Frozen from requirements.in by 'make lock'. Installed into .venv by 'make venv'."; \
-	  $(BIN)/pip freeze --exclude-editable | grep -v '^pip=='; } > tests/requirements.txt
+	bash scripts/venv --lock $(VENVS)/lock-tools $(PY_$(MAIN_CORE)) $(REQS)/tools.in $(REQS)/tools.txt
+	$(foreach c,$(filter-out $(MAIN_CORE),$(CORES)),bash scripts/venv --lock $(VENVS)/lock-$(c) $(PY_$(c)) $(REQS)/core-$(c).in $(REQS)/core-$(c).txt;)
+	$(foreach p,$(NODE_PYTHONS),bash scripts/venv --lock $(VENVS)/lock-node-$(p) $(p) $(REQS)/node.in $(REQS)/node-$(p).txt;)
+	rm -rf $(VENVS)/lock-*
 
 clean:
 	rm -rf .build tests/output

@@ -7,7 +7,7 @@
 The drift_pause module, the imds-hold CLI, the imds-drift-guard wrapper and the
 watcher daemon all go through this package, so they share one record and never
 lose each other's writes. Nothing here imports ansible: the watcher role installs
-these files on VMs as is, and they must run on Python 3.8.
+these files on VMs as is, and they must run on Python 3.9 (Debian 11) and later.
 
     common.py    errors, the command runner, timestamps
     store.py     the state file: trust checks, lock, atomic writes, corrupt-file handling
