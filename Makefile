@@ -28,7 +28,6 @@ LIVE := $(COLLECTIONS)/ansible_collections/imds/scheduled_events
 # repository of its own so ansible-test lists its files and not the outer checkout's.
 TEST_TREES := $(CURDIR)/.build/ansible-test
 TREE = $(TEST_TREES)/$(1)/ansible_collections/imds/scheduled_events
-OFFLINE_PIP := $(CURDIR)/../shared/tools/ansible-test-offline-pip
 
 # Nothing is written to the user's home: Ansible's own files go under .build, and the caches that outlive a
 # checkout (Debian rootfs, ansible-test's sanity venvs, pip and molecule caches) under one documented
@@ -50,7 +49,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 
 venv_of = $(if $(filter $(MAIN_CORE),$(1)),$(VENV),$(VENVS)/core-$(1))
 
-.PHONY: help venv venvs collection test lint sanity units integration system changelog-lint docs docs-check demo \
+.PHONY: help venv venvs collection test matrix lint sanity units integration system changelog-lint docs docs-check demo \
 	bench simulator build lock clean $(foreach c,$(CORES),sanity-$(c) units-$(c) integration-$(c)) \
 	$(foreach p,$(NODE_PYTHONS),units-node-$(p))
 
@@ -87,8 +86,13 @@ define test_tree
 	@cd $(call TREE,$(1)) && git init -q && git add -A
 endef
 
-test: venvs collection changelog-lint lint docs-check sanity units integration system
+# The system suites mostly wait on containers and ssh while the matrix legs mostly compute: two lanes side by side,
+# the system suites in one, the legs one after another in the other (each block of output appears when it ends).
+test: venvs collection changelog-lint lint docs-check
+	$(MAKE) --no-print-directory -j2 --output-sync=target system matrix
 	@echo "make test: every suite passed"
+
+matrix: sanity units integration
 
 lint: venv collection
 	$(BIN)/ansible-lint --profile production
@@ -120,7 +124,7 @@ $(foreach c,$(CORES),sanity-$(c)): sanity-%: venvs
 	@echo "=== matrix: ansible-core $* sanity on Python $(PY_$*)"
 	$(call test_tree,sanity-$*)
 	@mkdir -p $(TEST_HOME)
-	@if [ -f "$(OFFLINE_PIP)" ]; then HOME=$(TEST_HOME) bash "$(OFFLINE_PIP)" $(call venv_of,$*)/bin/python >/dev/null; fi
+	@HOME=$(TEST_HOME) bash scripts/ansible-test-offline-pip $(call venv_of,$*)
 	@bash scripts/need-program shellcheck shellcheck
 	cd $(call TREE,sanity-$*) && PATH=$(call venv_of,$*)/bin:$$PATH \
 	  $(call ANSIBLE_TEST,$(call venv_of,$*)) sanity --venv --python $(PY_$*) --color no

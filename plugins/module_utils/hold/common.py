@@ -95,9 +95,11 @@ def run_command(argv, stdin=None, env=None, timeout=None):
         raise TypeError("commands are argument lists, never shell strings")
     argv = [str(a) for a in argv]
     try:
-        proc = subprocess.run(argv, input=stdin, stdin=None if stdin is not None else subprocess.DEVNULL,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, timeout=timeout,
-                              universal_newlines=True, errors="replace", close_fds=True, check=False)
+        # not AnsibleModule.run_command: the watcher and imds-hold run this on the VM without Ansible
+        proc = subprocess.run(  # pylint: disable=ansible-bad-function
+            argv, input=stdin, stdin=None if stdin is not None else subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, env=env, timeout=timeout, universal_newlines=True, errors="replace",
+            close_fds=True, check=False)
     except OSError as exc:
         return CommandResult(argv, 127, "", "%s: %s" % (argv[0], exc.strerror or exc))
     except subprocess.TimeoutExpired:
