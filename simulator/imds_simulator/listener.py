@@ -215,8 +215,12 @@ class ListenerPool:
         self._wake_r.close()
         self._wake_w.close()
 
-    def settle(self, timeout=5.0):
-        """Wait until the acceptor has applied the world's current down/up state."""
+    def settle(self, timeout=60.0):
+        """Wait until the acceptor has applied the world's current down/up state.
+
+        Returns as soon as it has; the bound is only for an acceptor that never gets there, so it is generous
+        (a loaded machine can hold the acceptor thread up for seconds, and returning early would leave a
+        rebooting VM's listener in the wrong state)."""
         if self._thread is None or not self._thread.is_alive():
             self._reconcile()
             return

@@ -29,7 +29,10 @@ def _collection_on_path():
     link = os.path.join(base, "ansible_collections", "imds", "scheduled_events")
     if not os.path.lexists(link):
         os.makedirs(os.path.dirname(link), exist_ok=True)
-        os.symlink(ROOT, link)
+        try:
+            os.symlink(ROOT, link)
+        except FileExistsError:  # another xdist worker made it first
+            pass
     sys.path.insert(0, base)
 
 

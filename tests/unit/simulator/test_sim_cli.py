@@ -41,7 +41,7 @@ def wait_for(path, process):
 
 def get(url, headers=None):
     request = urllib.request.Request(url, headers=headers or {})
-    with NO_PROXY.open(request, timeout=10) as response:
+    with NO_PROXY.open(request, timeout=60) as response:
         return response.status, response.read()
 
 

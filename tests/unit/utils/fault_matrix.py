@@ -17,6 +17,7 @@ import dataclasses
 import json
 import os
 import sys
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -61,10 +62,13 @@ def _cases():
         cases["status-%d-retried-once" % code] = FaultCase(fault={"kind": "status", "code": code, "count": 1},
                                                            retries=1, requests=2)
     cases.update({
-        "timeout": FaultCase(fault={"kind": "delay", "seconds": 1.0, "count": 1}, fails="timed out after 0.3 s",
+        # held until the client gave up (see HeldSleep): it times out however loaded the machine is
+        "timeout": FaultCase(fault={"kind": "delay", "seconds": 300, "count": 1}, fails="timed out after 0.3 s",
                              options={"timeout": 0.3, "first_timeout": 0.3}),
-        "warm-up-2-minutes-scaled": FaultCase(fault={"kind": "warmup", "seconds": 1.0},
-                                              options={"timeout": 0.3, "first_timeout": 5.0}),
+        # the warm-up outlasts `timeout` (so only `first_timeout` lets the first call through); the calls after it
+        # must each be answered within `timeout`, so that is not cut fine for a loaded machine
+        "warm-up-2-minutes-scaled": FaultCase(fault={"kind": "warmup", "seconds": 4.0},
+                                              options={"timeout": 3.0, "first_timeout": 60.0}),
         "connection-refused": FaultCase(special="refused", fails="failed to connect", requests=0),
         "connection-reset": FaultCase(fault={"kind": "drop"}, fails="failed to connect|aborted|broke off"),
         "malformed-json": FaultCase(fault={"kind": "malformed"}, fails="malformed JSON"),
@@ -92,6 +96,35 @@ def _cases():
 CASES = _cases()
 
 
+class HeldSleep(object):
+    """The simulator's sleep for `delay` and `warmup` faults: real seconds, cut short when the test has the
+    client's result. A `delay` longer than any test thus means "no answer while the client waits", whatever the
+    machine's load, and the delayed request still reaches the log soon after.
+
+    release() wakes the sleepers of the moment (a later request sleeps again: a test driving many calls releases
+    after each); close() wakes every sleeper, now and later."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._generation = 0
+        self._closed = False
+
+    def __call__(self, seconds):
+        with self._cond:
+            generation = self._generation
+            self._cond.wait_for(lambda: self._closed or self._generation != generation, seconds)
+
+    def release(self):
+        with self._cond:
+            self._generation += 1
+            self._cond.notify_all()
+
+    def close(self):
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
 class Served(object):
     """The simulator prepared for one case: events in place, the fault armed."""
 
@@ -99,7 +132,8 @@ class Served(object):
         self.case = case
         scenario = {"name": "faults", "clock": "manual", "start_time": START, "events": [case.event],
                     "vms": case.vms or PAIR}
-        self.sim = Simulator.from_scenario(scenario, port=0, control_port=None)
+        self.held = HeldSleep()
+        self.sim = Simulator.from_scenario(scenario, port=0, control_port=None, sleep=self.held)
         self.sim.start()
         self.world = self.sim.world
         self.endpoint = self.sim.endpoint(case.vm)
@@ -123,13 +157,15 @@ class Served(object):
         return json.loads(reply.body) if reply.body else None
 
     def requests(self, at_least=0):
-        """The request log; a delayed request is logged once the simulator answers it, after the client gave up."""
-        for dummy in range(100):
+        """The request log, once the client is done; a delayed request is logged once the simulator answers it,
+        after the client gave up, so wait for it (the bound only matters if it never comes)."""
+        self.held.close()
+        deadline = time.monotonic() + 60
+        while True:
             log = self.sim.request_log.query(None, None, None)
-            if len(log) >= at_least:
-                break
+            if len(log) >= at_least or time.monotonic() > deadline:
+                return log
             time.sleep(0.05)
-        return log
 
     def check_budget(self, at_least=0):
         """At most 5 requests in any second, and the simulator never had to throttle on its own."""
@@ -141,4 +177,5 @@ class Served(object):
         return log
 
     def stop(self):
+        self.held.close()
         self.sim.stop()

@@ -5,6 +5,7 @@ system suite, so each checks the real wire format against one receiver. The SMTP
 callers `pytest.importorskip("aiosmtpd.controller")` first, so a missing package is a loud skip.
 """
 
+import contextlib
 import json
 import socket
 import threading
@@ -12,9 +13,20 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 def free_port():
+    """A port that was free a moment ago. Racy under pytest-xdist (another worker may bind it before the caller
+    does): prefer binding port 0 and reading the port back, or `refused_port()` for "nothing listens here"."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def refused_port():
+    """A loopback port where connections are refused, for as long as the block runs: the socket is bound (so no
+    other test or xdist worker can take the port meanwhile) but never listens, so a connect gets a reset."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
 
 
 class WebhookReceiver(object):
@@ -79,9 +91,32 @@ class Mailbox(object):
         return "250 OK"
 
 
+def smtp_controller(controller_mod, handler, **options):
+    """An aiosmtpd Controller for `handler` on 127.0.0.1 that binds port 0 when started and reads back the port the
+    kernel chose (controller.port, and handler.port when the handler has one). A port picked beforehand could be
+    taken by another xdist worker before the server binds it. The readiness wait is generous (60 s) because
+    aiosmtpd's default, 5 s, can pass on a loaded machine."""
+
+    class EphemeralController(controller_mod.Controller):
+        def _create_server(self):
+            pending = super()._create_server()
+
+            async def bound():
+                server = await pending
+                self.port = server.sockets[0].getsockname()[1]
+                if hasattr(handler, "port"):
+                    handler.port = self.port
+                return server
+
+            return bound()
+
+    options.setdefault("ready_timeout", 60.0)
+    return EphemeralController(handler, hostname="127.0.0.1", port=0, **options)
+
+
 def start_mailbox(controller_mod, **options):
-    """An SMTP server on a free loopback port; returns (mailbox, controller). Stop it with controller.stop()."""
+    """An SMTP server on an ephemeral loopback port; returns (mailbox, controller). mailbox.port is known once
+    controller.start() returned. Stop it with controller.stop()."""
     box = Mailbox()
-    box.port = free_port()
-    controller = controller_mod.Controller(box, hostname="127.0.0.1", port=box.port, **options)
+    controller = smtp_controller(controller_mod, box, **options)
     return box, controller

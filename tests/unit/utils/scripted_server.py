@@ -21,6 +21,9 @@ Answer = collections.namedtuple("Answer", "status body headers delay action")
 
 
 def answer(status=200, body=None, headers=None, delay=0.0, action=None):
+    """`delay`: seconds to wait before answering (the client must tolerate them). `action="hang"`: never answer
+    while the test runs (the connection is dropped at stop()), for a client that must time out whatever the
+    machine's load: a fixed delay only beats the client's timeout when the client is not held up longer."""
     if isinstance(body, (dict, list)):
         body = json.dumps(body)
     if isinstance(body, str):
@@ -33,6 +36,7 @@ class ScriptedServer(object):
         self.answers = collections.deque()
         self.requests = []
         self.default = answer(200, {"DocumentIncarnation": 1, "Events": []})
+        self.stopping = threading.Event()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -51,7 +55,9 @@ class ScriptedServer(object):
                 reply = server.answers.popleft() if server.answers else server.default
                 if reply.delay:
                     time.sleep(reply.delay)
-                if reply.action == "drop":
+                if reply.action == "hang":
+                    server.stopping.wait(300)
+                if reply.action in ("drop", "hang"):
                     self.close_connection = True
                     self.connection.shutdown(2)
                     return
@@ -81,5 +87,6 @@ class ScriptedServer(object):
         self.answers.extend(answers)
 
     def stop(self):
+        self.stopping.set()
         self._httpd.shutdown()
         self._httpd.server_close()

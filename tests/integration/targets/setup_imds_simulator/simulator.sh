@@ -19,7 +19,8 @@ start_imds_simulator() {
     --ready-file "$IMDS_SIM_READY" "$@" >"$dir/simulator.log" 2>&1 &
   IMDS_SIM_PID=$!
   trap 'stop_imds_simulator' EXIT
-  for _ in $(seq 1 100); do
+  # up to 60 s (a Python start-up on a loaded machine); the loop ends as soon as the ready file is there
+  for _ in $(seq 1 600); do
     [ -s "$IMDS_SIM_READY" ] && break
     kill -0 "$IMDS_SIM_PID" 2>/dev/null || { cat "$dir/simulator.log"; return 1; }
     sleep 0.1

@@ -60,7 +60,8 @@ def sleep(clock):
 @pytest.fixture
 def make_client(server, clock, sleep):
     def make(**kwargs):
-        options = dict(endpoint=server.endpoint, timeout=2.0, first_timeout=5.0, clock=clock, sleep=sleep,
+        # Generous timeouts: a loopback answer on a loaded machine can take seconds. Tests of timeouts set their own.
+        options = dict(endpoint=server.endpoint, timeout=30.0, first_timeout=60.0, clock=clock, sleep=sleep,
                        jitter=lambda: 1.0)
         options.update(kwargs)
         return imds.ImdsClient(**options)

@@ -5,13 +5,13 @@
 from __future__ import annotations
 
 import json
-import socket
 
 import pytest
 
 from ansible_collections.imds.scheduled_events.plugins.module_utils import imds
 from ansible_collections.imds.scheduled_events.plugins.module_utils.imds import ImdsClient, ImdsError, RateLimiter
 
+from ansible_collections.imds.scheduled_events.tests.unit.utils.loopback import refused_port
 from ansible_collections.imds.scheduled_events.tests.unit.utils.scripted_server import answer
 
 GUID = "C7061BAC-AFDC-4513-B24B-AA5F13A16123"
@@ -179,13 +179,11 @@ def test_no_retries_when_asked(server, make_client):
 
 
 def test_connection_refused_is_retried_and_reported():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    sleeps = []
-    client = ImdsClient(endpoint="http://127.0.0.1:%d" % port, retries=2, sleep=sleeps.append)
-    with pytest.raises(ImdsError, match="failed to connect to http://127.0.0.1:%d" % port) as caught:
-        client.get_document()
+    with refused_port() as port:  # bound, never listening: refused, and no other xdist worker can take it
+        sleeps = []
+        client = ImdsClient(endpoint="http://127.0.0.1:%d" % port, retries=2, sleep=sleeps.append)
+        with pytest.raises(ImdsError, match="failed to connect to http://127.0.0.1:%d" % port) as caught:
+            client.get_document()
     assert caught.value.retryable and len(sleeps) == 2
 
 
@@ -196,15 +194,17 @@ def test_dropped_connection_is_retried(server, make_client):
 
 
 def test_timeout_is_retried_with_the_short_timeout(server, make_client):
-    server.script(answer(200, DOC, delay=0.6), answer(200, DOC))
-    client = make_client(timeout=0.2, first_timeout=0.2)
+    # The first answer never comes; the retry's must come within `timeout`, so that is not cut fine (3 s) for a
+    # loaded machine.
+    server.script(answer(action="hang"), answer(200, DOC))
+    client = make_client(timeout=3.0, first_timeout=3.0)
     assert client.get_document().incarnation == 4
     assert len(server.requests) == 2
 
 
 def test_first_call_of_a_process_waits_for_the_warm_up(server, make_client):
-    server.script(answer(200, DOC, delay=1.0), answer(200, DOC, delay=1.0))
-    client = make_client(timeout=0.2, first_timeout=10.0, retries=0)
+    server.script(answer(200, DOC, delay=1.0), answer(action="hang"))
+    client = make_client(timeout=0.2, first_timeout=60.0, retries=0)
     assert client.get_document().incarnation == 4   # longer than `timeout`, within `first_timeout`
     with pytest.raises(ImdsError, match="timed out after 0.2 s"):
         client.get_document()                       # warm now: the short timeout applies
@@ -212,9 +212,9 @@ def test_first_call_of_a_process_waits_for_the_warm_up(server, make_client):
 
 def test_warm_up_is_granted_once_per_process_not_per_client(server, make_client):
     make_client().get_document()
-    server.script(answer(200, DOC, delay=1.0))
+    server.script(answer(action="hang"))
     with pytest.raises(ImdsError, match="timed out"):
-        make_client(timeout=0.2, first_timeout=10.0, retries=0).get_document()
+        make_client(timeout=0.2, first_timeout=60.0, retries=0).get_document()
 
 
 # -- the 5 requests/s budget -----------------------------------------------------------------

@@ -18,7 +18,7 @@ import pytest
 
 from ansible_collections.imds.scheduled_events.plugins.module_utils import notify
 from ansible_collections.imds.scheduled_events.plugins.module_utils.notify import DeliveryError
-from ansible_collections.imds.scheduled_events.tests.unit.utils.loopback import WebhookReceiver, free_port, start_mailbox
+from ansible_collections.imds.scheduled_events.tests.unit.utils.loopback import WebhookReceiver, refused_port, start_mailbox
 
 PASSWORD = "s3cr3t-Pa55word"
 SECRET = "whsec-0123456789abcdef"
@@ -110,14 +110,14 @@ def _probe_tls(port):
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as raw:
         with context.wrap_socket(raw) as sock:
             sock.recv(1024)
 
 
 def settings(port, **extra):
     base = dict(host="127.0.0.1", port=port, security="none", sender="fleet@example.test",
-                to=["oncall@example.test"], timeout=10)
+                to=["oncall@example.test"], timeout=60)
     base.update(extra)
     return base
 
@@ -196,9 +196,9 @@ def test_bad_email_settings(bad, message):
 
 
 def test_connection_refused():
-    port = free_port()
-    with pytest.raises(DeliveryError, match="cannot send email through SMTP server 127.0.0.1:%d" % port):
-        notify.send_email(settings(port), "subject", "body")
+    with refused_port() as port:
+        with pytest.raises(DeliveryError, match="cannot send email through SMTP server 127.0.0.1:%d" % port):
+            notify.send_email(settings(port), "subject", "body")
 
 
 def test_errors_never_carry_the_password():
@@ -228,7 +228,7 @@ def receiver():
 
 
 def hook(url, **extra):
-    base = dict(url=url, secret=SECRET, secret_header="X-Fleet-Secret", timeout=10, use_proxy=False)
+    base = dict(url=url, secret=SECRET, secret_header="X-Fleet-Secret", timeout=60, use_proxy=False)
     base.update(extra)
     return base
 

@@ -23,6 +23,7 @@ from ansible_collections.imds.scheduled_events.plugins.module_utils.watcher.daem
 from ansible_collections.imds.scheduled_events.plugins.module_utils.watcher.journal import Journal
 from ansible_collections.imds.scheduled_events.plugins.module_utils.watcher.notify import Notifier, Syslog
 from ansible_collections.imds.scheduled_events.tests.unit.plugins.module_utils.watcher.helpers import TRUST, UID
+from ansible_collections.imds.scheduled_events.tests.unit.utils.fault_matrix import HeldSleep
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", "..", "..", "..", ".."))
@@ -102,7 +103,8 @@ class Rig(object):
         return str(path)
 
     def client(self):
-        return ImdsClient(endpoint=self.sim.endpoint("myvm"), retries=0, timeout=5, first_timeout=10,
+        # generous: every tick is a real loopback request, which a loaded machine can hold up for seconds
+        return ImdsClient(endpoint=self.sim.endpoint("myvm"), retries=0, timeout=30, first_timeout=60,
                           clock=self.time.now, sleep=self.time.sleep)
 
     def holds(self):
@@ -174,12 +176,16 @@ def rig_factory(tmp_path):
         if faults:
             scenario["faults"] = faults
         time = SimTime()
-        sim = Simulator.from_scenario(scenario, port=0, control_port=None, monotonic=time.now)
+        held = HeldSleep()  # delay / warmup faults: real seconds, or until rig.held.release()
+        sim = Simulator.from_scenario(scenario, port=0, control_port=None, monotonic=time.now, sleep=held)
         time.sim = sim
         sim.start()
-        started.append(sim)
-        return Rig(tmp_path, sim, time)
+        started.append((sim, held))
+        rig = Rig(tmp_path, sim, time)
+        rig.held = held
+        return rig
 
     yield make
-    for sim in started:
+    for sim, held in started:
+        held.close()
         sim.stop()

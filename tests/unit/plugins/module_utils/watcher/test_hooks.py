@@ -127,12 +127,12 @@ def test_a_timeout_kills_the_hook_and_everything_it_started(hooks_dir, tmp_path)
     hook(hooks_dir / "pre", "10-hang", "#!/bin/sh\nsleep 300 &\necho $! > %s\nwait\n" % pidfile)
     started = time.monotonic()
     outcome = HookRunner(str(hooks_dir), timeout=0.5, trust=TRUST).run("pre", EVENT, "myvm")
-    assert time.monotonic() - started < 10
+    # did not wait for the 300 s child (the margin is for a loaded machine, not a speed requirement)
+    assert time.monotonic() - started < 120
     assert not outcome.ok and outcome.runs[0].timed_out and "timed out" in outcome.describe()
     child = int(pidfile.read_text())
-    for dummy in range(50):
-        if not _alive(child):
-            break
+    deadline = time.monotonic() + 60  # the kill is sent; a loaded machine may take a while to reap the child
+    while _alive(child) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _alive(child)
 

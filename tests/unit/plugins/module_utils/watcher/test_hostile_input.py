@@ -142,7 +142,8 @@ def start_simulator_process(tmp_path, faults=(), events=()):
     proc = subprocess.Popen([sys.executable, "-m", "imds_simulator", "--scenario", str(scenario), "--port", "0",
                              "--control-port", "0", "--ready-file", str(ready), "--rate-limit", "0"],
                             cwd=SIMULATOR_DIR, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    for dummy in range(400):
+    deadline = time.monotonic() + 120  # a Python start-up on a loaded machine; returns as soon as it is ready
+    while time.monotonic() < deadline:
         if ready.exists() and ready.read_text().strip():
             return proc, json.loads(ready.read_text())["vms"]["myvm"]
         assert proc.poll() is None, proc.stderr.read().decode()
@@ -152,7 +153,7 @@ def start_simulator_process(tmp_path, faults=(), events=()):
 
 
 def daemon_for(rig, endpoint):
-    client = ImdsClient(endpoint=endpoint, retries=0, timeout=10, first_timeout=10, clock=rig.time.now,
+    client = ImdsClient(endpoint=endpoint, retries=0, timeout=60, first_timeout=60, clock=rig.time.now,
                         sleep=rig.time.sleep)
     options = {"client": client, "holds": rig.holds(), "clock": rig.time.wall, "monotonic": rig.time.now,
                "sleep": rig.time.sleep, "boot_id": "boot-a", "logger": rig.logger,

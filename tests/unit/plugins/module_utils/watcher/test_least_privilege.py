@@ -172,7 +172,7 @@ def test_webhook_and_smtp_secrets_never_reach_a_log_the_journal_or_the_state(rig
     settings = rig.settings(approval=RULES, log_level="DEBUG", notify={
         "syslog": True,
         "webhook": {"url": "http://%s/services/T0?token=%s&sig=%s" % (echo_server, URL_SECRETS[0], URL_SECRETS[1]),
-                    "secret_header": "X-Secret", "verify_tls": True, "timeout": 5},
+                    "secret_header": "X-Secret", "verify_tls": True, "timeout": 60},
         "email": {"host": "127.0.0.1", "port": 9, "username": "watcher", "starttls": True, "from": "w@example.org",
                   "to": ["ops@example.org"], "timeout": 5}})
     path = write(etc / "watcher.json", settings)

@@ -11,7 +11,6 @@ import datetime
 import http.server
 import ipaddress
 import json
-import socket
 import threading
 
 import pytest
@@ -19,6 +18,7 @@ import pytest
 from ansible_collections.imds.scheduled_events.plugins.module_utils.watcher import config as c
 from ansible_collections.imds.scheduled_events.plugins.module_utils.watcher.notify import (
     Email, Notifier, Redactor, Syslog, Webhook, safe_url, summary_line)
+from ansible_collections.imds.scheduled_events.tests.unit.utils.loopback import refused_port, smtp_controller
 
 TRANSITION = {"vm": "myvm", "event_id": "4CAEA225-A741-474D-A72E-428C86FCD853", "event_type": "Reboot",
               "transition": "held", "state": "held", "detail": "held: puppet, systemd:ansible-pull.timer",
@@ -65,15 +65,9 @@ def receiver():
     server.stop()
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def webhook_settings(url, **extra):
     settings = {"url": url, "headers": {"X-Team": "ops"}, "secret_header": None, "verify_tls": True, "ca_file": None,
-                "use_proxy": False, "timeout": 5}
+                "use_proxy": False, "timeout": 60}
     settings.update(extra)
     return settings
 
@@ -90,10 +84,11 @@ def test_webhook_posts_json_with_the_secret_header_and_ignores_proxy_variables(r
 
 
 def test_webhook_failures_are_counted_redacted_and_never_raise():
-    url = "http://user:pa55@127.0.0.1:%d/hook?token=t0ken" % free_port()
-    hook = Webhook(webhook_settings(url, secret_header="X-T"), secret="s3cret")
-    notifier = Notifier([hook])
-    failed = notifier.send(TRANSITION)
+    with refused_port() as port:
+        url = "http://user:pa55@127.0.0.1:%d/hook?token=t0ken" % port
+        hook = Webhook(webhook_settings(url, secret_header="X-T"), secret="s3cret")
+        notifier = Notifier([hook])
+        failed = notifier.send(TRANSITION)
     assert failed and failed[0][0] == "webhook"
     assert "t0ken" not in failed[0][1] and "pa55" not in failed[0][1]
     assert notifier.failures == {"webhook": 1}
@@ -139,7 +134,7 @@ def _certificate(tmp_path):
 @pytest.fixture
 def smtp_server(tmp_path):
     import ssl
-    from aiosmtpd.controller import Controller
+    from aiosmtpd import controller as controller_mod
     from aiosmtpd.smtp import AuthResult
 
     cert, key = _certificate(tmp_path)
@@ -150,6 +145,7 @@ def smtp_server(tmp_path):
         def __init__(self):
             self.messages = []
             self.logins = []
+            self.port = None  # set when the server has bound its ephemeral port
 
         async def handle_DATA(self, server, session, envelope):  # noqa: N802  pylint: disable=invalid-name
             self.messages.append(envelope)
@@ -161,10 +157,9 @@ def smtp_server(tmp_path):
         handler.logins.append((auth_data.login, auth_data.password))
         return AuthResult(success=auth_data.password == b"hunter2", handled=False)
 
-    controller = Controller(handler, hostname="127.0.0.1", port=free_port(), tls_context=context,
-                            require_starttls=True, authenticator=authenticator, auth_required=True)
+    controller = smtp_controller(controller_mod, handler, tls_context=context, require_starttls=True,
+                                 authenticator=authenticator, auth_required=True)
     controller.start()
-    handler.port = controller.port
     handler.ca_file = cert
     yield handler
     controller.stop()
@@ -173,7 +168,7 @@ def smtp_server(tmp_path):
 def email_settings(server, **extra):
     settings = {"host": "127.0.0.1", "port": server.port, "starttls": True, "username": "watcher",
                 "from": "watcher@myvm.example", "to": ["ops@example.net", "oncall@example.net"],
-                "ca_file": server.ca_file, "timeout": 10}
+                "ca_file": server.ca_file, "timeout": 60}
     settings.update(extra)
     return settings
 
