@@ -41,6 +41,8 @@ export PATH := $(BIN):$(PATH)
 export IMDS_SE_TEST_CACHE
 export ANSIBLE_HOME := $(CURDIR)/.build/ansible-home
 export ANSIBLE_LOCAL_TEMP := $(ANSIBLE_HOME)/tmp
+# a task on localhost (the demo, -c local) would otherwise make its remote temp dir in ~/.ansible/tmp
+export ANSIBLE_REMOTE_TEMP := $(ANSIBLE_HOME)/tmp
 export XDG_CACHE_HOME := $(IMDS_SE_TEST_CACHE)/xdg
 export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export ANSIBLE_COLLECTIONS_SCAN_SYS_PATH := false
