@@ -9,8 +9,9 @@ A test that uses ``systemd_container``, ``systemd_container_factory`` or
 ``debian12``, ``debian13``.  Choose releases with ``--debian=12,trixie`` or
 ``IMDS_SE_TEST_RELEASES`` (default: all of harness.rootfs.RELEASES); restrict a test
 or module to some with ``@pytest.mark.debian_releases("bookworm", "trixie")``.
-Under pytest-xdist with ``--dist loadgroup`` the tests of one release and module
-share a worker, so each worker boots only the containers its tests need.
+``--legs=releases`` keeps only the per-release tests, ``--legs=shared`` only the
+others: tests/system/run starts one pytest per release plus one for the shared tests,
+side by side (pytest-xdist's loadgroup cannot group by release under pytest 9).
 
 A host that cannot run the harness (not root, no tools) skips the tests; with
 ``CI=true`` that is a failure instead, so CI can never go green by silently
@@ -36,6 +37,8 @@ def pytest_addoption(parser):
     parser.addoption("--debian", default=None, metavar="RELEASES",
                      help="comma-separated Debian releases for the real-systemd tests (bullseye,12,debian13...); "
                           f"default: ${RELEASES_ENV}, else all of {', '.join(rootfs_mod.RELEASES)}")
+    parser.addoption("--legs", choices=("all", "releases", "shared"), default="all",
+                     help="run the tests that need a Debian release (releases), the others (shared), or both (all)")
 
 
 def pytest_configure(config):
@@ -67,18 +70,17 @@ def pytest_generate_tests(metafunc):
                          scope="session")
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's worker adds the group to the node ids
 def pytest_collection_modifyitems(config, items):
-    """Deselect legs of releases not selected; group the rest by release and module for --dist loadgroup."""
+    """Deselect the tests none of whose releases is selected, and those --legs leaves out."""
+    legs = config.getoption("--legs", default="all")
     kept, dropped = [], []
     for item in items:
-        rel = getattr(item, "callspec", None) and item.callspec.params.get("debian_release")
-        if rel == NOT_SELECTED:
+        callspec = getattr(item, "callspec", None)
+        release = callspec.params.get("debian_release") if callspec else None
+        if release == NOT_SELECTED or (legs == "releases" and release is None) or (legs == "shared" and release):
             dropped.append(item)
-            continue
-        if rel is not None:
-            item.add_marker(pytest.mark.xdist_group(f"{rel.test_id}-{item.module.__name__.rsplit('.', 1)[-1]}"))
-        kept.append(item)
+        else:
+            kept.append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept

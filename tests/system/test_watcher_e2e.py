@@ -1,5 +1,5 @@
 """The watcher end to end, on real parts: the role applied with ansible-playbook to a booted Debian container
-with systemd, a real ansible-pull.timer (and its service wrapped by imds-drift-guard) and a real puppet-agent
+(one leg per release: debian11, debian12, debian13) with systemd, a real ansible-pull.timer (and its service wrapped by imds-drift-guard) and a real puppet-agent
 as the holds, against the IMDS simulator on the host's loopback (manual clock, short notices).
 
 - Reboot: detected, held (timer stopped, puppet disabled with the event in its message), pre-hooks, approved by
@@ -41,7 +41,6 @@ IMDS_HOLD = "/usr/local/sbin/imds-hold"
 SERVICE = "imds-watcher.service"
 TIMER = "ansible-pull.timer"
 PULL_SERVICE = "ansible-pull.service"
-PUPPET_LOCK = "/var/cache/puppet/state/agent_disabled.lock"  # `puppet config print agent_disabled_lockfile` on Debian
 HOOKS_LOG = "/var/lib/watcher-e2e/hooks.log"
 DROP_IN = "/etc/systemd/system/ansible-pull.service.d/imds-drift-guard.conf"
 WAIT = 90  # seconds: the bound of every wait (a loaded 2-core machine, an ssh round trip per check)
@@ -146,8 +145,20 @@ def service_facts(vm):
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
 
+PUPPET_LOCKFILES = {}  # container name -> its puppet agent's disabled lock file
+
+
+def puppet_lockfile(vm):
+    """Where this VM's puppet agent keeps its disabled lock (it differs between releases); asked once per VM."""
+    if vm.name not in PUPPET_LOCKFILES:
+        path = vm.ssh(["puppet", "config", "print", "agent_disabled_lockfile"], timeout=120).stdout.strip()
+        assert path.startswith("/"), path
+        PUPPET_LOCKFILES[vm.name] = path
+    return PUPPET_LOCKFILES[vm.name]
+
+
 def puppet_message(vm):
-    found = vm.ssh(["cat", "--", PUPPET_LOCK], check=False)
+    found = vm.ssh(["cat", "--", puppet_lockfile(vm)], check=False)
     return json.loads(found.stdout)["disabled_message"] if found.returncode == 0 else None
 
 
@@ -242,10 +253,10 @@ def control(sim):
 
 
 @pytest.fixture(scope="module")
-def vm(sim, tmp_path_factory):
+def vm(sim, tmp_path_factory, debian_release):
     """A container of its own (the session container serves other suites) with the operator's ansible-pull units,
     and the role applied, with the simulator as its IMDS."""
-    box = start_container(name="imds-se-watcher-e2e")
+    box = start_container(suite=debian_release.suite, name="imds-se-e2e-%s-%d" % (debian_release.test_id, os.getpid()))
     try:
         for name in ("ansible-pull.service", "ansible-pull.timer"):
             box.put_file("/etc/systemd/system/" + name, (FILES / "vm" / name).read_bytes())

@@ -1,0 +1,246 @@
+"""The ansible-pull path on the VM's own Ansible: the Ansible that Debian 11, 12 and 13 package (Ansible 2.10,
+ansible-core 2.14 and 2.19), inside those containers, with the collection installed there by that Ansible's
+ansible-galaxy from a tarball built from this checkout.
+
+- tests/system/pull/site.yml (the README's pattern: the events lookup in `when:`, event_info, event_approve,
+  drift_pause) runs with ansible-pull from a git repository on the VM against the IMDS simulator on the host's
+  loopback: with no event it converges; with a Scheduled event it skips the converge, holds a systemd timer and
+  approves the event; once the event is gone it converges again and releases the hold. A run warns that the
+  collection does not support its Ansible version exactly when meta/runtime.yml's requires_ansible leaves it out.
+- The watcher role applied by the VM's own ansible-playbook to the VM itself (-c local), on Debian 13 (2.19): it
+  converges, is idempotent, the service it starts polls the simulator, and watcher_state=absent removes it. Not on
+  Debian 11 and 12: before ansible-core 2.19, templated values in the role's config dict render as strings (`{{ x | float }}`
+  gives "0.5", `none` gives ""), which the daemon's config check refuses; ANSIBLE_JINJA2_NATIVE=true works around it.
+
+Nothing is timed: each ansible-pull run is synchronous, and the only wait is a bounded poll for the watcher's polls.
+"""
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+from packaging.specifiers import SpecifierSet
+
+from harness import rootfs as rootfs_mod
+from harness.ansible_env import ansible_env
+from harness.pytest_container import start_container
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+FILES = ROOT / "tests" / "system" / "pull"
+DRIFT_FILES = ROOT / "tests" / "system" / "drift_hold" / "vm"
+sys.path.insert(0, str(ROOT / "simulator"))
+
+from imds_simulator import ControlClient, Simulator  # noqa: E402  pylint: disable=wrong-import-position
+
+PULL_RELEASES = tuple(rootfs_mod.RELEASES)
+# Releases whose packaged ansible-core the collection claims (README "Tested with"): requires_ansible must cover them.
+CLAIMED = ("bookworm", "trixie")
+
+REPO = "/srv/pull-config"
+CONVERGED = "/var/lib/pull-test/converged"
+HOLDS = "/var/lib/imds-scheduled-events/holds.json"
+TIMER = "drift-agent.timer"
+INSTALLED = "/root/.ansible/collections/ansible_collections/imds/scheduled_events"
+UNSUPPORTED = "does not support Ansible version"
+WAIT = 90  # seconds: the bound of every wait
+
+
+def vm_names(release):
+    """The simulator VMs of a leg: the one ansible-pull runs on, and the one the watcher role watches."""
+    return "pull-%s" % release.test_id, "role-%s" % release.test_id
+
+
+SCENARIO = {
+    "name": "pull-packaged-ansible",
+    "description": "One VM per leg for ansible-pull and one for the watcher role; events are injected by the tests.",
+    "clock": "manual",
+    "seed": 7,
+    "vms": [{"name": name} for suite in PULL_RELEASES for name in vm_names(rootfs_mod.release(suite))],
+}
+
+
+def wait_for(predicate, timeout=WAIT, interval=0.2, what="the condition"):
+    """Poll until truthy; fail naming `what` after `timeout` seconds (never asserts a duration)."""
+    deadline = time.monotonic() + timeout
+    value = predicate()
+    while not value:
+        if time.monotonic() >= deadline:
+            pytest.fail("timed out after %s s waiting for %s" % (timeout, what))
+        time.sleep(interval)
+        value = predicate()
+    return value
+
+
+@pytest.fixture(scope="session")
+def collection_tarball(tmp_path_factory):
+    """This checkout as a collection tarball, built on the host with ansible-galaxy (once per worker)."""
+    out = tmp_path_factory.mktemp("collection")
+    galaxy = Path(sys.executable).parent / "ansible-galaxy"
+    proc = subprocess.run([str(galaxy), "collection", "build", "--output-path", str(out), str(ROOT)], env=ansible_env(),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, timeout=300,
+                          check=False)
+    assert proc.returncode == 0, proc.stdout
+    return wait_for(lambda: next(out.glob("imds-scheduled_events-*.tar.gz"), None), 5, what="the built tarball")
+
+
+@pytest.fixture(scope="module")
+def sim():
+    simulator = Simulator.from_scenario(SCENARIO, clock="manual", port=0, control_port=0)
+    simulator.start()
+    try:
+        yield simulator
+    finally:
+        simulator.stop()
+
+
+@pytest.fixture(scope="module")
+def control(sim):
+    return ControlClient(sim.control_url)
+
+
+@pytest.fixture(scope="module")
+def vm(debian_release, collection_tarball):
+    """A container of this leg's release with the collection installed by its own ansible-galaxy, the pull repository
+    in git, and a timer for drift_pause to hold."""
+    box = start_container(suite=debian_release.suite, name="imds-se-pull-%s-%d" % (debian_release.test_id, os.getpid()))
+    try:
+        tarball = "/root/" + collection_tarball.name
+        box.put_file(tarball, collection_tarball.read_bytes())
+        installed = box.ssh(["ansible-galaxy", "collection", "install", tarball], timeout=300, check=False)
+        assert installed.returncode == 0, installed.stdout + installed.stderr
+        box.ssh(["test", "-f", INSTALLED + "/MANIFEST.json"])
+        for name in ("site.yml", "converge.yml"):
+            box.put_file("%s/%s" % (REPO, name), (FILES / name).read_bytes())
+        box.ssh("cd %s && git init -q && git add . && git -c user.name=test -c user.email=test@localhost "
+                "commit -q -m 'site configuration'" % REPO)
+        for name in ("drift-agent.service", "drift-agent.timer"):
+            box.put_file("/usr/local/lib/systemd/system/" + name, (DRIFT_FILES / name).read_bytes())
+        box.ssh(["mkdir", "-p", CONVERGED])
+        box.ssh(["systemctl", "daemon-reload"])
+        box.ssh(["systemctl", "enable", "--now", TIMER])
+        yield box
+    finally:
+        box.cleanup()
+
+
+def packaged_ansible_version(vm):
+    """The version of the VM's own Ansible: "ansible-pull [core 2.14.18]" or, for 2.10, "ansible-pull 2.10.17"."""
+    first = vm.ssh(["ansible-pull", "--version"], timeout=120).stdout.splitlines()[0]
+    return re.search(r"(\d+\.\d+\.\d+)", first).group(1)
+
+
+def covered(version):
+    """Whether meta/runtime.yml's requires_ansible includes this Ansible version."""
+    runtime = yaml.safe_load((ROOT / "meta" / "runtime.yml").read_text())
+    return SpecifierSet(runtime["requires_ansible"]).contains(version, prereleases=True)
+
+
+def check_run(proc, version):
+    """A run succeeded, and warned about the Ansible version exactly when requires_ansible leaves it out."""
+    assert proc.returncode == 0, proc.stdout[-20000:]
+    if covered(version):
+        assert UNSUPPORTED not in proc.stdout, proc.stdout[-20000:]
+    else:
+        assert "%s %s" % (UNSUPPORTED, version) in proc.stdout.replace("\n", " "), proc.stdout[-20000:]
+    return proc.stdout
+
+
+def ansible_pull(vm, endpoint):
+    """One ansible-pull run on the VM, as its timer would start it; returns its output, failing on a failed run."""
+    argv = ["ansible-pull", "--url", "file://" + REPO, "--directory", "/var/lib/ansible-pull/checkout",
+            "-e", "imds_endpoint=" + endpoint, "site.yml"]
+    proc = vm.ssh("ANSIBLE_NOCOLOR=1 %s 2>&1" % shlex.join(argv), timeout=600, check=False)
+    return check_run(proc, packaged_ansible_version(vm))
+
+
+def converges(vm):
+    return len(vm.ssh(["ls", "-1", CONVERGED]).stdout.split())
+
+
+def timer_state(vm):
+    out = vm.ssh(["systemctl", "show", "--property=ActiveState,UnitFileState", "--", TIMER]).stdout
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def held_reasons(vm):
+    """(reason id, event id, holder, target) for everything the hold record says is held."""
+    found = vm.ssh(["cat", HOLDS], check=False)
+    targets = json.loads(found.stdout).get("targets", {}) if found.returncode == 0 else {}
+    return sorted((r["id"], r.get("event_id"), r.get("holder"), key) for key, target in targets.items()
+                  for r in target.get("reasons", []))
+
+
+def test_the_packaged_ansible_is_the_releases_own(vm, debian_release):
+    version = packaged_ansible_version(vm)
+    expected = {"bullseye": "2.10.", "bookworm": "2.14.", "trixie": "2.19."}[debian_release.suite]
+    assert version.startswith(expected), version
+    if debian_release.suite in CLAIMED:
+        assert covered(version), "meta/runtime.yml's requires_ansible must cover Debian's packaged ansible-core " + version
+    print("%s: Ansible %s, %s by requires_ansible" % (debian_release.test_id, version,
+                                                   "covered" if covered(version) else "not covered"))
+
+
+def test_pull_converges_holds_approves_and_releases(vm, sim, control, debian_release):
+    pull_vm, dummy = vm_names(debian_release)
+    endpoint = sim.endpoint(pull_vm)
+    running = {"ActiveState": "active", "UnitFileState": "enabled"}
+
+    before = converges(vm)
+    ansible_pull(vm, endpoint)
+    assert converges(vm) == before + 1, "no event: the run converges"
+    assert held_reasons(vm) == [] and timer_state(vm) == running
+
+    event_id = str(uuid.uuid4()).upper()
+    control.inject(id=event_id, type="Freeze", resources=[pull_vm], notice=900, started_for=5, duration=5)
+    out = ansible_pull(vm, endpoint)
+    assert converges(vm) == before + 1, "a Scheduled event: the converge is skipped\n" + out[-6000:]
+    assert held_reasons(vm) == [("azure-maintenance", event_id, "ansible-pull", "systemd:" + TIMER)], out[-6000:]
+    assert timer_state(vm)["ActiveState"] == "inactive", "drift_pause holds the timer"
+    assert [(a["vm"], a["result"]) for a in control.approvals(event_id)] == [(pull_vm, "started")], out[-6000:]
+    assert control.event(event_id)["status"] == "Started"
+
+    control.advance(60)  # the 5-second Freeze is over: it leaves the document
+    assert control.event(event_id)["status"] == "gone"
+    ansible_pull(vm, endpoint)
+    assert converges(vm) == before + 2, "the event is gone: the run converges again"
+    assert held_reasons(vm) == [] and timer_state(vm) == running, "the hold is released as it was"
+
+
+@pytest.mark.debian_releases("trixie")  # the role needs ansible-core 2.19's native types (docstring above)
+def test_the_watcher_role_applied_locally_by_the_packaged_ansible(vm, sim, control, debian_release):
+    dummy, role_vm = vm_names(debian_release)
+    role_vars = {"watcher_endpoint": sim.endpoint(role_vm), "watcher_poll_interval": 0.5,
+                 "watcher_hold_systemd_units": [TIMER], "watcher_hold_puppet": True}
+    vm.put_file("/root/apply-role.yml", (FILES / "apply-role.yml").read_bytes())
+
+    def apply_role(**extra):
+        vm.put_file("/root/role-vars.json", json.dumps(dict(role_vars, **extra)))
+        proc = vm.ssh("ANSIBLE_NOCOLOR=1 ansible-playbook -c local -i localhost, -e @/root/role-vars.json "
+                      "/root/apply-role.yml 2>&1", timeout=900, check=False)
+        check_run(proc, packaged_ansible_version(vm))
+        recap = [line for line in proc.stdout.splitlines() if line.startswith("localhost") and "changed=" in line]
+        return int(recap[-1].split("changed=")[1].split()[0])
+
+    assert apply_role() > 0
+    assert apply_role() == 0, "applying the role again changes nothing"
+    assert vm.ssh(["systemctl", "is-active", "imds-watcher.service"], check=False).stdout.strip() == "active"
+    check = json.loads(vm.ssh(["/usr/local/sbin/imds-watcher", "check-config", "--json"]).stdout)
+    assert check["problems"] == [] and check["config"]["endpoint"] == sim.endpoint(role_vm)
+
+    def polls():
+        return len([r for r in control.requests(vm=role_vm)
+                    if r["method"] == "GET" and "scheduledevents" in r["path"] and r["status"] == 200])
+    seen = polls()
+    wait_for(lambda: polls() >= seen + 2, what="the watcher the role started to poll the simulator")
+
+    assert apply_role(watcher_state="absent") > 0
+    assert vm.ssh(["systemctl", "show", "--property=LoadState", "--value", "imds-watcher.service"]).stdout.strip() \
+        == "not-found"
