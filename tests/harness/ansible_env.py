@@ -33,5 +33,9 @@ def ansible_env(**extra):
                ANSIBLE_NOCOLOR="1", ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_RETRY_FILES_ENABLED="False",
                ANSIBLE_DEPRECATION_WARNINGS="False", ANSIBLE_LOCALHOST_WARNING="False",
                ANSIBLE_INVENTORY_UNPARSED_WARNING="False", PYTHONPATH=os.pathsep.join([str(GUARD)] + paths))
+    # as under make: Ansible's own files (control sockets, temp dirs) stay in the checkout, not in ~/.ansible
+    env.setdefault("ANSIBLE_HOME", str(ROOT / ".build" / "ansible-home"))
+    env.setdefault("ANSIBLE_LOCAL_TEMP", env["ANSIBLE_HOME"] + "/tmp")
+    env.setdefault("ANSIBLE_REMOTE_TEMP", env["ANSIBLE_HOME"] + "/tmp")
     env.update(extra)
     return env

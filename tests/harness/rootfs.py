@@ -76,6 +76,7 @@ def release(name=DEFAULT_SUITE):
     raise ValueError(f"unknown Debian release {name!r}: choose from "
                      + ", ".join(f"{r.suite} ({r.version}, {r.test_id})" for r in RELEASES.values()))
 
+
 # Units that make no sense in a container or would reach for the network.
 MASKED_UNITS = (
     "apt-daily.timer", "apt-daily.service", "apt-daily-upgrade.timer", "apt-daily-upgrade.service",

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from harness.ansible_env import ansible_env
+from harness.polling import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 FILES = ROOT / "tests" / "system" / "drift_hold"
@@ -31,18 +32,6 @@ DROP_IN = "/etc/systemd/system/ansible-pull.service.d/imds-drift-guard.conf"
 RESULT = "/root/drift-result.json"
 TIMER = "ansible-pull.timer"
 SERVICE = "ansible-pull.service"
-
-
-def wait_for(predicate, timeout, interval=0.2, what="the condition"):
-    """Poll until truthy; fail naming `what` when `timeout` seconds pass (never asserts a duration)."""
-    deadline = time.monotonic() + timeout
-    value = predicate()
-    while not value:
-        if time.monotonic() >= deadline:
-            pytest.fail("timed out after %s s waiting for %s" % (timeout, what))
-        time.sleep(interval)
-        value = predicate()
-    return value
 
 
 # --- the machine -------------------------------------------------------------------

@@ -7,10 +7,9 @@ ansible-galaxy from a tarball built from this checkout.
   loopback: with no event it converges; with a Scheduled event it skips the converge, holds a systemd timer and
   approves the event; once the event is gone it converges again and releases the hold. A run warns that the
   collection does not support its Ansible version exactly when meta/runtime.yml's requires_ansible leaves it out.
-- The watcher role applied by the VM's own ansible-playbook to the VM itself (-c local), on Debian 13 (2.19): it
-  converges, is idempotent, the service it starts polls the simulator, and watcher_state=absent removes it. Not on
-  Debian 11 and 12: before ansible-core 2.19, templated values in the role's config dict render as strings (`{{ x | float }}`
-  gives "0.5", `none` gives ""), which the daemon's config check refuses; ANSIBLE_JINJA2_NATIVE=true works around it.
+- The watcher role applied by the VM's own ansible-playbook to the VM itself (-c local), on Debian 12 (2.14) and
+  13 (2.19): it converges, is idempotent, the service it starts polls the simulator, and watcher_state=absent
+  removes it. Not on Debian 11, whose Ansible 2.10 the collection does not claim.
 
 Nothing is timed: each ansible-pull run is synchronous, and the only wait is a bounded poll for the watcher's polls.
 """
@@ -21,7 +20,6 @@ import re
 import shlex
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -29,6 +27,7 @@ import pytest
 import yaml
 from packaging.specifiers import SpecifierSet
 
+from harness import polling
 from harness import rootfs as rootfs_mod
 from harness.ansible_env import ansible_env
 from harness.pytest_container import start_container
@@ -67,16 +66,8 @@ SCENARIO = {
 }
 
 
-def wait_for(predicate, timeout=WAIT, interval=0.2, what="the condition"):
-    """Poll until truthy; fail naming `what` after `timeout` seconds (never asserts a duration)."""
-    deadline = time.monotonic() + timeout
-    value = predicate()
-    while not value:
-        if time.monotonic() >= deadline:
-            pytest.fail("timed out after %s s waiting for %s" % (timeout, what))
-        time.sleep(interval)
-        value = predicate()
-    return value
+def wait_for(predicate, timeout=WAIT, what="the condition"):
+    return polling.wait_for(predicate, timeout, what=what)
 
 
 @pytest.fixture(scope="session")
@@ -93,12 +84,8 @@ def collection_tarball(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def sim():
-    simulator = Simulator.from_scenario(SCENARIO, clock="manual", port=0, control_port=0)
-    simulator.start()
-    try:
+    with Simulator.from_scenario(SCENARIO, clock="manual", port=0, control_port=0) as simulator:
         yield simulator
-    finally:
-        simulator.stop()
 
 
 @pytest.fixture(scope="module")
@@ -184,8 +171,8 @@ def test_the_packaged_ansible_is_the_releases_own(vm, debian_release):
     assert version.startswith(expected), version
     if debian_release.suite in CLAIMED:
         assert covered(version), "meta/runtime.yml's requires_ansible must cover Debian's packaged ansible-core " + version
-    print("%s: Ansible %s, %s by requires_ansible" % (debian_release.test_id, version,
-                                                   "covered" if covered(version) else "not covered"))
+    coverage = "covered" if covered(version) else "not covered"
+    print("%s: Ansible %s, %s by requires_ansible" % (debian_release.test_id, version, coverage))
 
 
 def test_pull_converges_holds_approves_and_releases(vm, sim, control, debian_release):
@@ -214,7 +201,7 @@ def test_pull_converges_holds_approves_and_releases(vm, sim, control, debian_rel
     assert held_reasons(vm) == [] and timer_state(vm) == running, "the hold is released as it was"
 
 
-@pytest.mark.debian_releases("trixie")  # the role needs ansible-core 2.19's native types (docstring above)
+@pytest.mark.debian_releases(*CLAIMED)
 def test_the_watcher_role_applied_locally_by_the_packaged_ansible(vm, sim, control, debian_release):
     dummy, role_vm = vm_names(debian_release)
     role_vars = {"watcher_endpoint": sim.endpoint(role_vm), "watcher_poll_interval": 0.5,

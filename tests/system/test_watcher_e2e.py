@@ -1,6 +1,6 @@
 """The watcher end to end, on real parts: the role applied with ansible-playbook to a booted Debian container
-(one leg per release: debian11, debian12, debian13) with systemd, a real ansible-pull.timer (and its service wrapped by imds-drift-guard) and a real puppet-agent
-as the holds, against the IMDS simulator on the host's loopback (manual clock, short notices).
+(one leg per release: debian11, debian12, debian13) with systemd, a real ansible-pull.timer (and its service
+wrapped by imds-drift-guard) and a real puppet agent as the holds, against the IMDS simulator on the host's loopback (manual clock, short notices).
 
 - Reboot: detected, held (timer stopped, puppet disabled with the event in its message), pre-hooks, approved by
   policy, started by the simulator, a real reboot of the container, and after it the release of exactly the prior
@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from harness import polling
 from harness.ansible_env import ansible_env
 from harness.pytest_container import start_container
 
@@ -80,14 +81,7 @@ ROLE_VARS = {
 def wait_for(predicate, timeout=WAIT, interval=0.2, what="the condition", vm=None):
     """Poll until truthy; fail naming `what` after `timeout` seconds (never asserts a duration). With `vm`, the
     failure shows the watcher's log and status."""
-    deadline = time.monotonic() + timeout
-    value = predicate()
-    while not value:
-        if time.monotonic() >= deadline:
-            pytest.fail("timed out after %s s waiting for %s%s" % (timeout, what, diagnose(vm) if vm else ""))
-        time.sleep(interval)
-        value = predicate()
-    return value
+    return polling.wait_for(predicate, timeout, interval, what, diagnose=(lambda: diagnose(vm)) if vm else None)
 
 
 def diagnose(vm):
@@ -239,12 +233,8 @@ def assert_held(vm, event_id):
 
 @pytest.fixture(scope="module")
 def sim():
-    simulator = Simulator.from_scenario(SCENARIO, clock="manual", port=0, control_port=0)
-    simulator.start()
-    try:
+    with Simulator.from_scenario(SCENARIO, clock="manual", port=0, control_port=0) as simulator:
         yield simulator
-    finally:
-        simulator.stop()
 
 
 @pytest.fixture(scope="module")
