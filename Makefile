@@ -43,6 +43,9 @@ export ANSIBLE_HOME := $(CURDIR)/.build/ansible-home
 export ANSIBLE_LOCAL_TEMP := $(ANSIBLE_HOME)/tmp
 # a task on localhost (the demo, -c local) would otherwise make its remote temp dir in ~/.ansible/tmp
 export ANSIBLE_REMOTE_TEMP := $(ANSIBLE_HOME)/tmp
+export ANSIBLE_ASYNC_DIR := $(ANSIBLE_HOME)/async
+# molecule's ansible.cfg names the ssh control sockets' directory itself; the variable wins over the file
+export ANSIBLE_SSH_CONTROL_PATH_DIR := $(ANSIBLE_HOME)/cp
 export XDG_CACHE_HOME := $(IMDS_SE_TEST_CACHE)/xdg
 export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export ANSIBLE_COLLECTIONS_SCAN_SYS_PATH := false

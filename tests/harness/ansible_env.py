@@ -37,5 +37,7 @@ def ansible_env(**extra):
     env.setdefault("ANSIBLE_HOME", str(ROOT / ".build" / "ansible-home"))
     env.setdefault("ANSIBLE_LOCAL_TEMP", env["ANSIBLE_HOME"] + "/tmp")
     env.setdefault("ANSIBLE_REMOTE_TEMP", env["ANSIBLE_HOME"] + "/tmp")
+    env.setdefault("ANSIBLE_ASYNC_DIR", env["ANSIBLE_HOME"] + "/async")
+    env.setdefault("ANSIBLE_SSH_CONTROL_PATH_DIR", env["ANSIBLE_HOME"] + "/cp")
     env.update(extra)
     return env

@@ -10,6 +10,10 @@ IMDS_SIM_SCENARIOS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/files"
 export IMDS_SIM_SCENARIOS
 # Every Python process below (ansible-playbook, modules, the simulator) refuses non-loopback connections.
 export PYTHONPATH="$IMDS_COLLECTION_ROOT/tests/guard${PYTHONPATH:+:$PYTHONPATH}"
+# Ansible's own files (temp dirs, async results) stay in this target's output directory, not in the home. The
+# explicit async dir also keeps the async start and async_status agreeing when HOME is not the user's home.
+export ANSIBLE_HOME="${OUTPUT_DIR:?ansible-test sets OUTPUT_DIR}/ansible-home"
+export ANSIBLE_ASYNC_DIR="$ANSIBLE_HOME/async" ANSIBLE_LOCAL_TEMP="$ANSIBLE_HOME/tmp" ANSIBLE_REMOTE_TEMP="$ANSIBLE_HOME/tmp"
 
 start_imds_simulator() {
   local dir
