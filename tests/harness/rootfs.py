@@ -46,7 +46,7 @@ class Release:
     def __init__(self, suite, version, puppet, ansible):
         self.suite = suite
         self.version = version
-        self.packages = (*COMMON_PACKAGES[:-1], puppet, ansible, COMMON_PACKAGES[-1])
+        self.packages = COMMON_PACKAGES + (puppet, ansible)
 
     @property
     def test_id(self):
