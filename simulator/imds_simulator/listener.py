@@ -149,6 +149,7 @@ class ListenerPool:
         self._addresses = {}
         self._servers = {}
         self._closed = set()
+        self._placeholders = {}
         self._reopen_failed = set()
         self._fixed = []
         self._selector = selectors.DefaultSelector()
@@ -208,6 +209,8 @@ class ListenerPool:
             self._thread.join(10)
         for name in list(self._servers):
             self._close(name)
+        for name in list(self._placeholders):
+            self._release_port(name)
         for server in self._fixed:
             self._selector.unregister(server.socket)
             server.server_close()
@@ -235,14 +238,34 @@ class ListenerPool:
         except OSError:
             pass
 
+    def _hold_port(self, name):
+        """Keep a rebooting VM's port bound, without listening: connections are refused as on Azure, and no other
+        process binding port 0 (a test server in another xdist worker) is handed the port meanwhile."""
+        address = self._addresses[name]
+        placeholder = socket.socket(socket.AF_INET6 if ":" in address[0] else socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            placeholder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            placeholder.bind(address)
+        except OSError:
+            placeholder.close()
+            return
+        self._placeholders[name] = placeholder
+
+    def _release_port(self, name):
+        placeholder = self._placeholders.pop(name, None)
+        if placeholder is not None:
+            placeholder.close()
+
     def _reconcile(self):
         down = self._down()
         for name in [name for name in down if name in self._servers]:
             self._close(name)
             self._closed.add(name)
+            self._hold_port(name)
         for name in [name for name in self._closed if name not in down]:
             try:
-                self._open(name, self._addresses[name])
+                self._open(name, self._addresses[name])  # beside the placeholder: both allow address reuse
+                self._release_port(name)
             except OSError as exc:
                 # Someone grabbed the port meanwhile: say so once, keep trying on later ticks.
                 if name not in self._reopen_failed:
