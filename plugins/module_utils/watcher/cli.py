@@ -10,6 +10,8 @@
 
 Exit status: 0 fine, 1 a runtime failure (status cannot read its files), 2 usage
 errors, 78 (EX_CONFIG) the config is invalid, so systemd need not restart it.
+`status` still shows the hold record and the journal when the config is refused
+(it only reads them), says why first, and exits 78.
 main() returns the status; the launcher exits with it.
 """
 
@@ -23,6 +25,7 @@ import sys
 from ..hold.cli import format_status
 from ..hold.common import HoldError, one_line
 from ..hold.manager import HoldManager
+from . import config as config_mod
 from .config import DEFAULT_CONFIG_FILE, DEFAULT_SECRETS_FILE, ConfigError, Trust, load
 from .daemon import Daemon
 from .hooks import PHASES, HookRunner
@@ -64,11 +67,17 @@ def main(argv=None, stdout=None, stderr=None, trust=None, daemon_options=None, h
         config = load(args.config, args.secrets, trust=trust)
     except ConfigError as exc:
         stderr.write("%s: %s\n" % (PROG, exc))
+        if args.action == "status":  # what is held matters most when the watcher cannot run
+            files, from_config = config_mod.status_files(args.config, trust)
+            status(files, stdout, stderr, args.json, args.last, hold_options or {},
+                   refused={"config_file": args.config, "problem": str(exc), "files_from_config": from_config})
         return EXIT_CONFIG
     if args.action == "check-config":
         return check_config(config, trust, stdout, args.json)
     if args.action == "status":
-        return status(config, stdout, stderr, args.json, args.last, hold_options or {})
+        files = {"state_file": config.state_file, "journal_file": config["journal_file"],
+                 "hold_state_file": config["hold"]["state_file"]}
+        return status(files, stdout, stderr, args.json, args.last, hold_options or {})
     return run(config, trust, stderr, daemon_options or {}, hold_options or {})
 
 
@@ -114,29 +123,50 @@ def check_config(config, trust, stdout, as_json):
     return 1 if problems else 0
 
 
-def status(config, stdout, stderr, as_json, last, hold_options):
+def status(files, stdout, stderr, as_json, last, hold_options, refused=None):
+    """Print what is pending, held and journaled; read only. `refused` (the config's problem) is said first."""
     code = 0
-    state, problem = StateStore(config.state_file).read()
+    state, problem = StateStore(files["state_file"]).read()
     if problem:
-        stderr.write("%s: the state file %s is unusable: %s\n" % (PROG, config.state_file, problem))
+        stderr.write("%s: the state file %s is unusable: %s\n" % (PROG, files["state_file"], problem))
         code = 1
     pending = sorted((state or {}).get("events", {}).values(), key=lambda r: r.get("first_seen") or 0)
     try:
-        holds = HoldManager(state_file=config["hold"]["state_file"], **hold_options).status()
+        holds = HoldManager(state_file=files["hold_state_file"], **hold_options).status()
     except (HoldError, OSError) as exc:
         stderr.write("%s: cannot read the hold record: %s\n" % (PROG, exc))
         holds = None
         code = 1
-    recent = Journal(config["journal_file"]).timelines(last)
+    recent = Journal(files["journal_file"]).timelines(last)
     if as_json:
-        stdout.write(json.dumps({"pending": pending, "holds": holds, "recent": recent}, indent=2, sort_keys=True) + "\n")
+        data = {"pending": pending, "holds": holds, "recent": recent}
+        if refused:
+            data["config_refused"] = refused
+        stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
         return code
+    if refused:
+        stdout.write(format_refused(refused, files))
+        stdout.write("\n")
     stdout.write(format_pending(pending))
     stdout.write("\n")
     stdout.write(format_status(holds) if holds is not None else "The hold record could not be read.\n")
     stdout.write("\n")
     stdout.write(format_recent(recent, last))
     return code
+
+
+def format_refused(refused, files):
+    where = ("the files it names" if refused["files_from_config"]
+             else "the default files, since the refused file may not choose what root reads")
+    lines = [
+        "!!! THE CONFIG IS REFUSED: the watcher cannot start with it, so nothing below is approved or released "
+        "until it is fixed. !!!",
+        "  %s" % one_line(refused["problem"]),
+        "  Once it is fixed: systemctl restart imds-watcher",
+        "  Shown below from %s: hold record %s, journal %s." % (where, files["hold_state_file"],
+                                                                files["journal_file"]),
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def format_pending(pending):

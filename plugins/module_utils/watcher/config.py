@@ -74,18 +74,26 @@ class Trust(object):
     def __init__(self, owner_uid=0):
         self.owner_uid = owner_uid
 
-    def problem(self, st, path, what, private=False):
-        """Why `st` (an os.stat result) cannot be trusted, or None."""
+    def flaw(self, st, path, private=False):
+        """(what is wrong, the command that fixes it) for `st` (an os.stat result) of `path`, or None."""
+        mode = stat.S_IMODE(st.st_mode)
         if st.st_uid != self.owner_uid:
-            return "%s %s is owned by uid %d, not uid %d: whoever owns it could make root run anything (chown %d %s)" % (
-                what, path, st.st_uid, self.owner_uid, self.owner_uid, path)
+            return ("it is owned by uid %d, not uid %d, and whoever owns it could make root run anything"
+                    % (st.st_uid, self.owner_uid), "chown %d %s" % (self.owner_uid, path))
         if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-            return "%s %s may be written by group or others (mode %04o; chmod go-w %s)" % (
-                what, path, stat.S_IMODE(st.st_mode), path)
+            return ("it may be written by group or others (mode %04o found, %04o wanted: only its owner may write it)"
+                    % (mode, mode & ~0o022), "chmod go-w %s" % path)
         if private and st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            return "%s %s may be read by group or others (mode %04o; chmod 600 %s)" % (
-                what, path, stat.S_IMODE(st.st_mode), path)
+            return ("it may be read by group or others (mode %04o found, %04o wanted: it holds secrets)"
+                    % (mode, mode & ~0o077), "chmod 600 %s" % path)
         return None
+
+    def problem(self, st, path, what, private=False):
+        """Why `st` (an os.stat result) cannot be trusted, as one sentence naming the fix, or None."""
+        flaw = self.flaw(st, path, private=private)
+        if flaw is None:
+            return None
+        return "%s %s is refused because %s. Fix: %s" % (what, path, flaw[0], flaw[1])
 
 
 # --- the schema ------------------------------------------------------------------------------
@@ -424,7 +432,7 @@ def read_trusted(path, what, trust, private=False, missing_ok=False):
             directory = os.path.dirname(os.path.abspath(path))
             problem = trust.problem(os.stat(directory), directory, "the directory of %s" % what)
         if problem:
-            raise ConfigError("refusing %s" % problem)
+            raise ConfigError(problem)
         data = handle.read(MAX_CONFIG_BYTES + 1)
     if len(data) > MAX_CONFIG_BYTES:
         raise ConfigError("%s %s is larger than %d bytes" % (what, path, MAX_CONFIG_BYTES))
@@ -452,6 +460,31 @@ def parse(value, secrets=None, path=None, secrets_path=None):
         return Config(SCHEMA.check(value, ""), secret_values, path, secrets_path)
     except ConfigError as exc:
         raise ConfigError("%s: %s" % (path or "the config", exc))
+
+
+def status_files(path=DEFAULT_CONFIG_FILE, trust=None):
+    """The files `imds-watcher status` reads when the config is refused: those the config file names when root can
+    trust the file itself (only its content or the secrets file is wrong), else the default ones, since a file that
+    others may write must not choose what root reads. Returns (files, whether they came from the config)."""
+    trust = trust or Trust()
+    value = None
+    try:
+        value = _parse_json(read_trusted(path, "the config file", trust), path, "the config file")
+    except ConfigError:
+        pass
+    data = value if isinstance(value, dict) else {}
+
+    def absolute(candidate, default):
+        return candidate if isinstance(candidate, str) and os.path.isabs(candidate) else default
+
+    state_dir = absolute(data.get("state_dir"), DEFAULT_STATE_DIR)
+    hold = data.get("hold") if isinstance(data.get("hold"), dict) else {}
+    files = {
+        "state_file": os.path.join(state_dir, "watcher-state.json"),
+        "journal_file": absolute(data.get("journal_file"), os.path.join(state_dir, "journal.jsonl")),
+        "hold_state_file": absolute(hold.get("state_file"), DEFAULT_HOLD_STATE_FILE),
+    }
+    return files, bool(data)
 
 
 def load(path=DEFAULT_CONFIG_FILE, secrets_path=DEFAULT_SECRETS_FILE, trust=None):

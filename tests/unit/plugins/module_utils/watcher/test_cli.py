@@ -67,6 +67,41 @@ def test_status_reports_unreadable_files(rig_factory):
     assert (rig.tmp / "state" / "watcher-state.json").exists()  # status changes nothing
 
 
+def test_status_with_a_group_writable_config_still_shows_what_is_held(rig_factory, monkeypatch):
+    rig = rig_factory([dict(REBOOT, cancel_at=20)])
+    path = rig.write_config()
+    run_lifecycle(rig, 5)
+    os.chmod(path, 0o664)
+    # a file others may write must not choose what root reads: status falls back to the default files
+    monkeypatch.setattr(cli_mod.config_mod, "DEFAULT_STATE_DIR", str(rig.tmp / "state"))
+    monkeypatch.setattr(cli_mod.config_mod, "DEFAULT_HOLD_STATE_FILE", str(rig.tmp / "holds" / "holds.json"))
+    code, out, err = cli("--config", path, "--secrets", "", "status")
+    assert code == EXIT_CONFIG
+    sentence = ("the config file %s is refused because it may be written by group or others (mode 0664 found, 0644 "
+                "wanted: only its owner may write it). Fix: chmod go-w %s" % (path, path))
+    assert err == "imds-watcher: %s\n" % sentence
+    lines = out.splitlines()
+    assert lines[0].startswith("!!! THE CONFIG IS REFUSED") and lines[1] == "  " + sentence
+    assert "from the default files" in out and str(rig.tmp / "holds" / "holds.json") in lines[3]
+    assert "Pending events: 1" in out and REBOOT_ID in out
+    assert "Drift correction is held" in out and "command:marker" in out and "Last 1 event(s) in the journal" in out
+    code, out, err = cli("--config", path, "--secrets", "", "status", "--json")
+    status = json.loads(out)
+    assert code == EXIT_CONFIG and status["config_refused"]["problem"] == sentence
+    assert status["holds"]["held"] is True and status["pending"][0]["id"] == REBOOT_ID
+
+
+def test_status_with_an_invalid_but_trusted_config_reads_the_files_it_names(rig_factory):
+    rig = rig_factory([dict(REBOOT, cancel_at=20)])
+    path = rig.write_config()
+    run_lifecycle(rig, 5)
+    path = rig.write_config(poll_intervall=3)  # a typo: refused, but root's own file still says where things are
+    code, out, err = cli("--config", path, "--secrets", "", "status")
+    assert code == EXIT_CONFIG and "poll_intervall" in err
+    assert out.startswith("!!! THE CONFIG IS REFUSED") and "from the files it names" in out
+    assert "Pending events: 1" in out and "Drift correction is held" in out and "command:marker" in out
+
+
 def test_check_config(rig_factory):
     rig = rig_factory([])
     path = rig.write_config(approval={"rules": [{"name": "freeze", "when": "EventType=='Freeze'"}]})
