@@ -136,8 +136,27 @@ holds:
           description: The unit, command or agent name.
           type: str
         phase:
-          description: V(holding), V(held) or V(releasing); anything but V(held) means a step is still in progress.
+          description:
+            - V(holding), V(held) or V(releasing); anything but V(held) means the hold or release has not finished,
+              see C(in_progress).
           type: str
+        in_progress:
+          description:
+            - For a target that is not simply held, whether a hold, release or settle is at work on it now (it
+              holds the hold record's lock). V(false) means it stopped half way (killed, or a step failed) and
+              C(imds-hold settle) finishes it. Always V(false) for a held target.
+          type: bool
+        writer_pid:
+          description: The pid of the process at work on it when C(in_progress), else null (0 when not yet known).
+          type: int
+        progress:
+          description:
+            - The last process that worked on a target not yet held or released, C(pid) and C(since) (ISO-8601
+              UTC), or null.
+          type: dict
+        released_by:
+          description: For a target being released, the reason whose drop released it, or null.
+          type: dict
         since:
           description: When the target was first held.
           type: str

@@ -36,12 +36,18 @@ def default_holder(prog, environ=None):
 
 
 def format_status(status):
-    """The human form of status_of()."""
+    """The human form of status_of(). A step in progress is told from one stopped half way by whether a hold,
+    release or settle is at work now (status_of's `in_progress`); only the latter says what to do."""
     if not status["held"]:
         return "Nothing is held (state file %s).\n" % status["state_file"]
-    lines = ["Drift correction is held: %d target(s), %d reason(s) (state file %s, updated %s)."
-             % (len(status["targets"]), len(status["reasons"]), status["state_file"], status.get("updated") or "?"),
-             "", "Reasons:"]
+    if status["reasons"]:
+        head = "Drift correction is held: %d target(s), %d reason(s)" % (len(status["targets"]), len(status["reasons"]))
+    else:
+        head = "Drift correction is being released: %d target(s) not yet restored, no reason holds them" % (
+            len(status["targets"]))
+    lines = ["%s (state file %s, updated %s)." % (head, status["state_file"], status.get("updated") or "?")]
+    if status["reasons"]:
+        lines.extend(["", "Reasons:"])
     for reason in status["reasons"]:
         event = ", event %s" % reason["event_id"] if reason.get("event_id") else ""
         lines.append("  %s: %s" % (reason["id"], one_line(reason["text"])))
@@ -49,19 +55,37 @@ def format_status(status):
                                                            event, ", ".join(reason["targets"])))
     lines.extend(["", "Targets:"])
     for target in status["targets"]:
-        phase = target["phase"]
-        if phase == "held":
-            when = "held since %s" % (target.get("held_at") or target.get("since") or "?")
-        elif target["reasons"]:
-            when = "being held (incomplete: run hold again to finish)"
+        if target["phase"] == "held" and target["reasons"]:
+            lines.append("  %s: held since %s, by %s" % (target["key"], target.get("held_at") or target.get("since")
+                                                         or "?", ", ".join(r["id"] for r in target["reasons"])))
         else:
-            when = "being released (incomplete: run release again to finish)"
-        lines.append("  %s: %s, by %s" % (target["key"], when, ", ".join(r["id"] for r in target["reasons"]) or "-"))
+            lines.append("  %s: %s" % (target["key"], _transition(target)))
         if target.get("summary"):
             lines.append("      %s" % target["summary"])
         for note in target.get("notes", []):
             lines.append("      note: %s" % one_line(note))
     return "\n".join(lines) + "\n"
+
+
+def _transition(target):
+    """A target being held or released: in progress (nothing to do), or stopped half way (say what to run)."""
+    releasing = not target["reasons"]
+    if releasing:
+        dropped = target.get("released_by") or {}
+        why = ("its last reason %s (%s) was dropped" % (dropped["id"], dropped.get("holder") or "unknown")
+               if dropped.get("id") else "no reason holds it")
+    else:
+        why = "by %s" % ", ".join(r["id"] for r in target["reasons"])
+    verb = "released" if releasing else "held"
+    progress = target.get("progress") or {}
+    since = progress.get("since") or target.get("since") or "?"
+    if target.get("in_progress"):
+        return "being %s now (in progress: pid %s, since %s), %s" % (verb, target.get("writer_pid") or "unknown",
+                                                                   since, why)
+    fix = "run imds-hold settle to finish" if releasing else "run hold again to finish"
+    who = "pid %s" % progress["pid"] if progress.get("pid") else "a process"
+    return "being %s (incomplete: %s), %s; the %s that %s started at %s stopped half way (killed, or a step " \
+        "failed)" % (verb, fix, why, "release" if releasing else "hold", who, since)
 
 
 def format_outcome(outcome):

@@ -16,6 +16,7 @@ record says is in progress.
 from __future__ import annotations
 
 import copy
+import os
 import time
 
 from .backends import BACKENDS, Context, Target, backend_for, target_key
@@ -106,8 +107,12 @@ class Outcome(object):
                 "holds": status_of(self.after, self.state_file), "errors": self.errors}
 
 
-def status_of(doc, state_file):
-    """Who holds what and why, from a record: for `imds-hold status`, the module and the watcher."""
+def status_of(doc, state_file, writer=None):
+    """Who holds what and why, from a record: for `imds-hold status`, the module and the watcher.
+
+    `writer`: the pid of the hold, release or settle at work now (HoldStore.read_with_writer), else None. A target
+    that is not simply held is `in_progress` while a writer is at work (it settles every such target); otherwise
+    it was stopped half way (killed, or a step failed) and `imds-hold settle` finishes it."""
     targets = []
     reasons = {}
     for key in sorted(doc.get("targets", {})):
@@ -119,6 +124,8 @@ def status_of(doc, state_file):
             "prior": copy.deepcopy(rec.get("prior", {})), "actions": list(rec.get("actions", [])),
             "done": list(rec.get("done", [])), "notes": list(rec.get("notes", [])),
             "summary": cls.summary(rec) if cls else "",
+            "progress": copy.deepcopy(rec.get("progress")), "released_by": copy.deepcopy(rec.get("released_by")),
+            "in_progress": writer is not None and _pending(rec), "writer_pid": writer if _pending(rec) else None,
         }
         targets.append(entry)
         for reason in rec.get("reasons", []):
@@ -162,7 +169,8 @@ class HoldManager(object):
     # --- reading ---------------------------------------------------------
 
     def status(self):
-        return status_of(self.store.read(), self.store.path)
+        doc, writer = self.store.read_with_writer()
+        return status_of(doc, self.store.path, writer=writer)
 
     # --- hold ------------------------------------------------------------
 
@@ -315,6 +323,9 @@ class HoldManager(object):
             rec = doc["targets"].get(key)
             if rec is not None and _pending(rec):
                 result = results.setdefault(key, TargetResult(key, rec["backend"], rec["name"]))
+                # who works on it, for status; saved with the next write (a step's checkpoint or the phase)
+                if (rec.get("progress") or {}).get("pid") != os.getpid():
+                    rec["progress"] = {"pid": os.getpid(), "since": isoformat(self.clock())}
                 try:
                     if rec["reasons"]:
                         self._hold_steps(doc, rec, result)
@@ -340,6 +351,7 @@ class HoldManager(object):
         result.steps.extend(backend.hold(rec, self._checkpointer(doc, rec, undo=False)))
         rec["phase"] = "held"
         rec["held_at"] = isoformat(self.clock())
+        rec.pop("progress", None)
         self.store.write(doc)
 
     def _release_steps(self, doc, key, rec, result):

@@ -81,6 +81,54 @@ def test_commands_and_scoped_release(imds_hold, system):
     assert "guard" in imds_hold("status")[1]
 
 
+LB = json.dumps({"name": "lb", "hold": ["/bin/lb", "drain"], "release": ["/bin/lb", "undrain"]})
+
+
+def hold_for_the_watcher(imds_hold):
+    status, out, err = imds_hold("hold", "--reason", "Reboot", "--event-id", "E-1", "--holder", "imds-watcher",
+                                 "--command", LB)
+    assert status == 0, err
+
+
+def test_a_release_in_progress_says_so_and_asks_nothing(imds_hold, system):
+    hold_for_the_watcher(imds_hold)
+    seen = []
+    real_run = system.run
+
+    def run(argv, *args, **kwargs):  # status, asked while the release runs its step
+        if list(argv) == ["/bin/lb", "undrain"]:
+            seen.append(imds_hold("status"))
+        return real_run(argv, *args, **kwargs)
+
+    system.run = run
+    status, out, err = imds_hold("release", "--event-id", "E-1")
+    assert status == 0 and "command:lb: released" in out, err
+    code, out, err = seen[0]
+    assert (code, err) == (0, "")
+    assert out.splitlines()[0].startswith("Drift correction is being released: 1 target(s) not yet restored, no "
+                                          "reason holds them (state file ")
+    assert "\n  command:lb: being released now (in progress: pid %d, since 2025-06-15T15:06:40Z), its last reason " \
+           "E-1 (imds-watcher) was dropped\n" % os.getpid() in out
+    assert "incomplete" not in out and "settle" not in out and "run " not in out
+
+
+def test_an_interrupted_release_says_what_to_do(imds_hold, system):
+    hold_for_the_watcher(imds_hold)
+    system.command_rc["/bin/lb"] = 1
+    status, out, err = imds_hold("release", "--event-id", "E-1")
+    assert status == 1 and "/bin/lb undrain exited with 1" in err
+    status, out, err = imds_hold("status")
+    assert (status, err) == (0, "")
+    assert "\n  command:lb: being released (incomplete: run imds-hold settle to finish), its last reason E-1 " \
+           "(imds-watcher) was dropped; the release that pid %d started at 2025-06-15T15:06:40Z stopped half way " \
+           "(killed, or a step failed)\n" % os.getpid() in out
+    assert json.loads(imds_hold("status", "--json")[1])["targets"][0]["in_progress"] is False
+    system.command_rc["/bin/lb"] = 0
+    status, out, err = imds_hold("settle")
+    assert status == 0 and "command:lb: released" in out, err
+    assert imds_hold("status")[1].startswith("Nothing is held")
+
+
 def test_failures_exit_1_and_say_what_is_left(imds_hold, system):
     system.ansible_pull()
     system.start_run("ansible-pull.service", 100)
