@@ -49,6 +49,9 @@ options:
       - This VM's Azure resource name, the value that C(Resources) lists.
       - When not set, it is read from IMDS (C(/metadata/instance/compute/name)). The OS hostname is never used,
         since scale-set hostnames differ from resource names.
+      - When IMDS does not give the name (Microsoft's mock server has none), M(imds.scheduled_events.event_info)
+        without C(this_vm_only) still returns the events, with what depends on the name null, and warns; whatever
+        needs the name fails, saying so.
     type: str
 requirements:
   - requests (Python library on the managed node)

@@ -69,6 +69,9 @@ options:
       - This VM's Azure resource name, the value that C(Resources) lists.
       - When not set, it is read from IMDS (C(/metadata/instance/compute/name)), which costs one more request. The OS
         hostname is never used, since scale-set hostnames differ from resource names.
+      - When IMDS does not give the name (Microsoft's mock server has none), the events are still returned, with
+        C(affects_this_vm), C(shared) and C(scope) null, and a warning; with O(this_vm_only=true) the lookup fails
+        instead, saying the name is needed.
     type: str
   query:
     description:
@@ -185,13 +188,21 @@ _value:
       type: int
       returned: when Azure sends it
     affects_this_vm:
-      description: Whether C(Resources) lists this VM.
+      description:
+        - Whether C(Resources) lists this VM.
+        - Null when this VM's name is unknown, that is when O(vm_name) is not set and IMDS does not give it (for
+          example Microsoft's mock server); the lookup then warns, and fails instead when O(this_vm_only) needs
+          the name.
       type: bool
     shared:
-      description: Whether C(Resources) lists this VM and other VMs; approving it starts the maintenance for all.
+      description:
+        - Whether C(Resources) lists this VM and other VMs; approving it starts the maintenance for all.
+        - Null when this VM's name is unknown.
       type: bool
     scope:
-      description: V(this_vm), V(shared), V(other_vms) or V(none) (empty C(Resources)).
+      description:
+        - V(this_vm), V(shared), V(other_vms) or V(none) (empty C(Resources)).
+        - Null when this VM's name is unknown.
       type: str
     not_before:
       description: NotBefore as ISO-8601 UTC, or null when it has started or the value could not be read.
@@ -214,11 +225,13 @@ import sys
 
 from ansible.errors import AnsibleLookupError, AnsibleOptionsError
 from ansible.plugins.lookup import LookupBase
+from ansible.utils.display import Display
 
 from ansible_collections.imds.scheduled_events.plugins.module_utils import imds
 from ansible_collections.imds.scheduled_events.plugins.module_utils.ansible_support import (
-    client_options, selection_from_options, this_vm_from_options)
+    client_options, selection_from_options, this_vm_if_known)
 from ansible_collections.imds.scheduled_events.plugins.module_utils.events import utcnow
+from ansible_collections.imds.scheduled_events.plugins.module_utils.waiting import describe
 
 try:
     import jmespath
@@ -226,6 +239,8 @@ try:
 except ImportError as import_error:
     jmespath = None
     JMESPATH_IMPORT_ERROR = import_error
+
+display = Display()
 
 
 class LookupModule(LookupBase):
@@ -245,14 +260,17 @@ class LookupModule(LookupBase):
         client = self._client()
         selection = selection_from_options(self.get_option)
         try:
-            vm = this_vm_from_options(self.get_option, client)
+            vm, warning = this_vm_if_known(self.get_option, client, "to pick this VM's events (this_vm_only)"
+                                           if selection.this_vm_only else None)
             document = client.get_document()
         except ValueError as exc:
             raise AnsibleOptionsError("vm_name %r is not a VM name: %s" % (self.get_option("vm_name"), exc)) from exc
         except imds.ImdsError as exc:
             raise AnsibleLookupError("reading IMDS failed: %s" % exc) from exc
+        if warning:
+            display.warning("imds.scheduled_events.events: %s" % warning)
         now = utcnow()
-        events = [event.describe(vm, now) for event in selection.apply(document.events, vm)]
+        events = [describe(event, vm, now) for event in selection.apply(document.events, vm)]
         if expression is None:
             return events
         try:

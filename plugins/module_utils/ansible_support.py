@@ -57,6 +57,24 @@ def this_vm_from_options(get, client):
     return client.this_vm()
 
 
+def this_vm_if_known(get, client, needed):
+    """(vm, warning): the VM named by `vm_name`, else the one IMDS names. When IMDS does not name it (Microsoft's
+    mock server has no compute/name) and nothing needs it (`needed`, what for, is None), (None, why) instead, so
+    the events can still be read with what depends on the name unknown. Raises ValueError, or ImdsError saying
+    what needed it."""
+    if get("vm_name") is not None:
+        return this_vm_from_options(get, client), None
+    try:
+        return client.this_vm(), None
+    except ImdsError as exc:
+        if needed:
+            raise ImdsError("this VM's resource name is needed %s, but IMDS did not give it: %s. Set vm_name to the "
+                            "name the events' Resources list for this VM" % (needed, exc),
+                            method=exc.method, path=exc.path, status=exc.status)
+        return None, ("IMDS did not give this VM's resource name (%s), so affects_this_vm, shared and scope are "
+                      "null and every event counts as possibly this VM's; set vm_name to know which are" % exc)
+
+
 def client_from_module(module):
     """The one client, configured from the module's options; fails the task cleanly
     when requests is missing or an option is unusable."""
@@ -68,12 +86,16 @@ def client_from_module(module):
         module.fail_json(msg=str(exc))
 
 
-def this_vm_from_module(module, client):
-    """Raises ImdsError for the caller to report with the request's status."""
+def this_vm_from_module(module, client, needed="to tell this VM's events from other VMs'"):
+    """Raises ImdsError, saying what `needed` the name, for the caller to report with the request's status. With
+    needed=None, returns None (and warns) when IMDS does not name this VM."""
     try:
-        return this_vm_from_options(module.params.get, client)
+        vm, warning = this_vm_if_known(module.params.get, client, needed)
     except ValueError as exc:
         module.fail_json(msg="vm_name %r is not a VM name: %s" % (module.params["vm_name"], exc))
+    if warning:
+        module.warn(warning)
+    return vm
 
 
 def filter_from_module(module):

@@ -380,7 +380,8 @@ class Summary(object):
 
     def __init__(self, events, vm, now=None):
         now = now or utcnow()
-        mine = [e for e in events if e.affects(vm)]
+        # this VM unknown (IMDS did not name it): any event may be its own, so every one counts
+        mine = [e for e in events if vm is None or e.affects(vm)]
         scheduled = [e for e in mine if e.is_scheduled]
         self.pending = bool(scheduled)
         self.in_progress = any(e.is_started for e in mine)

@@ -33,17 +33,26 @@ class Outcome(object):
         self.polls = polls
 
     def as_result(self, vm, now=None):
+        """`vm` None: this VM's name is unknown; what depends on it is null, and the summaries count every event."""
         now = now or utcnow()
         result = {
             "document_incarnation": self.document.incarnation if self.document else None,
-            "this_vm": vm.name,
-            "events": [e.describe(vm, now) for e in self.selected],
+            "this_vm": vm.name if vm is not None else None,
+            "events": [describe(e, vm, now) for e in self.selected],
             "waited": round(self.waited, 3),
             "polls": self.polls,
         }
         everything = self.document.events if self.document else ()
         result.update(Summary(everything, vm, now).as_dict())
         return result
+
+
+def describe(event, vm, now):
+    """The event as every entry point returns it; with this VM unknown, affects_this_vm, shared and scope are null."""
+    out = event.describe(vm, now)
+    if vm is None:
+        out.update(affects_this_vm=None, shared=None, scope=None)
+    return out
 
 
 def condition_met(condition, selected):

@@ -97,7 +97,13 @@ document_incarnation:
   type: int
   sample: 4
 this_vm:
-  description: This VM's resource name, as IMDS reports it (or as O(vm_name) gave it).
+  description:
+    - This VM's resource name, as IMDS reports it (or as O(vm_name) gave it).
+    - Null when O(vm_name) is not set and IMDS does not give the name (for example Microsoft's mock server has no
+      C(compute/name)). The module then warns, returns the events with RV(events[].affects_this_vm),
+      RV(events[].shared) and RV(events[].scope) null, and counts every event in the summaries (RV(pending),
+      RV(pending_event_ids), ...), since any of them may be this VM's. With O(this_vm_only=true) it fails instead,
+      saying the name is needed.
   returned: always
   type: str
   sample: myvm
@@ -143,13 +149,17 @@ events:
       type: int
       returned: when Azure sends it
     affects_this_vm:
-      description: Whether C(Resources) lists this VM.
+      description: Whether C(Resources) lists this VM; null when this VM's name is unknown (see RV(this_vm)).
       type: bool
     shared:
-      description: Whether C(Resources) lists this VM and other VMs; approving it starts the maintenance for all.
+      description:
+        - Whether C(Resources) lists this VM and other VMs; approving it starts the maintenance for all.
+        - Null when this VM's name is unknown (see RV(this_vm)).
       type: bool
     scope:
-      description: V(this_vm), V(shared), V(other_vms) or V(none) (empty C(Resources)).
+      description:
+        - V(this_vm), V(shared), V(other_vms) or V(none) (empty C(Resources)).
+        - Null when this VM's name is unknown (see RV(this_vm)).
       type: str
     not_before:
       description: NotBefore as ISO-8601 UTC, or null when it has started or the value could not be read.
@@ -167,7 +177,7 @@ events:
       elements: str
       returned: when there is a problem
 pending:
-  description: Whether an event for this VM is still C(Scheduled).
+  description: Whether an event for this VM is still C(Scheduled) (any event, when this VM's name is unknown).
   returned: always
   type: bool
 in_progress:
@@ -229,7 +239,8 @@ def main():
     client = client_from_module(module)
     selection = filter_from_module(module)
     try:
-        vm = this_vm_from_module(module, client)
+        vm = this_vm_from_module(module, client, needed="to pick this VM's events (this_vm_only)"
+                                  if selection.this_vm_only else None)
         outcome = wait_for_events(client, selection, vm, params["wait_for"], params["wait_timeout"],
                                   params["wait_interval"], clock=time.monotonic, sleep=time.sleep)
     except WaitTimeout as exc:

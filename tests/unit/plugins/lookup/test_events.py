@@ -181,10 +181,25 @@ def test_malformed_json_is_a_lookup_error(lookup, server):
         run(lookup, server, retries=0)
 
 
-def test_unreadable_vm_name_is_a_lookup_error(lookup, server):
+def test_unreadable_vm_name_is_a_lookup_error_when_this_vm_only_needs_it(lookup, server):
     server.script(answer(404, "not found"))
-    with pytest.raises(AnsibleLookupError, match="compute/name"):
-        lookup.run([], variables={}, endpoint=server.endpoint, retries=0)
+    with pytest.raises(AnsibleLookupError, match=r"this VM's resource name is needed to pick this VM's events "
+                                                 r"\(this_vm_only\), but IMDS did not give it: .*compute/name.*Set "
+                                                 r"vm_name"):
+        lookup.run([], variables={}, endpoint=server.endpoint, retries=0, this_vm_only=True)
+    assert [r["path"] for r in server.requests] == ["/metadata/instance/compute/name"]
+
+
+def test_without_a_vm_name_the_events_come_with_what_depends_on_it_unknown(lookup, server, plugin_module,
+                                                                           monkeypatch):
+    warnings = []
+    monkeypatch.setattr(plugin_module.display, "warning", warnings.append)
+    server.script(answer(404, "not found"), answer(200, DOC))  # Microsoft's mock server has no compute/name
+    events = lookup.run([], variables={}, endpoint=server.endpoint, retries=0, statuses=["Scheduled"])
+    assert ids(events) == {MINE, PEERS}
+    assert all(e["affects_this_vm"] is None and e["shared"] is None and e["scope"] is None for e in events)
+    assert events[0]["not_before"] == "2050-04-11T22:26:58Z"
+    assert len(warnings) == 1 and "did not give this VM's resource name" in warnings[0]
 
 
 def test_terms_are_refused(lookup, server):

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import pytest
+from ansible.module_utils import basic
 
 from ansible_collections.imds.scheduled_events.plugins.module_utils import ansible_support, imds
 from ansible_collections.imds.scheduled_events.plugins.modules import event_info
@@ -62,6 +63,31 @@ def test_reads_this_vm_name_from_imds_when_not_given(server):
     failed, result = run_module(event_info.main, {"endpoint": server.endpoint})
     assert not failed and result["this_vm"] == "MyVM"
     assert [r["path"] for r in server.requests] == ["/metadata/instance/compute/name", "/metadata/scheduledevents"]
+
+
+def test_without_a_vm_name_returns_the_events_with_what_depends_on_it_unknown(server, monkeypatch):
+    warnings = []
+    monkeypatch.setattr(basic.AnsibleModule, "warn", lambda self, text: warnings.append(text))
+    server.script(answer(404, "not found"), answer(200, DOC))  # Microsoft's mock server has no compute/name
+    failed, result = run_module(event_info.main, {"endpoint": server.endpoint, "retries": 0})
+    assert not failed, result
+    assert result["this_vm"] is None and len(result["events"]) == 3
+    assert all(e["affects_this_vm"] is None and e["shared"] is None and e["scope"] is None for e in result["events"])
+    # any event may be this VM's: the summaries a `when:` drains on count them all
+    assert result["pending"] and result["pending_event_ids"] == [MINE, PEERS]
+    assert result["started_event_ids"] == [SHARED] and result["next_not_before"] == "2050-04-11T22:26:58Z"
+    assert len(warnings) == 1 and "did not give this VM's resource name" in warnings[0] and "vm_name" in warnings[0]
+
+
+def test_this_vm_only_without_a_vm_name_fails_saying_it_is_needed(server):
+    server.script(answer(404, "not found"))
+    failed, result = run_module(event_info.main, {"endpoint": server.endpoint, "retries": 0, "this_vm_only": True})
+    assert failed and result["status"] == 404
+    assert result["msg"].startswith("this VM's resource name is needed to pick this VM's events (this_vm_only), but "
+                                    "IMDS did not give it: ")
+    assert "compute/name" in result["msg"] and result["msg"].endswith("Set vm_name to the name the events' Resources "
+                                                                      "list for this VM")
+    assert [r["path"] for r in server.requests] == ["/metadata/instance/compute/name"]
 
 
 @pytest.mark.parametrize("args, expected", [
