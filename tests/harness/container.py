@@ -87,13 +87,15 @@ class SystemdContainer:
     """One fresh systemd machine over an overlay of the cached rootfs, reached by ssh on loopback."""
 
     def __init__(self, name=None, rootfs=None, boot_timeout=180, allowed_failed_units=(), work_base=WORK_BASE,
-                 suite=rootfs_mod.DEFAULT_SUITE):
+                 suite=rootfs_mod.DEFAULT_SUITE, files=None):
         self.name = name or f"imds-se-{secrets.token_hex(4)}"
         if not NAME_RE.fullmatch(self.name):
             raise ValueError(f"container name must match {NAME_RE.pattern}: {self.name!r}")
         self.release = rootfs_mod.release(suite)
         self.rootfs = Path(rootfs) if rootfs else None
         self.boot_timeout = boot_timeout
+        # {path inside: content or (content, mode)}, written into the overlay before the first boot (a cloud-init seed)
+        self.files = dict(files or {})
         self.allowed_failed_units = frozenset(DEFAULT_ALLOWED_FAILED_UNITS) | frozenset(allowed_failed_units)
         self.work_base = Path(work_base)
         self.workdir = None
@@ -192,7 +194,7 @@ class SystemdContainer:
             path.parent.mkdir(parents=True, exist_ok=True)
             if path.is_symlink():
                 path.unlink()
-            path.write_text(content)
+            path.write_bytes(content if isinstance(content, bytes) else content.encode())
             path.chmod(mode)
 
         write("etc/machine-id", uuid.uuid4().hex + "\n", 0o444)
@@ -202,6 +204,8 @@ class SystemdContainer:
         pub = Path(f"{self.ssh_key_path}.pub").read_text()
         (self.merged / "root/.ssh").mkdir(mode=0o700, exist_ok=True)
         write("root/.ssh/authorized_keys", pub, 0o600)
+        for rel, content in self.files.items():
+            write(rel.lstrip("/"), *(content if isinstance(content, tuple) else (content,)))
 
     def _write_session(self, data):
         """session.json lets a later run reap this session if its owner dies without cleanup."""

@@ -86,7 +86,7 @@ def pytest_collection_modifyitems(config, items):
         items[:] = kept
 
 
-def _unavailable(exc):
+def unavailable(exc):
     """Skip locally, fail under CI."""
     if ci_strict():
         pytest.fail(f"{exc}\n(CI=true: the real-systemd tests must run, not skip)", pytrace=False)
@@ -96,17 +96,17 @@ def _unavailable(exc):
 def start_container(**kwargs):
     """A booted SystemdContainer; skips (fails with CI=true) when the harness cannot run here."""
     container = SystemdContainer(**kwargs)
-    unavailable = None
+    unavailable_exc = None
     try:
         container.start()
     except HarnessUnavailable as exc:
         container.cleanup()
-        unavailable = exc
+        unavailable_exc = exc
     except BaseException:
         container.cleanup()
         raise
-    if unavailable is not None:
-        _unavailable(unavailable)  # outside the except block: no chained traceback in the report
+    if unavailable_exc is not None:
+        unavailable(unavailable_exc)  # outside the except block: no chained traceback in the report
     return container
 
 

@@ -66,6 +66,14 @@ RELEASES = {r.suite: r for r in (
 )}
 DEFAULT_SUITE = "bookworm"
 
+# A cloud image has these too: cloud-init (the first-boot tests seed it with NoCloud) and the curl its runcmd uses.
+CLOUD_IMAGE_PACKAGES = ("cloud-init", "curl")
+
+
+def cloud_image_packages(suite=DEFAULT_SUITE):
+    """The package list of a rootfs that boots like a cloud image: the release's, plus cloud-init."""
+    return release(suite).packages + CLOUD_IMAGE_PACKAGES
+
 
 def release(name=DEFAULT_SUITE):
     """The Release for a suite name, a version (12) or a test id (debian12)."""

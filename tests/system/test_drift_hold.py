@@ -133,14 +133,17 @@ def ansible_playbook():
 
 
 class Playbook(object):
-    """One ansible-playbook run of drift_pause.yml; start() it in the background or run() it."""
+    """One ansible-playbook run of drift_pause.yml; start() it in the background or run() it.
+    Its output goes to a file, so a test waiting on the VM can show what the playbook said so far."""
 
     def __init__(self, vm, tmp_path, args, check=False, diff=False):
         self.vm = vm
         inventory = tmp_path / "inventory.json"
         inventory.write_text(json.dumps({"all": {"hosts": {"drift_vm": vm.ansible_inventory_vars()}}}))
-        extra = tmp_path / ("vars-%d.json" % time.monotonic_ns())
+        stamp = time.monotonic_ns()
+        extra = tmp_path / ("vars-%d.json" % stamp)
         extra.write_text(json.dumps({"drift_args": args, "drift_result_file": RESULT}))
+        self.log = tmp_path / ("playbook-%d.log" % stamp)
         self.argv = [ansible_playbook(), "-i", str(inventory), str(FILES / "drift_pause.yml"), "-e", "@%s" % extra]
         if check:
             self.argv.append("--check")
@@ -150,17 +153,39 @@ class Playbook(object):
 
     def start(self):
         self.vm.ssh(["rm", "-f", RESULT])
-        self.proc = subprocess.Popen(self.argv, env=ansible_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     universal_newlines=True)
+        with open(self.log, "w") as out:
+            self.proc = subprocess.Popen(self.argv, env=ansible_env(), stdout=out, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL)
         return self
 
+    def output(self):
+        return self.log.read_text(errors="replace")
+
+    def running(self):
+        """True while the playbook runs; once it has ended, fail with what it printed and saved."""
+        if self.proc.poll() is None:
+            return True
+        saved = self.vm.ssh(["cat", RESULT], check=False).stdout
+        pytest.fail("the playbook ended (exit %s) while the test waited for it to be in flight:\n%s\nresult: %s"
+                    % (self.proc.returncode, self.output(), saved or "(none saved)"))
+        return False
+
     def finish(self, timeout=600):
-        out, dummy = self.proc.communicate(timeout=timeout)
+        self.proc.wait(timeout=timeout)
+        out = self.output()
         assert self.proc.returncode == 0, out
         return json.loads(self.vm.get_file(RESULT))
 
     def run(self):
         return self.start().finish()
+
+
+def in_flight_diagnosis(vm, playbook):
+    """What a timed-out wait shows: the hold record, the run's unit and marks, and the playbook's output."""
+    found = vm.ssh(["cat", STATE], check=False).stdout or "(no hold record)"
+    unit = vm.ssh(["systemctl", "status", "--no-pager", "--lines=20", SERVICE], check=False).stdout
+    runs = vm.ssh(["ls", "-l", RUNS, "/run/drift-test"], check=False).stdout
+    return "\nhold record: %s\n%s\nmarks:\n%s\nplaybook so far:\n%s" % (found, unit, runs, playbook.output())
 
 
 def drift_pause(vm, tmp_path, check=False, diff=False, **args):
@@ -185,9 +210,10 @@ def test_hold_waits_for_the_run_in_flight_disables_puppet_and_release_restores(d
     def timer_stopped_and_waiting():
         rec = record(vm)
         target = rec and rec["targets"].get("systemd:" + TIMER)
-        return target and target["phase"] == "holding" and target["done"] == ["stop"]
+        return hold.running() and target and target["phase"] == "holding" and target["done"] == ["stop"]
 
-    wait_for(timer_stopped_and_waiting, 300, what="the hold to stop the timer and wait for the run")
+    wait_for(timer_stopped_and_waiting, 300, what="the hold to stop the timer and wait for the run",
+             diagnose=lambda: in_flight_diagnosis(vm, hold))
     assert unit_state(vm, TIMER)["ActiveState"] == "inactive"
     assert unit_state(vm, SERVICE)["ActiveState"] == "activating", "the run in flight is not killed"
     assert hold.proc.poll() is None, "the hold did not return while the run was in flight"

@@ -18,8 +18,6 @@ import json
 import os
 import re
 import shlex
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -29,15 +27,13 @@ from packaging.specifiers import SpecifierSet
 
 from harness import polling
 from harness import rootfs as rootfs_mod
-from harness.ansible_env import ansible_env
+from harness.collection import build_tarball
 from harness.pytest_container import start_container
+from harness.pytest_sim import simulator_fixtures
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 FILES = ROOT / "tests" / "system" / "pull"
 DRIFT_FILES = ROOT / "tests" / "system" / "drift_hold" / "vm"
-sys.path.insert(0, str(ROOT / "simulator"))
-
-from imds_simulator import ControlClient, Simulator  # noqa: E402  pylint: disable=wrong-import-position
 
 PULL_RELEASES = tuple(rootfs_mod.RELEASES)
 # Releases whose packaged ansible-core the collection claims (README "Tested with"): requires_ansible must cover them.
@@ -73,24 +69,10 @@ def wait_for(predicate, timeout=WAIT, what="the condition"):
 @pytest.fixture(scope="session")
 def collection_tarball(tmp_path_factory):
     """This checkout as a collection tarball, built on the host with ansible-galaxy (once per worker)."""
-    out = tmp_path_factory.mktemp("collection")
-    galaxy = Path(sys.executable).parent / "ansible-galaxy"
-    proc = subprocess.run([str(galaxy), "collection", "build", "--output-path", str(out), str(ROOT)], env=ansible_env(),
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, timeout=300,
-                          check=False)
-    assert proc.returncode == 0, proc.stdout
-    return wait_for(lambda: next(out.glob("imds-scheduled_events-*.tar.gz"), None), 5, what="the built tarball")
+    return build_tarball(tmp_path_factory.mktemp("collection"))
 
 
-@pytest.fixture(scope="module")
-def sim():
-    with Simulator.from_scenario(SCENARIO, clock="manual", port=0, control_port=0) as simulator:
-        yield simulator
-
-
-@pytest.fixture(scope="module")
-def control(sim):
-    return ControlClient(sim.control_url)
+sim, control = simulator_fixtures(SCENARIO)
 
 
 @pytest.fixture(scope="module")

@@ -30,12 +30,10 @@ import pytest
 from harness import polling
 from harness.ansible_env import ansible_env
 from harness.pytest_container import start_container
+from harness.pytest_sim import ControlClient, simulator_fixtures
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 FILES = ROOT / "tests" / "system" / "watcher"
-sys.path.insert(0, str(ROOT / "simulator"))
-
-from imds_simulator import ControlClient, Simulator  # noqa: E402  pylint: disable=wrong-import-position
 
 IMDS_WATCHER = "/usr/local/sbin/imds-watcher"
 IMDS_HOLD = "/usr/local/sbin/imds-hold"
@@ -231,15 +229,7 @@ def assert_held(vm, event_id):
 # --- fixtures ----------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def sim():
-    with Simulator.from_scenario(SCENARIO, clock="manual", port=0, control_port=0) as simulator:
-        yield simulator
-
-
-@pytest.fixture(scope="module")
-def control(sim):
-    return Control(sim.control_url)
+sim, control = simulator_fixtures(SCENARIO, Control)
 
 
 @pytest.fixture(scope="module")

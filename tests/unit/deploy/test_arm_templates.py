@@ -1,0 +1,199 @@
+"""deploy/arm/*.json, checked as ARM would read them (tests/harness/arm_template.py evaluates the expressions)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import subprocess
+
+import pytest
+
+import bootstrap
+from harness.arm_template import Deployment, TemplateError, references
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+ARM = os.path.join(ROOT, "deploy", "arm")
+TEMPLATES = {"vm.json": "vmName", "vmss.json": "scaleSetName"}
+# The Compute API version that knows scheduledEventsPolicy (azure-control-plane.md: 2025-04-01 or later).
+POLICY_API = "2025-04-01"
+
+
+def load(name):
+    with open(os.path.join(ARM, name)) as handle:
+        return json.load(handle)
+
+
+def deploy(name, **params):
+    params.setdefault(TEMPLATES[name], "vm1")
+    return Deployment(load(name), params)
+
+
+def bootstrap_extension(name, deployment):
+    if name == "vm.json":
+        found = deployment.resources("Microsoft.Compute/virtualMachines/extensions")
+        return found[0]["properties"] if found else None
+    scale_set = deployment.resources("Microsoft.Compute/virtualMachineScaleSets")[0]
+    found = scale_set["properties"]["virtualMachineProfile"]["extensionProfile"]["extensions"]
+    return found[0]["properties"] if found else None
+
+
+def custom_data(name, deployment):
+    kind = "virtualMachines" if name == "vm.json" else "virtualMachineScaleSets"
+    resource = deployment.resources("Microsoft.Compute/" + kind)[0]["properties"]
+    profile = resource if name == "vm.json" else resource["virtualMachineProfile"]
+    return profile["osProfile"].get("customData")
+
+
+def test_every_template_is_in_this_test():
+    assert sorted(f for f in os.listdir(ARM) if f.endswith(".json")) == sorted(TEMPLATES)
+
+
+@pytest.mark.parametrize("name", sorted(TEMPLATES))
+def test_every_parameter_is_declared_described_and_used(name):
+    template = load(name)
+    declared = set(template["parameters"])
+    body = dict((k, v) for k, v in template.items() if k != "parameters")
+    defaults = [p.get("defaultValue") for p in template["parameters"].values()]
+    used = references(body, "parameters") | references(defaults, "parameters")
+    assert used - declared == set(), "used but not declared"
+    assert declared - used == set(), "declared but never used"
+    for pname, spec in template["parameters"].items():
+        assert spec.get("metadata", {}).get("description"), "%s has no description" % pname
+        if "allowedValues" in spec and "defaultValue" in spec:
+            assert spec["defaultValue"] in spec["allowedValues"], pname
+
+
+@pytest.mark.parametrize("name", sorted(TEMPLATES))
+def test_every_variable_is_declared_and_used(name):
+    template = load(name)
+    declared = set(template.get("variables", {}))
+    used = references(dict((k, v) for k, v in template.items()), "variables")
+    assert used == declared
+
+
+@pytest.mark.parametrize("name", sorted(TEMPLATES))
+def test_compute_resources_use_an_api_that_knows_the_scheduled_events_policy(name):
+    template = load(name)
+    for resource in template["resources"]:
+        text = json.dumps(resource)
+        if "scheduledEventsPolicy" in text or "scheduledEventsProfile" in text or resource["type"].startswith(
+                "Microsoft.Compute/"):
+            assert resource["apiVersion"] >= POLICY_API, (resource["type"], resource["apiVersion"])
+
+
+def _paths_to(value, needle, path=()):
+    """The paths (tuples of keys) of every string in value that mentions needle."""
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _paths_to(v, needle, path + (k,))]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _paths_to(v, needle, path + (i,))]
+    return [path] if isinstance(value, str) and re.search(needle, value, flags=re.IGNORECASE) else []
+
+
+@pytest.mark.parametrize("name", sorted(TEMPLATES))
+def test_secrets_reach_only_the_protected_settings(name):
+    """A secureString parameter, or a variable holding one, is used only under protectedSettings; a variable that
+    is a whole extension may carry one, inside its own protectedSettings."""
+    template = load(name)
+    variables = template.get("variables", {})
+    secure = [p for p, spec in template["parameters"].items() if spec["type"].lower() == "securestring"]
+    assert sorted(secure) == ["smtpPassword", "webhookSecret"]
+    needles = dict(("parameters\\('%s'\\)" % p, False) for p in secure)  # needle -> a safe extension object?
+    for _round in range(len(variables)):  # variables that carry a secret, through other variables
+        for vname, value in variables.items():
+            paths = [p for n in list(needles) for p in _paths_to(value, n)]
+            if paths and "variables\\('%s'\\)" % vname not in needles:
+                needles["variables\\('%s'\\)" % vname] = all("protectedSettings" in p for p in paths) and \
+                    isinstance(value, dict)
+    body = {"resources": template["resources"], "outputs": template.get("outputs", {}), "variables": variables}
+    places = [(n, p) for n, safe in needles.items() if not safe for p in _paths_to(body, n)]
+    assert places, "the secrets go nowhere"
+    for needle, path in places:
+        carrier_itself = path[0] == "variables" and "variables\\('%s'\\)" % path[1] in needles
+        assert "protectedSettings" in path or carrier_itself, (needle, path)
+
+
+@pytest.mark.parametrize("name", sorted(TEMPLATES))
+def test_custom_script_runs_the_bootstrap_of_the_tarball_with_the_settings_given(name, tmp_path):
+    vars_ = {"watcher_poll_interval": 2, "watcher_approval_rules": [{"name": "it's", "when": "EventType=='Freeze'"}]}
+    url = "https://acct.blob.core.windows.net/c/imds-scheduled_events-0.3.0.tar.gz?sv=2024&sig=a%2Fb"
+    deployment = deploy(name, bootstrapMethod="customScript", collectionUrl=url, watcherVariables=vars_,
+                        ansiblePullUrl="https://git.example/site.git", webhookSecret="w'\"$(reboot)",
+                        smtpPassword="p")
+    extension = bootstrap_extension(name, deployment)
+    assert (extension["publisher"], extension["type"], extension["typeHandlerVersion"]) == (
+        "Microsoft.Azure.Extensions", "CustomScript", "2.1")
+    assert extension["settings"] == {}
+    assert extension["protectedSettings"]["fileUris"] == [url]
+    script = base64.b64decode(extension["protectedSettings"]["script"]).decode()
+    assert custom_data(name, deployment) is None
+    assert "tar -xzf 'imds-scheduled_events-0.3.0.tar.gz' deploy/bootstrap.py" in script
+    assert 'exec python3 deploy/bootstrap.py --collection "$PWD/imds-scheduled_events-0.3.0.tar.gz"' in script
+    script_file = tmp_path / "script.sh"
+    script_file.write_text(script)
+    subprocess.run(["sh", "-n", str(script_file)], check=True)
+
+    exported = dict(re.findall(r"(IMDS_SE_\w+_B64)='([A-Za-z0-9+/=]*)'", script))
+    assert sorted(exported) == [bootstrap.SECRETS_ENV, bootstrap.SETTINGS_ENV]
+    args = bootstrap.parse_args(["--collection", "/var/lib/waagent/x.tar.gz"])
+    settings = bootstrap.load_settings(args, exported)
+    assert settings["vars"] == vars_
+    assert settings["ansible_pull"]["url"] == "https://git.example/site.git"
+    secrets = {"watcher_webhook_secret": "w'\"$(reboot)", "watcher_smtp_password": "p"}
+    assert bootstrap.load_secrets(exported) == secrets
+    assert "reboot" not in script
+
+
+@pytest.mark.parametrize("name", sorted(TEMPLATES))
+def test_custom_data_carries_the_cloud_init_file_and_no_extension(name):
+    with open(os.path.join(ROOT, "deploy", "cloud-init.yaml")) as handle:
+        cloud_config = handle.read()
+    deployment = deploy(name, customData=cloud_config)
+    assert base64.b64decode(custom_data(name, deployment)).decode() == cloud_config
+    assert bootstrap_extension(name, deployment) is None
+
+
+def test_an_existing_vm_gets_only_the_extension():
+    deployment = deploy("vm.json", createVm=False, bootstrapMethod="customScript")
+    for kind in ("Network/virtualNetworks", "Network/networkInterfaces", "Compute/virtualMachines"):
+        assert deployment.resources("Microsoft." + kind) == []
+    assert bootstrap_extension("vm.json", deployment)["type"] == "CustomScript"
+
+
+@pytest.mark.parametrize("name", sorted(TEMPLATES))
+def test_the_scheduled_events_policy_follows_the_parameters(name):
+    deployment = deploy(name, autoApproveUserReboot=True, publishToEventGridAndResourceGraph=True)
+    kind = "virtualMachines" if name == "vm.json" else "virtualMachineScaleSets"
+    policy = deployment.resources("Microsoft.Compute/" + kind)[0]["properties"]["scheduledEventsPolicy"]
+    assert policy == {
+        "userInitiatedReboot": {"automaticallyApprove": True},
+        "userInitiatedRedeploy": {"automaticallyApprove": False},
+        "scheduledEventsAdditionalPublishingTargets": {
+            "eventGridAndResourceGraph": {"enable": True, "scheduledEventsApiVersion": "2020-07-01"}},
+    }
+
+
+def test_the_scale_set_announces_terminations_with_the_timeout_given():
+    deployment = deploy("vmss.json", terminateNotBeforeTimeout="PT12M")
+    profile = deployment.resources("Microsoft.Compute/virtualMachineScaleSets")[0]["properties"]
+    assert profile["virtualMachineProfile"]["scheduledEventsProfile"] == {
+        "terminateNotificationProfile": {"enable": True, "notBeforeTimeout": "PT12M"}}
+    with pytest.raises(TemplateError, match="is not one of"):
+        deploy("vmss.json", terminateNotBeforeTimeout="PT20M").resources("Microsoft.Compute/virtualMachineScaleSets")
+    uniform = deploy("vmss.json", orchestrationMode="Uniform").resources("Microsoft.Compute/virtualMachineScaleSets")
+    assert uniform[0]["properties"]["virtualMachineProfile"]["networkProfile"]["networkApiVersion"] is None
+
+
+def test_the_evaluator_refuses_what_it_does_not_know():
+    template = {"parameters": {"a": {"type": "string", "defaultValue": "x"}}, "variables": {
+        "quoted": "[format('it''s {0}', parameters('a'))]", "literal": "[[not an expression]",
+        "unknown": "[uniqueString(parameters('a'))]"}}
+    deployment = Deployment(template, {})
+    assert deployment.variable("quoted") == "it's x"
+    assert deployment.variable("literal") == "[not an expression]"
+    with pytest.raises(TemplateError, match="does not know the function uniquestring"):
+        deployment.variable("unknown")
+    with pytest.raises(TemplateError, match="declares no parameter"):
+        Deployment(template, {"b": 1})
