@@ -37,6 +37,13 @@ def build_parser():
                              "(127.0.0.2, 127.0.0.3, ...), same port")
     parser.add_argument("--control-port", type=int, default=DEFAULT_CONTROL_PORT,
                         help=f"control API port on 127.0.0.1 (default {DEFAULT_CONTROL_PORT}; 0 = ephemeral)")
+    parser.add_argument("--arm-port", type=int,
+                        help="serve the control-plane face (ARM, Resource Graph, a managed-identity token endpoint) on "
+                             "this 127.0.0.1 port (0 = ephemeral; default: no control-plane face)")
+    parser.add_argument("--identity-header", metavar="SECRET",
+                        help="the X-IDENTITY-HEADER value the token endpoint wants (default: random per run)")
+    parser.add_argument("--no-imds", action="store_true",
+                        help="bind no per-VM IMDS listener (a control-plane-only fleet); needs --arm-port")
     parser.add_argument("--time-scale", type=float, help="simulated seconds per real second (overrides the scenario)")
     parser.add_argument("--clock", choices=("scaled", "manual"),
                         help="'manual': time only moves through POST /clock/advance (overrides the scenario)")
@@ -68,6 +75,8 @@ def write_ready_file(path, sim):
         "time_scale": sim.clock.time_scale,
         "scenario": sim.scenario.source,
     }
+    if sim.arm_url:
+        payload.update(arm=sim.arm_url, identity_header=sim.identity_header)
     temporary = f"{path}.tmp.{os.getpid()}"
     with open(temporary, "w", encoding="utf-8") as handle:
         json.dump(payload, handle, indent=2)
@@ -84,12 +93,16 @@ def main(argv=None):
     if args.vm_prefix is not None and args.vms is None:
         sys.stderr.write("imds-simulator: error: --vm-prefix needs --vms\n")
         return 2
+    if args.no_imds and args.arm_port is None:
+        sys.stderr.write("imds-simulator: error: --no-imds needs --arm-port (otherwise nothing would listen)\n")
+        return 2
     try:
         sim = Simulator.from_scenario(
             args.scenario, vms=args.vm, fleet=args.vms, vm_prefix=args.vm_prefix, time_scale=args.time_scale,
             clock=args.clock, rate_limit=args.rate_limit, host=args.host, port=args.port,
             control_port=args.control_port, bind_mode=args.bind_mode, request_log_size=args.request_log_size,
-            on_request=_print_request if args.log_requests else None)
+            on_request=_print_request if args.log_requests else None, arm_port=args.arm_port,
+            identity_header=args.identity_header, imds=not args.no_imds)
     except (ScenarioError, ConfigError) as exc:
         sys.stderr.write(f"imds-simulator: error: {exc}\n")
         return 2
@@ -114,6 +127,9 @@ def main(argv=None):
             print(f"imds-simulator: VM {name} IMDS listening on {url}")
         if sim.control_url:
             print(f"imds-simulator: control API listening on {sim.control_url}")
+        if sim.arm_url:
+            print(f"imds-simulator: control plane (ARM, Resource Graph) listening on {sim.arm_url}, "
+                  f"token endpoint {sim.identity_endpoint}")
         sys.stdout.flush()
         if args.ready_file:
             write_ready_file(args.ready_file, sim)

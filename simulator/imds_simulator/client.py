@@ -80,6 +80,52 @@ class ControlClient:
     def requests(self, vm=None, since=None, limit=None):
         return self.call("GET", "/requests" + _query(vm=vm, since=since, limit=limit))["requests"]
 
+    # --- the control-plane face ----------------------------------------------------------------
+
+    def control_plane(self):
+        return self.call("GET", "/control-plane")
+
+    def set_control_plane(self, features_registered=None, retention=None):
+        body = {key: value for key, value in (("features_registered", features_registered), ("retention", retention))
+                if value is not None}
+        return self.call("POST", "/control-plane", body)
+
+    def register_feature(self, registered=True):
+        return self.set_control_plane(features_registered=registered)
+
+    def opt_in(self, resource, enable=True, kind=None):
+        body = {"resource": resource, "enable": enable}
+        if kind is not None:
+            body["kind"] = kind
+        return self.call("POST", "/control-plane/opt-in", body)["resources"]
+
+    def resources(self, name=None, kind=None):
+        return self.call("GET", "/control-plane/resources" + _query(name=name, kind=kind))["resources"]
+
+    def control_plane_rows(self, all_rows=False):
+        return self.call("GET", "/control-plane/rows" + ("?all=true" if all_rows else ""))["rows"]
+
+    def control_plane_event(self, event_id):
+        return self.call("GET", "/control-plane/events/%s" % urllib.parse.quote(event_id, safe=""))
+
+    def acknowledgements(self, event_id=None):
+        return self.call("GET", "/control-plane/acknowledgements" + _query(event=event_id))["acknowledgements"]
+
+    def expire_tokens(self):
+        return self.call("POST", "/control-plane/tokens/expire")
+
+    def arm_requests(self, since=None, limit=None):
+        return self.call("GET", "/control-plane/requests" + _query(since=since, limit=limit))["requests"]
+
+    def throttle(self, count=None, retry_after=5, path=None, **fault):
+        """Answer the next ``count`` control-plane requests (or those in a from/until window) with 429."""
+        fault.update(kind="throttle", retry_after=retry_after)
+        if count is not None:
+            fault["count"] = count
+        if path is not None:
+            fault["path"] = path
+        return self.add_fault(**fault)
+
 
 def _query(**params):
     given = [(k, v if isinstance(v, str) else repr(v)) for k, v in params.items() if v is not None]

@@ -14,7 +14,7 @@ import urllib.parse
 from . import scenario as scenario_mod
 from .listener import BaseHandler
 from .reply import json_reply
-from .world import Conflict, NotFound
+from .world import RESOURCE_KINDS, Conflict, NotFound
 
 
 class ControlService:
@@ -43,6 +43,15 @@ class ControlService:
             ("GET", r"/approvals", self.approvals),
             ("GET", r"/requests", self.requests),
             ("POST", r"/reset", self.reset),
+            ("GET", r"/control-plane", self.control_plane),
+            ("POST", r"/control-plane", self.set_control_plane),
+            ("GET", r"/control-plane/resources", self.cp_resources),
+            ("POST", r"/control-plane/opt-in", self.opt_in),
+            ("GET", r"/control-plane/rows", self.cp_rows),
+            ("GET", r"/control-plane/events/(?P<event_id>[^/]+)", self.cp_event),
+            ("GET", r"/control-plane/acknowledgements", self.acknowledgements),
+            ("POST", r"/control-plane/tokens/expire", self.expire_tokens),
+            ("GET", r"/control-plane/requests", self.cp_requests),
         ]
 
     @property
@@ -179,6 +188,94 @@ class ControlService:
         except ValueError:
             check.fail("since/limit", "must be numbers")
         return json_reply(200, {"requests": self.sim.request_log.query(vm, since, limit)})
+
+    # -- the control-plane face ------------------------------------------------------
+
+    def control_plane(self, data, query):
+        """GET /control-plane: feature registration, retention, scopes, token state and the opted-in resources."""
+        del data, query
+        world = self.world
+        control = world.scenario.control_plane
+        return json_reply(200, {
+            "arm": self.sim.arm_url, "identity_endpoint": self.sim.identity_endpoint,
+            "features_registered": world.features_registered, "retention": world.retention,
+            "management_group": control.management_group, "tenant_id": control.tenant_id,
+            "token_epoch": world.token_epoch, "tokens_issued": self.sim.arm.tokens_issued,
+            "opted_in": [resource.id for resource in world.resources.values() if resource.opted_in]})
+
+    def set_control_plane(self, data, query):
+        """POST /control-plane {"features_registered": bool, "retention": seconds}."""
+        del query
+        check = scenario_mod.Checker("request body")
+        check.mapping(data, "", ("features_registered", "retention"))
+        self.world.set_control_plane(check.get(data, "", "features_registered", "bool", None),
+                                     check.number(data, "", "retention", None, minimum=0))
+        return self.control_plane({}, {})
+
+    def _resources(self, name, kind):
+        if kind is not None and kind.lower() not in [known.lower() for known in RESOURCE_KINDS]:
+            raise scenario_mod.ScenarioError("request", "kind", f"unknown kind {kind!r} (expected one of "
+                                                                f"{', '.join(RESOURCE_KINDS)})")
+        found = [resource for resource in self.world.resources.values()
+                 if (name is None or resource.name.lower() == name.lower())
+                 and (kind is None or resource.kind.lower() == kind.lower())]
+        if name is not None and not found:
+            raise NotFound(f"no VM, scale set or availability set {name}" + (f" of kind {kind}" if kind else ""))
+        return found
+
+    def cp_resources(self, data, query):
+        """GET /control-plane/resources[?name=&kind=]: ARM's view of VMs, scale sets and availability sets."""
+        del data
+        return json_reply(200, {"resources": [resource.as_dict()
+                                              for resource in self._resources(query.get("name"), query.get("kind"))]})
+
+    def opt_in(self, data, query):
+        """POST /control-plane/opt-in {"resource": name, "kind"?, "enable": true}: set the publishing policy."""
+        del query
+        check = scenario_mod.Checker("request body")
+        check.mapping(data, "", ("resource", "kind", "enable"))
+        name = check.get(data, "", "resource", "str")
+        kind = check.get(data, "", "kind", "str", None)
+        enable = check.get(data, "", "enable", "bool", True)
+        found = self._resources(name, kind)
+        for resource in found:
+            self.world.set_policy(resource, self.world.publishing_policy(enable))
+        return json_reply(200, {"resources": [resource.as_dict() for resource in found]})
+
+    def cp_rows(self, data, query):
+        """GET /control-plane/rows[?all=true]: the rows Resource Graph holds (all=true: opted in or not)."""
+        del data
+        every = query.get("all", "").lower() in ("1", "true", "yes")
+        return json_reply(200, {"rows": self.world.control_plane_rows(opted_in_only=not every)})
+
+    def cp_event(self, data, query, event_id):
+        """GET /control-plane/events/{id}: owner, control-plane status, whether Resource Graph shows it, its row."""
+        del data, query
+        return json_reply(200, self.world.control_plane_event(event_id))
+
+    def acknowledgements(self, data, query):
+        """GET /control-plane/acknowledgements[?event=]: every acknowledge request, oldest first."""
+        del data
+        event = query.get("event")
+        return json_reply(200, {"acknowledgements": [
+            record for record in list(self.world.acknowledgements)
+            if event is None or record["event_id"].upper() == event.upper()]})
+
+    def expire_tokens(self, data, query):
+        """POST /control-plane/tokens/expire: every token issued so far is refused from now on."""
+        del data, query
+        return json_reply(200, {"token_epoch": self.world.expire_tokens()})
+
+    def cp_requests(self, data, query):
+        """GET /control-plane/requests[?since=&limit=]: the control-plane face's request log."""
+        del data
+        check = scenario_mod.Checker("query")
+        try:
+            since = float(query["since"]) if query.get("since") else None
+            limit = int(query["limit"]) if query.get("limit") else None
+        except ValueError:
+            check.fail("since/limit", "must be numbers")
+        return json_reply(200, {"requests": self.sim.arm.request_log.query(None, since, limit)})
 
     def reset(self, data, query):
         """POST /reset: back to the scenario's initial state (clock 0, request log and rate limits cleared)."""

@@ -60,15 +60,18 @@ def type_visible(event_type, api_version):
     return api_version >= TYPE_SINCE.get(event_type, SCHEDULED_EVENTS_VERSIONS[0])
 
 
-def render_event(event, api_version, to_datetime):
+def render_event(event, api_version, to_datetime, status=None):
     """One entry of ``Events``, shaped for ``api_version``.
 
     ``event`` needs: id, type, resources, status, not_before (sim seconds or
     None), description, source, duration. ``to_datetime`` maps sim seconds to a
-    datetime.
+    datetime. ``status`` overrides ``event.status`` (the control plane's
+    Completed and Canceled, which IMDS never shows); NotBefore is ``""`` once
+    the event has started.
     """
     preview = api_version == "2017-03-01"
-    if event.status == "Started" or event.not_before is None:
+    status = event.status if status is None else status
+    if status in ("Started", "Completed") or event.not_before is None:
         not_before = ""
     else:
         moment = to_datetime(event.not_before)
@@ -76,7 +79,7 @@ def render_event(event, api_version, to_datetime):
     resources = ["_" + name for name in event.resources] if preview else list(event.resources)
     body = {
         "EventId": event.id,
-        "EventStatus": event.status,
+        "EventStatus": status,
         "EventType": event.type,
         "ResourceType": "VirtualMachine",
         "Resources": resources,
@@ -137,7 +140,7 @@ def compute_metadata(vm, api_version, settings):
         "placementGroupId": "",
         "resourceGroupName": settings["resource_group"],
         "subscriptionId": settings["subscription_id"],
-        "vmScaleSetName": "",
+        "vmScaleSetName": settings.get("scale_set", ""),
         "zone": "",
         "resourceId": resource_id,
         "osProfile": {

@@ -145,7 +145,7 @@ class ImdsService:
         if output not in ("json", "text"):
             return bad_request("Bad request. format must be json or text")
         node = document.instance_metadata(self.world.vms[vm], self.world.vm_index(vm), version,
-                                          self.world.scenario.settings.metadata())
+                                          self.world.vm_metadata(vm))
         for part in [part for part in path[len(INSTANCE):].split("/") if part]:
             if isinstance(node, dict) and part in node:
                 node = node[part]

@@ -9,7 +9,10 @@ from __future__ import annotations
 import dataclasses
 import typing as t
 
-FAULT_KINDS = ("status", "delay", "warmup", "malformed", "truncated", "non_object", "huge", "drop", "reset_incarnation")
+IMDS_FAULT_KINDS = ("status", "delay", "warmup", "malformed", "truncated", "non_object", "huge", "drop", "reset_incarnation")
+# Faults of the control-plane face (ARM, Resource Graph, the token endpoint); they take no ``vm``.
+ARM_FAULT_KINDS = ("throttle", "arm_status", "expire_tokens")
+FAULT_KINDS = IMDS_FAULT_KINDS + ARM_FAULT_KINDS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,6 +27,35 @@ class VMSpec:
     address: t.Optional[str] = None
     computer_name: t.Optional[str] = None
     vm_id: t.Optional[str] = None
+    subscription: t.Optional[str] = None
+    resource_group: t.Optional[str] = None
+    location: t.Optional[str] = None
+    scale_set: t.Optional[str] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ScaleSetSpec:
+    """A Virtual Machine Scale Set; its instances are VMs named ``<name>_<i>``."""
+
+    name: str
+    instances: int
+    subscription: t.Optional[str] = None
+    resource_group: t.Optional[str] = None
+    location: t.Optional[str] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ControlPlaneSpec:
+    """The control-plane face's settings: who has opted in, the feature registration, how long rows stay.
+
+    ``opted_in`` is ``"all"`` or a tuple of VM, scale-set or availability-set names.
+    """
+
+    opted_in: t.Union[str, t.Tuple[str, ...]] = ()
+    features_registered: bool = True
+    retention: float = 3600.0
+    management_group: str = "mg-imds-sim"
+    tenant_id: str = "72f988bf-0000-4000-8000-00000000c0de"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +107,12 @@ class FaultSpec:
     size: t.Optional[int] = None
     count: t.Optional[int] = None
     id: t.Optional[str] = None
+    retry_after: t.Optional[int] = None
+
+    @property
+    def arm(self):
+        """True for a fault of the control-plane face."""
+        return self.kind in ARM_FAULT_KINDS
 
     def matches(self, vm, path, method, now):
         """Whether this fault applies to a request of ``vm`` at sim time ``now``."""
@@ -84,15 +122,23 @@ class FaultSpec:
             return False
         if self.method is not None and method != self.method:
             return False
-        return path == self.path or path.startswith(self.path.rstrip("/") + "/")
+        prefix = self.path
+        if self.arm:  # ARM paths are case-insensitive; the token endpoint only when named
+            path, prefix = path.lower(), prefix.lower()
+            if path.startswith("/msi/") and not prefix.startswith("/msi"):
+                return False
+        return path == prefix or path.startswith(prefix.rstrip("/") + "/")
 
     def as_dict(self):
         """JSON view, with the scenario file's key names."""
         out = {"id": self.id, "kind": self.kind, "vm": list(self.vms) if self.vms is not None else "all",
                "from": self.start, "until": self.until}
-        if self.kind != "reset_incarnation":
+        if self.arm:
+            del out["vm"]
+        if self.kind not in ("reset_incarnation", "expire_tokens"):
             out.update(path=self.path, method=self.method)
-        for key, value in (("code", self.code), ("seconds", self.seconds), ("bytes", self.size), ("count", self.count)):
+        for key, value in (("code", self.code), ("seconds", self.seconds), ("bytes", self.size), ("count", self.count),
+                           ("retry_after", self.retry_after)):
             if value is not None:
                 out[key] = value
         return out
@@ -128,3 +174,5 @@ class Scenario:
     events: t.Tuple[EventSpec, ...] = ()
     faults: t.Tuple[FaultSpec, ...] = ()
     source: str = "<scenario>"
+    scale_sets: t.Tuple[ScaleSetSpec, ...] = ()
+    control_plane: ControlPlaneSpec = ControlPlaneSpec()

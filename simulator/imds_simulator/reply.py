@@ -18,6 +18,7 @@ class Reply:
     connection without answering and ``"truncate"`` to announce the full
     Content-Length but send only the first half of the body.
     ``fault`` names the fault kinds that shaped the reply (for the request log).
+    ``headers`` are extra response headers (the control-plane face's quota and Retry-After).
     """
 
     status: int
@@ -25,6 +26,7 @@ class Reply:
     content_type: t.Optional[str] = JSON
     action: t.Optional[str] = None
     fault: t.Optional[str] = None
+    headers: t.Dict[str, str] = dataclasses.field(default_factory=dict)
 
     def json(self):
         """The body decoded as JSON (tests and the control client use it)."""

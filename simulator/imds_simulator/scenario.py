@@ -16,19 +16,25 @@ import yaml
 
 from . import document
 from .clock import parse_iso8601
-from .model import FAULT_KINDS, EventSpec, FaultSpec, Scenario, Settings, VMSpec
+from .model import ARM_FAULT_KINDS, FAULT_KINDS, ControlPlaneSpec, EventSpec, FaultSpec, ScaleSetSpec, Scenario, Settings, VMSpec
 
 GUID = re.compile(r"^[0-9A-Fa-f]{8}-(?:[0-9A-Fa-f]{4}-){3}[0-9A-Fa-f]{12}$")
 VM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+SCALE_SET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,59}$")
+RESOURCE_GROUP = re.compile(r"^[-\w._()]{1,90}$")
 
 _TOP_KEYS = ("name", "description", "time_scale", "clock", "start_time", "seed", "rate_limit", "subscription_id",
-             "resource_group", "location", "vm_size", "vms", "fleet", "events", "faults")
-_VM_KEYS = ("name", "availability_set", "update_domain", "fault_domain", "port", "address", "computer_name", "vm_id")
+             "resource_group", "location", "vm_size", "vms", "fleet", "scale_sets", "events", "faults", "control_plane")
+_VM_KEYS = ("name", "availability_set", "update_domain", "fault_domain", "port", "address", "computer_name", "vm_id",
+            "subscription", "resource_group", "location")
+_SCALE_SET_KEYS = ("name", "instances", "subscription", "resource_group", "location")
+_CONTROL_PLANE_KEYS = ("opted_in", "features_registered", "retention", "management_group", "tenant_id")
 _FLEET_KEYS = ("count", "prefix", "availability_set", "update_domains", "fault_domains")
-EVENT_KEYS = ("at", "id", "type", "resources", "availability_set", "notice", "started_for", "source", "description",
+EVENT_KEYS = ("at", "id", "type", "resources", "availability_set", "scale_set", "notice", "started_for", "source", "description",
               "duration", "cancel_at", "initial_status", "approval", "approval_delay", "outage")
-FAULT_KEYS = ("kind", "vm", "from", "until", "path", "method", "code", "seconds", "bytes", "count")
-_KIND_KEYS = {"status": ("code",), "delay": ("seconds",), "warmup": ("seconds",), "huge": ("bytes",)}
+FAULT_KEYS = ("kind", "vm", "from", "until", "path", "method", "code", "seconds", "bytes", "count", "retry_after")
+_KIND_KEYS = {"status": ("code",), "arm_status": ("code",), "delay": ("seconds",), "warmup": ("seconds",),
+              "huge": ("bytes",)}
 
 
 class ScenarioError(Exception):
@@ -162,6 +168,9 @@ def parse_vm(check, data, path):
         check.fail(join(path, "vm_id"), f"{vm_id!r} is not a GUID")
     return VMSpec(
         name=name,
+        subscription=_subscription(check, data, path),
+        resource_group=_resource_group(check, data, path),
+        location=check.get(data, path, "location", "str", None),
         availability_set=check.get(data, path, "availability_set", "str", None),
         update_domain=check.integer(data, path, "update_domain", 0, minimum=0, maximum=19),
         fault_domain=check.integer(data, path, "fault_domain", 0, minimum=0, maximum=19),
@@ -169,6 +178,65 @@ def parse_vm(check, data, path):
         address=address,
         computer_name=check.get(data, path, "computer_name", "str", None),
         vm_id=vm_id,
+    )
+
+
+def _subscription(check, data, path, key="subscription"):
+    value = check.get(data, path, key, "str", None)
+    if value is not None and not GUID.match(value):
+        check.fail(join(path, key), f"{value!r} is not a subscription id (a GUID)")
+    return value
+
+
+def _resource_group(check, data, path):
+    value = check.get(data, path, "resource_group", "str", None)
+    if value is not None and (not RESOURCE_GROUP.match(value) or value.endswith(".")):
+        check.fail(join(path, "resource_group"), f"invalid resource group name {value!r}")
+    return value
+
+
+def parse_scale_set(check, data, path):
+    """One entry of ``scale_sets``: a ScaleSetSpec and its instances, VMs ``<name>_0`` ... ``<name>_N-1``."""
+    check.mapping(data, path, _SCALE_SET_KEYS)
+    name = check.get(data, path, "name", "str")
+    if not SCALE_SET_NAME.match(name):
+        check.fail(join(path, "name"), f"invalid scale set name {name!r} (1-60 letters, digits, '_', '.', '-')")
+    spec = ScaleSetSpec(name=name, instances=check.integer(data, path, "instances", minimum=1, maximum=1000),
+                        subscription=_subscription(check, data, path), resource_group=_resource_group(check, data, path),
+                        location=check.get(data, path, "location", "str", None))
+    vms = [VMSpec(name=f"{name}_{index}", scale_set=name, subscription=spec.subscription,
+                  resource_group=spec.resource_group, location=spec.location, update_domain=index % 5,
+                  fault_domain=index % 2) for index in range(spec.instances)]
+    return spec, vms
+
+
+def parse_control_plane(check, data, path, vms, scale_sets):
+    """``control_plane:``: opt-in, feature registration, retention of finished rows."""
+    if data is None:
+        return ControlPlaneSpec()
+    check.mapping(data, path, _CONTROL_PLANE_KEYS)
+    opted = check.get(data, path, "opted_in", "any", [])
+    if opted == "all":
+        opted_in = "all"
+    else:
+        if not isinstance(opted, list):
+            check.fail(join(path, "opted_in"), "expected 'all' or a list of VM, scale set or availability set names")
+        known = ({vm.name for vm in vms} | {spec.name for spec in scale_sets}
+                 | {vm.availability_set for vm in vms if vm.availability_set is not None})
+        for index, name in enumerate(opted):
+            where = f"{join(path, 'opted_in')}[{index}]"
+            if not isinstance(name, str):
+                check.fail(where, f"expected a resource name, got {_type_name(name)}")
+            if name not in known:
+                check.fail(where, f"unknown VM, scale set or availability set {name!r}")
+        opted_in = tuple(opted)
+    default = ControlPlaneSpec()
+    return ControlPlaneSpec(
+        opted_in=opted_in,
+        features_registered=check.get(data, path, "features_registered", "bool", True),
+        retention=check.number(data, path, "retention", default.retention, minimum=0),
+        management_group=check.get(data, path, "management_group", "str", default.management_group),
+        tenant_id=_subscription(check, data, path, "tenant_id") or default.tenant_id,
     )
 
 
@@ -190,11 +258,17 @@ def fleet_vms(check, data, path):
 
 
 def _resolve_resources(check, data, path, vms):
-    """``resources`` (VM names) or ``availability_set`` (all of its members), exactly one."""
-    has_resources = data.get("resources") is not None
-    has_set = data.get("availability_set") is not None
-    if has_resources == has_set:
-        check.fail(path, "give exactly one of 'resources' (VM names) or 'availability_set'")
+    """``resources`` (VM names), ``availability_set`` or ``scale_set`` (all of its members), exactly one."""
+    given = [key for key in ("resources", "availability_set", "scale_set") if data.get(key) is not None]
+    if len(given) != 1:
+        check.fail(path, "give exactly one of 'resources' (VM names), 'availability_set' or 'scale_set'")
+    if given == ["scale_set"]:
+        scale_set = check.get(data, path, "scale_set", "str")
+        members = tuple(vm.name for vm in vms if vm.scale_set == scale_set)
+        if not members:
+            check.fail(join(path, "scale_set"), f"no scale set {scale_set!r}")
+        return members
+    has_set = given == ["availability_set"]
     names = {vm.name for vm in vms}
     if has_set:
         aset = check.get(data, path, "availability_set", "str")
@@ -266,13 +340,17 @@ def parse_fault(check, data, path, vms, *, default_from=0.0):
     """One fault."""
     check.mapping(data, path, FAULT_KEYS)
     kind = check.choice(data, path, "kind", FAULT_KINDS, what="fault kind")
-    for key, kinds in (("code", ("status",)), ("seconds", ("delay", "warmup")), ("bytes", ("huge",))):
+    arm = kind in ARM_FAULT_KINDS
+    for key, kinds in (("code", ("status", "arm_status")), ("seconds", ("delay", "warmup")), ("bytes", ("huge",)),
+                       ("retry_after", ("throttle",))):
         if data.get(key) is not None and kind not in kinds:
             check.fail(join(path, key), f"not used by kind {kind!r} (only by {', '.join(kinds)})")
-    if kind == "reset_incarnation":
-        for key in ("until", "path", "method"):
+    if kind in ("reset_incarnation", "expire_tokens"):
+        for key in ("until", "path", "method", "count"):
             if data.get(key) is not None:
-                check.fail(join(path, key), "not used by kind 'reset_incarnation' (it happens once, at 'from')")
+                check.fail(join(path, key), f"not used by kind {kind!r} (it happens once, at 'from')")
+    if arm and data.get("vm") is not None:
+        check.fail(join(path, "vm"), f"not used by kind {kind!r} (a fault of the control-plane face, not of a VM)")
     for key in _KIND_KEYS.get(kind, ()):
         if key != "bytes" and data.get(key) is None:
             check.fail(join(path, key), f"is required for kind {kind!r}")
@@ -292,16 +370,18 @@ def parse_fault(check, data, path, vms, *, default_from=0.0):
     until = check.number(data, path, "until", None, minimum=0)
     if until is not None and until <= start:
         check.fail(join(path, "until"), f"must be after 'from' ({start:g})")
-    fault_path = check.get(data, path, "path", "str", "/metadata")
+    fault_path = check.get(data, path, "path", "str", "/" if arm else "/metadata")
     if not fault_path.startswith("/"):
         check.fail(join(path, "path"), "must start with '/'")
-    code = check.integer(data, path, "code", None, minimum=100, maximum=599)
+    code = check.integer(data, path, "code", None, minimum=500 if kind == "arm_status" else 100, maximum=599)
     seconds = check.number(data, path, "seconds", None, positive=True)
     size = check.integer(data, path, "bytes", 1048576 if kind == "huge" else None, minimum=64, maximum=1 << 30)
     return FaultSpec(kind=kind, vms=targets, start=start, until=until, path=fault_path,
                      method=check.choice(data, path, "method", ("GET", "POST"), None),
                      code=code, seconds=seconds, size=size,
-                     count=check.integer(data, path, "count", None, minimum=1))
+                     count=check.integer(data, path, "count", None, minimum=1),
+                     retry_after=check.integer(data, path, "retry_after", 5 if kind == "throttle" else None,
+                                               minimum=0, maximum=3600))
 
 
 def parse_scenario(data, source="<scenario>", lines=None):
@@ -333,15 +413,25 @@ def parse_scenario(data, source="<scenario>", lines=None):
     )
     check.get(data, "", "description", "str", "")
     vms = [parse_vm(check, item, f"vms[{index}]") for index, item in enumerate(check.get(data, "", "vms", "list", []))]
+    declared = len(vms)
     if data.get("fleet") is not None:
         vms.extend(fleet_vms(check, data["fleet"], "fleet"))
+    generated = len(vms)
+    scale_sets, owners = [], {}
+    for index, item in enumerate(check.get(data, "", "scale_sets", "list", [])):
+        spec, instances = parse_scale_set(check, item, f"scale_sets[{index}]")
+        if spec.name.lower() in {known.name.lower() for known in scale_sets}:
+            check.fail(f"scale_sets[{index}].name", f"duplicate scale set name {spec.name!r}")
+        scale_sets.append(spec)
+        owners.update((len(vms) + offset, f"scale_sets[{index}]") for offset in range(len(instances)))
+        vms.extend(instances)
     if not vms:
-        check.fail("vms", "the scenario defines no VM (add 'vms' or 'fleet')")
+        check.fail("vms", "the scenario defines no VM (add 'vms', 'fleet' or 'scale_sets')")
     seen = {}
     for index, vm in enumerate(vms):
         if vm.name.lower() in seen:
-            check.fail(f"vms[{index}].name" if index < len(data.get("vms") or []) else "fleet",
-                       f"duplicate VM name {vm.name!r}")
+            where = f"vms[{index}].name" if index < declared else "fleet" if index < generated else owners[index]
+            check.fail(where, f"duplicate VM name {vm.name!r}")
         seen[vm.name.lower()] = index
     events = [parse_event(check, item, f"events[{index}]", vms)
               for index, item in enumerate(check.get(data, "", "events", "list", []))]
@@ -353,7 +443,9 @@ def parse_scenario(data, source="<scenario>", lines=None):
             ids.add(event.id.upper())
     faults = [parse_fault(check, item, f"faults[{index}]", vms)
               for index, item in enumerate(check.get(data, "", "faults", "list", []))]
-    return Scenario(settings=settings, vms=tuple(vms), events=tuple(events), faults=tuple(faults), source=source)
+    control_plane = parse_control_plane(check, data.get("control_plane"), "control_plane", vms, scale_sets)
+    return Scenario(settings=settings, vms=tuple(vms), events=tuple(events), faults=tuple(faults), source=source,
+                    scale_sets=tuple(scale_sets), control_plane=control_plane)
 
 
 def _node_lines(node, path, lines, source):
@@ -447,6 +539,6 @@ def build_scenario(source=None, *, extra_vms=(), fleet_count=None, fleet_prefix=
                 data[key] = value
         if (overrides or {}).get("clock") == "scaled":
             data.pop("start_time", None)
-        if not data.get("vms") and not data.get("fleet"):
+        if not data.get("vms") and not data.get("fleet") and not data.get("scale_sets"):
             data["vms"] = [{"name": "myvm"}]
     return parse_scenario(data, label, lines)

@@ -11,10 +11,12 @@ This is also the Python API for tests in the same process::
 from __future__ import annotations
 
 import ipaddress
+import secrets
 import time
 
 from . import clock as clock_mod
 from . import scenario as scenario_mod
+from .arm import TOKEN_PATH, ArmHandler, ArmService
 from .control import ControlHandler, ControlService
 from .imds import ImdsService
 from .listener import ListenerPool, LoopbackServer
@@ -66,15 +68,19 @@ class Simulator:  # pylint: disable=too-many-instance-attributes
     ``host``: listener address (``ports`` mode, default 127.0.0.1) or first
     VM address (``addresses`` mode, default 127.0.0.2). ``control_port``:
     control API port on 127.0.0.1, 0 = ephemeral, None = no control API.
+    ``arm_port``: the control-plane face (ARM, Resource Graph, token endpoint)
+    on 127.0.0.1, 0 = ephemeral, None (the default) = none. ``identity_header``:
+    the secret its token endpoint wants (random by default). ``imds`` False
+    binds no per-VM IMDS listener (a control-plane-only fleet, e.g. for benchmarks).
     ``wall``, ``monotonic`` and ``sleep`` are injectable for tests.
     """
 
     def __init__(self, scenario, *, host=None, port=DEFAULT_PORT, control_port=DEFAULT_CONTROL_PORT, bind_mode="ports",
                  clock=None, wall=time.time, monotonic=time.monotonic, sleep=time.sleep, request_log_size=10000,
-                 on_request=None):
+                 on_request=None, arm_port=None, identity_header=None, imds=True):
         if bind_mode not in BIND_MODES:
             raise ConfigError(f"unknown bind mode {bind_mode!r} (expected one of {', '.join(BIND_MODES)})")
-        for option, value in (("--port", port), ("--control-port", control_port)):
+        for option, value in (("--port", port), ("--control-port", control_port), ("--arm-port", arm_port)):
             if value is not None and not 0 <= value <= 65535:
                 raise ConfigError(f"{option} {value} is not a TCP port (0-65535)")
         if request_log_size < 1:
@@ -88,12 +94,20 @@ class Simulator:  # pylint: disable=too-many-instance-attributes
         self.imds = ImdsService(self.world, self.limiter, self.request_log, sleep=sleep, monotonic=monotonic,
                                 wall=wall, on_request=on_request)
         self.control = ControlService(self)
-        self._plan = self._plan_addresses(host, port)
+        self.identity_header = identity_header or secrets.token_hex(16)
+        # Tokens are dated on the real clock whatever ``wall`` is: clients compare expires_on with their own.
+        self.arm = ArmService(self.world, self.identity_header, monotonic=monotonic, request_log_size=request_log_size)
+        self.imds_enabled = imds
+        self._plan = self._plan_addresses(host, port) if imds else {}
         self._control_port = control_port
+        self._arm_port = arm_port
         if control_port and ("127.0.0.1", control_port) in self._plan.values():
             raise ConfigError(f"control port {control_port} collides with a VM's IMDS listener; pick another --control-port")
+        if arm_port and (("127.0.0.1", arm_port) in self._plan.values() or arm_port == control_port):
+            raise ConfigError(f"ARM port {arm_port} collides with another listener; pick another --arm-port")
         self._pool = None
         self._control_address = None
+        self._arm_address = None
 
     @classmethod
     def from_scenario(cls, source=None, *, vms=(), fleet=None, vm_prefix=None, time_scale=None, clock=None,
@@ -154,6 +168,13 @@ class Simulator:  # pylint: disable=too-many-instance-attributes
                     raise OSError(exc.errno, f"cannot listen for the control API on 127.0.0.1:{self._control_port}: "
                                              f"{exc.strerror}") from None
                 self._control_address = pool.add_fixed(control)
+            if self._arm_port is not None:
+                try:
+                    arm = LoopbackServer(("127.0.0.1", self._arm_port), ArmHandler, self.arm, "arm")
+                except OSError as exc:
+                    raise OSError(exc.errno, f"cannot listen for the control-plane face on 127.0.0.1:{self._arm_port}: "
+                                             f"{exc.strerror}") from None
+                self._arm_address = pool.add_fixed(arm)
         except OSError:
             pool.stop()
             raise
@@ -167,6 +188,7 @@ class Simulator:  # pylint: disable=too-many-instance-attributes
             self._pool.stop()
             self._pool = None
             self._control_address = None
+            self._arm_address = None
 
     def __enter__(self):
         return self.start()
@@ -180,6 +202,7 @@ class Simulator:  # pylint: disable=too-many-instance-attributes
         self.limiter.reset()
         self.imds.faults.reset()
         self.request_log.clear()
+        self.arm.reset()
         self.settle()
 
     def settle(self):
@@ -209,5 +232,15 @@ class Simulator:  # pylint: disable=too-many-instance-attributes
         return url_for(*self._control_address) if self._control_address is not None else None
 
     def endpoints(self):
-        """Every VM's IMDS base URL, in scenario order."""
-        return {name: self.endpoint(name) for name in self.world.vms}
+        """Every VM's IMDS base URL, in scenario order (none without IMDS listeners)."""
+        return {name: self.endpoint(name) for name in self.world.vms} if self.imds_enabled else {}
+
+    @property
+    def arm_url(self):
+        """Base URL of the control-plane face (use it instead of https://management.azure.com), None when off."""
+        return url_for(*self._arm_address) if self._arm_address is not None else None
+
+    @property
+    def identity_endpoint(self):
+        """The token endpoint for ``IDENTITY_ENDPOINT`` (with ``IDENTITY_HEADER`` = ``identity_header``), or None."""
+        return self.arm_url + TOKEN_PATH if self.arm_url is not None else None

@@ -13,6 +13,10 @@ Started)::
     pending --at--> Scheduled --approval / NotBefore--> Started --started_for--> gone
                         \\--cancel_at / cancel-------------------------------------> gone
     pending --at (initial_status Started, e.g. hardware failure)--> Started
+
+The control plane (Resource Graph) sees the same events through their owner
+(the scale set, availability set or VM they belong to) and keeps a gone event
+as Completed or Canceled for ``control_plane.retention`` seconds.
 """
 
 from __future__ import annotations
@@ -43,6 +47,66 @@ class Conflict(WorldError):
     """The request does not fit the object's current state."""
 
 
+class ControlPlaneError(WorldError):
+    """A control-plane request the world refuses: ``code`` is ARM's error code, ``details`` per-item errors."""
+
+    def __init__(self, code, message, details=None):
+        self.code = code
+        self.message = message
+        self.details = details or []
+        super().__init__(message)
+
+
+# ARM resource types of the owners of scheduled events, as they appear in resource ids.
+VIRTUAL_MACHINES = "virtualMachines"
+SCALE_SETS = "virtualMachineScaleSets"
+AVAILABILITY_SETS = "availabilitySets"
+RESOURCE_KINDS = (VIRTUAL_MACHINES, SCALE_SETS, AVAILABILITY_SETS)
+PUBLISHING_API_VERSION = "2020-07-01"
+
+
+class Resource:
+    """A VM, scale set or availability set as ARM knows it: where it lives and its scheduledEventsPolicy."""
+
+    def __init__(self, kind, name, subscription, resource_group, location):
+        self.kind = kind
+        self.name = name
+        self.subscription = subscription
+        self.resource_group = resource_group
+        self.location = location
+        self.policy = None
+        self.id = (f"/subscriptions/{subscription}/resourceGroups/{resource_group}/providers/Microsoft.Compute/"
+                   f"{kind}/{name}")
+        # The prefix of the Resource Graph row ids of its events.
+        self.row_prefix = (f"/subscriptions/{subscription}/resourcegroups/{resource_group}/providers/Microsoft.Compute/"
+                           f"{kind}/{name}/providers/Microsoft.Maintenance/scheduledevents/")
+
+    @property
+    def opted_in(self):
+        """Whether the policy publishes to Event Grid and Resource Graph."""
+        target = ((self.policy or {}).get("scheduledEventsAdditionalPublishingTargets") or {})
+        return isinstance(target, dict) and (target.get("eventGridAndResourceGraph") or {}).get("enable") is True
+
+    def as_dict(self):
+        """JSON view for the control API."""
+        return {"id": self.id, "kind": self.kind, "name": self.name, "subscription": self.subscription,
+                "resource_group": self.resource_group, "location": self.location, "opted_in": self.opted_in,
+                "scheduledEventsPolicy": self.policy}
+
+
+def merge_patch(target, patch):
+    """RFC 7396 JSON merge patch of ``patch`` into a copy of ``target`` (null deletes a key)."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
 class UnknownEventIds(WorldError):
     """A StartRequests entry named an event the approving VM cannot see."""
 
@@ -65,6 +129,7 @@ class Event:
         self.gone_at = None
         self.gone_reason = None
         self.approved_by = []
+        self.owner = None
 
     # The attributes document.render_event reads.
     type = property(lambda self: self.spec.type)
@@ -91,13 +156,23 @@ class World:
         self._lock = threading.RLock()
         self.vms = {vm.name: vm for vm in scenario.vms}
         self._index = {name: index for index, name in enumerate(self.vms)}
-        members = {}
+        members, instances = {}, {}
         for vm in scenario.vms:
-            if vm.availability_set is not None:
+            if vm.scale_set is not None:
+                instances.setdefault(vm.scale_set, []).append(vm.name)
+            elif vm.availability_set is not None:
                 members.setdefault(vm.availability_set, []).append(vm.name)
-        # Who sees an event naming this VM: itself, or every member of its availability set.
-        self._audience = {vm.name: tuple(members[vm.availability_set]) if vm.availability_set is not None
+        groups = {("as", name): tuple(names) for name, names in members.items()}
+        groups.update({("ss", name): tuple(names) for name, names in instances.items()})
+        # Who sees an event naming this VM: itself, every member of its availability set, or every instance of
+        # its scale set (one shared tuple per group, so a fleet of thousands stays cheap).
+        self._audience = {vm.name: groups[("ss", vm.scale_set)] if vm.scale_set is not None
+                          else groups[("as", vm.availability_set)] if vm.availability_set is not None
                           else (vm.name,) for vm in scenario.vms}
+        self._build_resources()
+        # Access tokens carry the epoch they were issued in; expiring tokens moves it on (never back, not even on a
+        # reset, so a client's cached token cannot come back to life).
+        self.token_epoch = 0
         seed = scenario.settings.seed
         self._seed = seed if seed is not None else random.SystemRandom().getrandbits(64)
         self._init_state()
@@ -114,6 +189,13 @@ class World:
         self.faults = []
         self._fault_uses = {}
         self.approvals = []
+        self.acknowledgements = []
+        control = self.scenario.control_plane
+        self.features_registered = control.features_registered
+        self.retention = control.retention
+        for resource in self.resources.values():
+            wanted = control.opted_in == "all" or resource.name in control.opted_in
+            resource.policy = self.publishing_policy(True) if wanted else None
         for spec in self.scenario.events:
             self._add_event(spec)
         for spec in self.scenario.faults:
@@ -181,6 +263,11 @@ class World:
         elif event.state == "pending":
             event.state, event.gone_at, event.gone_reason = "gone", when, "cancelled"
 
+    def _on_expire_tokens(self, fault, when):
+        del when
+        if fault in self.faults:
+            self.token_epoch += 1
+
     def _on_reset(self, fault, when):
         del when
         if fault in self.faults:
@@ -225,9 +312,13 @@ class World:
         return str(uuid.UUID(int=self._rng.getrandbits(128), version=4)).upper()
 
     def _viewers(self, resources):
-        seen = {}
+        seen, groups = {}, set()
         for name in resources:
-            for viewer in self._audience[name]:
+            audience = self._audience[name]
+            if id(audience) in groups:
+                continue
+            groups.add(id(audience))
+            for viewer in audience:
                 seen[viewer] = None
         return tuple(seen)
 
@@ -236,6 +327,7 @@ class World:
         if event_id.upper() in self.events:
             raise Conflict(f"event {event_id} already exists")
         event = Event(spec, event_id, self._viewers(spec.resources))
+        event.owner = self._owner(spec.resources)
         self.events[event_id.upper()] = event
         self._push(spec.at, "appear", event)
         return event
@@ -316,12 +408,17 @@ class World:
             now = self.clock.now()
             return [self._approve(visible[event_id], vm, now, api_version) for event_id in unique]
 
-    def _approve(self, event, vm, now, api_version):
-        if vm not in event.approved_by:
+    def _approve(self, event, vm, now, api_version, resource=None):
+        """Record one approval and start the event when its approval rule is met.
+
+        ``vm`` None is an acknowledgement through the control plane (by ``resource``): it satisfies the rule
+        whatever ``approval`` says, as the operator decides for the whole event there.
+        """
+        if vm is not None and vm not in event.approved_by:
             event.approved_by.append(vm)
         if event.state == "Started":
             result = "already_started"
-        elif event.spec.approval == "all" and not set(event.resources) <= set(event.approved_by):
+        elif vm is not None and event.spec.approval == "all" and not set(event.resources) <= set(event.approved_by):
             result = "waiting_for_others"
         else:
             due = now + event.spec.approval_delay
@@ -331,7 +428,9 @@ class World:
             self._sync()
             result = "started" if event.state == "Started" else "start_pending"
         record = {"event_id": event.id, "vm": vm, "sim_time": now, "wall_time": self._wall(),
-                  "api_version": api_version, "result": result}
+                  "api_version": api_version, "result": result, "source": "imds" if vm is not None else "control-plane"}
+        if resource is not None:
+            record["resource"] = resource.id
         self.approvals.append(record)
         return record
 
@@ -365,6 +464,8 @@ class World:
         self.faults.append(fault)
         if fault.kind == "reset_incarnation":
             self._push(fault.start, "reset", fault)
+        elif fault.kind == "expire_tokens":
+            self._push(fault.start, "expire_tokens", fault)
         return fault
 
     def add_fault(self, spec):
@@ -389,12 +490,15 @@ class World:
             raise NotFound(f"no fault {fault_id}")
 
     def active_faults(self, vm, path, method):
-        """Per-request faults that apply to this request now, in the order they were added."""
+        """Per-request faults that apply to this request now, in the order they were added.
+
+        ``vm`` None asks for the faults of the control-plane face."""
         with self._lock:
             self._sync()
             now = self.clock.now()
             hits = [fault for fault in self.faults
-                    if fault.kind != "reset_incarnation" and fault.matches(vm, path, method, now)]
+                    if fault.kind not in ("reset_incarnation", "expire_tokens") and fault.arm == (vm is None)
+                    and fault.matches(vm, path, method, now)]
             for fault in hits:
                 if fault.count is not None:
                     used = self._fault_uses.get(fault.id, 0) + 1
@@ -402,6 +506,184 @@ class World:
                     if used >= fault.count:  # spent: "fail the next N requests", then behave
                         self.faults.remove(fault)
             return hits
+
+    # -- the control plane -------------------------------------------------------
+
+    def _build_resources(self):
+        """ARM's view of the fleet: standalone VMs (and availability-set members), scale sets, availability sets."""
+        settings = self.scenario.settings
+        self.resources = {}
+
+        def add(kind, name, spec):
+            resource = Resource(kind, name, spec.subscription or settings.subscription_id,
+                                spec.resource_group or settings.resource_group, spec.location or settings.location)
+            self.resources[(kind.lower(), name.lower())] = resource
+            return resource
+
+        for spec in self.scenario.scale_sets:
+            add(SCALE_SETS, spec.name, spec)
+        for vm in self.scenario.vms:
+            if vm.scale_set is None:
+                add(VIRTUAL_MACHINES, vm.name, vm)
+            if vm.availability_set is not None and (AVAILABILITY_SETS.lower(), vm.availability_set.lower()) not in self.resources:
+                add(AVAILABILITY_SETS, vm.availability_set, vm)  # where its first member lives
+
+    def _own_owner(self, vm):
+        if vm.scale_set is not None:
+            return self.resources[(SCALE_SETS.lower(), vm.scale_set.lower())]
+        if vm.availability_set is not None:
+            return self.resources[(AVAILABILITY_SETS.lower(), vm.availability_set.lower())]
+        return self.resources[(VIRTUAL_MACHINES.lower(), vm.name.lower())]
+
+    def _owner(self, resources):
+        """The resource an event belongs to on the control plane.
+
+        The scale set when every VM is an instance of one scale set, else the availability set they all share,
+        else the VM; when the VMs span owners, the first VM's owner. (Scale-set instances belong to no availability
+        set here, so every case is the first VM's own owner.)"""
+        return self._own_owner(self.vms[resources[0]])  # all of these cases come down to the first VM's owner
+
+    @staticmethod
+    def publishing_policy(enable):
+        """The scheduledEventsPolicy that turns publishing to Event Grid and Resource Graph on or off."""
+        return {"scheduledEventsAdditionalPublishingTargets": {
+            "eventGridAndResourceGraph": {"enable": bool(enable), "scheduledEventsApiVersion": PUBLISHING_API_VERSION}}}
+
+    def _cp_status(self, event, now):
+        """The event's EventStatus on the control plane, None when Resource Graph has no row for it."""
+        if event.appeared_at is None:
+            return None
+        if event.state in ("Scheduled", "Started"):
+            return event.state
+        if now >= event.gone_at + self.retention:
+            return None
+        return "Completed" if event.gone_reason == "completed" else "Canceled"
+
+    def resource(self, kind, name, subscription=None, resource_group=None):
+        """The VM, scale set or availability set ``kind``/``name`` (case-insensitive), in that subscription and group."""
+        found = self.resources.get((kind.lower(), name.lower()))
+        if found is None or (subscription is not None and subscription.lower() != found.subscription.lower()) or (
+                resource_group is not None and resource_group.lower() != found.resource_group.lower()):
+            raise NotFound(f"The Resource 'Microsoft.Compute/{kind}/{name}' under resource group "
+                           f"'{resource_group or '?'}' was not found.")
+        return found
+
+    def resources_named(self, name):
+        """Every resource (of any kind) with this name."""
+        return [resource for resource in self.resources.values() if resource.name.lower() == name.lower()]
+
+    def set_policy(self, resource, patch):
+        """Merge ``patch`` into the resource's scheduledEventsPolicy (a JSON merge patch; None removes the policy)."""
+        with self._lock:
+            self._sync()
+            merged = merge_patch(resource.policy or {}, patch) if patch is not None else None
+            resource.policy = merged or None
+            return resource
+
+    def set_control_plane(self, features_registered=None, retention=None):
+        """Register or unregister the preview feature; change how long finished rows stay."""
+        with self._lock:
+            if features_registered is not None:
+                self.features_registered = bool(features_registered)
+            if retention is not None:
+                self.retention = float(retention)
+
+    def expire_tokens(self):
+        """Every access token issued so far stops being accepted."""
+        with self._lock:
+            self.token_epoch += 1
+            return self.token_epoch
+
+    def vm_metadata(self, name):
+        """The values instance metadata needs for this VM (its own subscription, group, location, scale set)."""
+        vm = self.vms[name]
+        owner = self._own_owner(vm) if vm.scale_set is not None else self.resources[(VIRTUAL_MACHINES.lower(), name.lower())]
+        values = self.scenario.settings.metadata()
+        values.update(subscription_id=owner.subscription, resource_group=owner.resource_group, location=owner.location,
+                      scale_set=vm.scale_set or "")
+        return values
+
+    def _row(self, event, status):
+        owner = event.owner
+        return {
+            "id": owner.row_prefix + event.id,
+            "name": event.id,
+            "type": "microsoft.maintenance/scheduledevents",
+            "tenantId": self.scenario.control_plane.tenant_id,
+            "kind": "",
+            "location": owner.location,
+            "resourceGroup": owner.resource_group,
+            "subscriptionId": owner.subscription,
+            "managedBy": "",
+            "sku": None,
+            "plan": None,
+            "properties": document.render_event(event, PUBLISHING_API_VERSION, self.clock.to_datetime, status=status),
+            "tags": None,
+            "identity": None,
+            "zones": None,
+            "extendedLocation": None,
+        }
+
+    def control_plane_rows(self, opted_in_only=True):
+        """Every scheduled-event row Resource Graph holds now, ordered by id (only opted-in owners by default)."""
+        with self._lock:
+            self._sync()
+            now = self.clock.now()
+            rows = []
+            for event in self.events.values():
+                if opted_in_only and not event.owner.opted_in:
+                    continue
+                status = self._cp_status(event, now)
+                if status is not None:
+                    rows.append(self._row(event, status))
+            rows.sort(key=lambda row: row["id"])
+            return rows
+
+    def control_plane_event(self, event_id):
+        """One event as the control plane sees it: owner, status, whether Resource Graph shows it, and its row."""
+        with self._lock:
+            event = self.event(event_id)
+            status = self._cp_status(event, self.clock.now())
+            return {"id": event.id, "owner": event.owner.as_dict(), "status": status,
+                    "in_resource_graph": status is not None and event.owner.opted_in,
+                    "row": self._row(event, status) if status is not None else None}
+
+    def acknowledge(self, resource, event_ids, api_version, form="single"):
+        """Acknowledge (approve) events of ``resource`` through the control plane; returns the approval records.
+
+        Every id must be an event of that resource on the control plane (else NotFound) and Scheduled (else
+        Conflict, the simulator's choice); otherwise nothing is applied. The transition is IMDS approval's."""
+        with self._lock:
+            self._sync()
+            now = self.clock.now()
+            problems, events = [], []
+            for event_id in event_ids:
+                event = self.events.get(event_id.upper())
+                status = None if event is None else self._cp_status(event, now)
+                if status is None or event.owner is not resource:
+                    problems.append({"target": event_id, "code": "NotFound",
+                                     "message": f"Scheduled event '{event_id}' was not found on resource '{resource.id}'."})
+                elif status != "Scheduled":
+                    problems.append({"target": event_id, "code": "Conflict",
+                                     "message": f"Scheduled event '{event_id}' is {status} and cannot be acknowledged; "
+                                                "only a Scheduled event can."})
+                else:
+                    events.append(event)
+            base = {"resource": resource.id, "form": form, "api_version": api_version, "sim_time": now,
+                    "wall_time": self._wall()}
+            if problems:
+                code = "NotFound" if any(problem["code"] == "NotFound" for problem in problems) else "Conflict"
+                for event_id in event_ids:
+                    self.acknowledgements.append(dict(base, event_id=event_id, result="refused", code=code))
+                raise ControlPlaneError(code, problems[0]["message"] if len(problems) == 1 else
+                                        f"{len(problems)} of {len(event_ids)} scheduled events cannot be acknowledged.",
+                                        problems)
+            records = []
+            for event in dict.fromkeys(events):
+                record = self._approve(event, None, now, api_version, resource)
+                self.acknowledgements.append(dict(base, event_id=event.id, result=record["result"], code=None))
+                records.append(record)
+            return records
 
     # -- views ---------------------------------------------------------------
 
@@ -436,6 +718,8 @@ class World:
             "gone_reason": event.gone_reason,
             "approved_by": list(event.approved_by),
             "viewers": list(event.viewers),
+            "owner": event.owner.id,
+            "control_plane_status": self._cp_status(event, self.clock.now()),
         }
 
     def clock_state(self):

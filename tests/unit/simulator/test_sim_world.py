@@ -115,7 +115,7 @@ def test_approval_starts_event_for_every_resource(make_world):
         assert single(world, vm)["EventStatus"] == "Started"
         assert world.incarnation(vm) == 3
     assert world.approvals == [{"event_id": event_id, "vm": "a", "sim_time": 30.0, "wall_time": 1234.5,
-                                "api_version": "2020-07-01", "result": "started"}]
+                                "api_version": "2020-07-01", "result": "started", "source": "imds"}]
 
 
 def test_peer_in_availability_set_can_approve(make_world):

@@ -3,6 +3,8 @@
 # ephemeral loopback ports, export where it listens, and stop it on exit.
 #   start_imds_simulator [simulator options...]
 #   -> IMDS_ENDPOINT (first VM), IMDS_SIM_CONTROL, IMDS_SIM_READY (the ready file);
+#   with --arm-port 0 also IMDS_SIM_ARM (the control-plane face, instead of https://management.azure.com),
+#   IMDS_SIM_IDENTITY_HEADER, and IDENTITY_ENDPOINT / IDENTITY_HEADER for azure-identity's managed identity;
 #   IMDS_SIM_SCENARIOS is where the targets' scenarios are
 
 IMDS_COLLECTION_ROOT="${ANSIBLE_COLLECTIONS_PATH%%:*}/ansible_collections/imds/scheduled_events"
@@ -31,8 +33,15 @@ start_imds_simulator() {
   done
   [ -s "$IMDS_SIM_READY" ] || { echo "the simulator did not start"; cat "$dir/simulator.log"; return 1; }
   IMDS_SIM_CONTROL=$(python -c 'import json,sys; print(json.load(open(sys.argv[1]))["control"])' "$IMDS_SIM_READY")
-  IMDS_ENDPOINT=$(python -c 'import json,sys; print(list(json.load(open(sys.argv[1]))["vms"].values())[0])' "$IMDS_SIM_READY")
+  IMDS_ENDPOINT=$(python -c 'import json,sys; print((list(json.load(open(sys.argv[1]))["vms"].values()) or [""])[0])' "$IMDS_SIM_READY")
   export IMDS_SIM_CONTROL IMDS_ENDPOINT IMDS_SIM_READY
+  IMDS_SIM_ARM=$(python -c 'import json,sys; print(json.load(open(sys.argv[1])).get("arm") or "")' "$IMDS_SIM_READY")
+  if [ -n "$IMDS_SIM_ARM" ]; then
+    IMDS_SIM_IDENTITY_HEADER=$(python -c 'import json,sys; print(json.load(open(sys.argv[1]))["identity_header"])' "$IMDS_SIM_READY")
+    IDENTITY_ENDPOINT="$IMDS_SIM_ARM/msi/token"
+    IDENTITY_HEADER="$IMDS_SIM_IDENTITY_HEADER"
+    export IMDS_SIM_ARM IMDS_SIM_IDENTITY_HEADER IDENTITY_ENDPOINT IDENTITY_HEADER
+  fi
 }
 
 stop_imds_simulator() {
