@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from ansible.module_utils.basic import env_fallback, missing_required_lib
 
+from .control_plane import ArmClient, ControlPlaneError, credential
 from .events import EventFilter, ThisVm
 from .imds import (API_VERSIONS, DEFAULT_API_VERSION, DEFAULT_FIRST_TIMEOUT, DEFAULT_RETRIES,
                    DEFAULT_TIMEOUT, ENDPOINT_ENV, HAS_REQUESTS, REQUESTS_IMPORT_ERROR, ImdsClient, ImdsError)
@@ -100,3 +101,31 @@ def this_vm_from_module(module, client, needed="to tell this VM's events from ot
 
 def filter_from_module(module):
     return selection_from_options(module.params.get)
+
+
+# --- Azure's control plane ---------------------------------------------------------------------------------------
+
+CONTROL_PLANE_ARGUMENT_SPEC = dict(
+    auth_source=dict(type="str", default="auto", choices=["auto", "msi", "env", "cli", "credentials"]),
+    client_id=dict(type="str", aliases=["managed_identity_client_id"]),
+    secret=dict(type="str", no_log=True),
+    tenant=dict(type="str"),
+    management_endpoint=dict(type="str", fallback=(env_fallback, ["AZURE_MANAGEMENT_ENDPOINT"])),
+    timeout=dict(type="float", default=60.0),
+    retries=dict(type="int", default=4),
+)
+
+
+def arm_client_from_module(module):
+    """The control-plane client from the module's options; fails the task cleanly when a library is missing."""
+    if not HAS_REQUESTS:
+        module.fail_json(msg=missing_required_lib("requests"), exception=REQUESTS_IMPORT_ERROR)
+    params = module.params
+    try:
+        cred = credential(params["auth_source"], params["client_id"], params["secret"], params["tenant"])
+        return ArmClient(cred, endpoint=params["management_endpoint"], timeout=params["timeout"],
+                         retries=params["retries"])
+    except ControlPlaneError as exc:
+        if "azure-identity is required" in str(exc):
+            module.fail_json(msg=missing_required_lib("azure-identity"))
+        module.fail_json(msg=str(exc))

@@ -18,6 +18,7 @@ from .imds import ImdsError
 NOT_THIS_VM = "does not list this VM"
 SHARED = "also lists other VMs"
 ALREADY_STARTED = "already started"
+ALREADY_FINISHED = "already finished"  # Completed or Canceled: only the control plane says so
 NOT_IN_DOCUMENT = "not in the document"
 
 
@@ -55,6 +56,9 @@ def plan(document, vm, selection, requested_ids=None, allow_shared=False):
         if not event.affects(vm):
             if requested_ids is not None:  # picked by name: say why not; otherwise it was never a candidate
                 skipped.append(Skip(event.event_id, NOT_THIS_VM, "lists only " + ", ".join(event.resources)))
+            continue
+        if event.is_finished:
+            skipped.append(Skip(event.event_id, ALREADY_FINISHED, event.status))
             continue
         if event.is_started:
             skipped.append(Skip(event.event_id, ALREADY_STARTED))

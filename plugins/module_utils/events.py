@@ -19,6 +19,11 @@ KNOWN_EVENT_TYPES = ("Freeze", "Reboot", "Redeploy", "Preempt", "Terminate")
 KNOWN_STATUSES = ("Scheduled", "Started")
 SCHEDULED = "Scheduled"
 STARTED = "Started"
+# Only Azure's control plane (Resource Graph, Event Grid) says an event is over; IMDS just drops it.
+COMPLETED = "Completed"
+CANCELED = "Canceled"
+FINISHED_STATUSES = (COMPLETED, CANCELED)
+CONTROL_PLANE_STATUSES = KNOWN_STATUSES + FINISHED_STATUSES
 
 # Azure's own keys, in the order the documentation lists them.
 AZURE_EVENT_KEYS = (
@@ -145,6 +150,21 @@ class ThisVm(object):
         return "ThisVm(%r)" % self.name
 
 
+class NamedVms(object):
+    """The VMs an operator names from outside (the control plane has no "this VM"): an event listing only these is
+    theirs alone; one listing others too is shared. `names=None` means every VM: the operator named the events."""
+
+    def __init__(self, names=None):
+        self.names = None if names is None else [str(n).strip() for n in names if str(n).strip()]
+        self._keys = None if self.names is None else frozenset(normalize_resource_name(n) for n in self.names)
+
+    def is_named(self, resource_name):
+        return self._keys is None or normalize_resource_name(resource_name) in self._keys
+
+    def __repr__(self):
+        return "NamedVms(%r)" % (self.names,)
+
+
 class Scope(object):
     """Who an event touches, seen from one VM."""
     THIS_VM = "this_vm"          # only this VM is listed
@@ -174,7 +194,8 @@ class Event(object):
         self.problems = problems
 
     @classmethod
-    def from_json(cls, raw):
+    def from_json(cls, raw, known_statuses=KNOWN_STATUSES):
+        """`known_statuses`: IMDS's by default; CONTROL_PLANE_STATUSES for a Resource Graph row or Event Grid event."""
         if not isinstance(raw, dict):
             raise DocumentError("an entry of Events is a JSON %s, not an object" % _json_kind(raw))
         event_id = raw.get("EventId")
@@ -198,7 +219,7 @@ class Event(object):
         status = _text(raw.get("EventStatus"))
         if event_type not in KNOWN_EVENT_TYPES:
             problems.append("unknown EventType %r, treated as impactful" % (event_type,))
-        if status not in KNOWN_STATUSES:
+        if status not in known_statuses:
             problems.append("unknown EventStatus %r, treated as pending" % (status,))
         return cls(
             raw=raw,
@@ -221,7 +242,12 @@ class Event(object):
     @property
     def is_scheduled(self):
         """Scheduled, or a status Azure has not documented (kept as pending, never as done)."""
-        return self.status != STARTED
+        return self.status != STARTED and not self.is_finished
+
+    @property
+    def is_finished(self):
+        """Completed or Canceled: said only by the control plane."""
+        return self.status in FINISHED_STATUSES
 
     def scope(self, vm):
         if not self.resources:
@@ -240,7 +266,9 @@ class Event(object):
         return [r for r in self.resources if not vm.is_named(r)]
 
     def seconds_until_start(self, now=None):
-        """Whole seconds until NotBefore; 0 once due or started, None if unknown."""
+        """Whole seconds until NotBefore; 0 once due or started, None if unknown or over."""
+        if self.is_finished:
+            return None
         if self.is_started:
             return 0
         if self.not_before is None:

@@ -76,6 +76,8 @@ class ScriptedServer(object):
 
             do_GET = _serve
             do_POST = _serve
+            do_PATCH = _serve
+            do_PUT = _serve
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True

@@ -12,7 +12,7 @@ import pytest
 
 from ansible_collections.imds.scheduled_events.plugins.module_utils import events
 from ansible_collections.imds.scheduled_events.plugins.module_utils.events import (
-    Document, DocumentError, Scope, ThisVm, parse_not_before)
+    Document, DocumentError, Event, Scope, ThisVm, parse_not_before)
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "..", "fixtures", "documents")
 UTC = datetime.timezone.utc
@@ -241,3 +241,20 @@ def test_lookup_by_event_id_ignores_case():
 ])
 def test_event_id_validation(value, ok):
     assert events.is_event_id(value) is ok
+
+
+@pytest.mark.parametrize("status", ["Completed", "Canceled"])
+def test_the_control_plane_statuses_are_known_there_and_finished(status):
+    imds_view = Event.from_json(event(EventStatus=status))
+    assert any("unknown EventStatus" in p for p in imds_view.problems), "IMDS never says it: odd there"
+    seen = Event.from_json(event(EventStatus=status), known_statuses=events.CONTROL_PLANE_STATUSES)
+    assert seen.problems == () and seen.is_finished
+    assert not seen.is_scheduled and not seen.is_started and seen.seconds_until_start() is None
+
+
+def test_named_vms_decide_the_scope_from_outside():
+    shared = Event.from_json(event(Resources=["web_0", "_WEB_1"]))
+    assert shared.scope(events.NamedVms(["web_0"])) == Scope.SHARED
+    assert shared.scope(events.NamedVms(["web_0", "web_1"])) == Scope.THIS_VM
+    assert shared.scope(events.NamedVms(["db_0"])) == Scope.OTHER_VMS
+    assert shared.scope(events.NamedVms(None)) == Scope.THIS_VM, "no names: every VM is named"

@@ -1,0 +1,449 @@
+# -*- coding: utf-8 -*-
+# Copyright: imds.scheduled_events contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""Scheduled events from Azure's control plane (preview): Resource Graph, acknowledge, and the opt-in policy.
+
+A Resource Graph row's `properties` are IMDS's keys, so every row becomes an events.Event and the rules that
+apply to an IMDS event (filters, approval, the report) apply to it unchanged; this file only adds what the row
+says besides: the resource that owns the event (a VM, a scale set or an availability set), and the statuses
+Completed and Canceled that IMDS never shows.
+
+Everything talks to Azure Resource Manager with a bearer token from azure-identity. Like the rest of
+module_utils it imports nothing from ansible; modules pass their options in.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import traceback
+
+from .events import CONTROL_PLANE_STATUSES, DocumentError, Event, is_event_id
+
+try:
+    import requests
+    HAS_REQUESTS = True
+    REQUESTS_IMPORT_ERROR = None
+except ImportError:  # pragma: no cover - reported by the modules
+    HAS_REQUESTS = False
+    REQUESTS_IMPORT_ERROR = traceback.format_exc()
+
+DEFAULT_ENDPOINT = "https://management.azure.com"
+RESOURCE_GRAPH_API = "2024-04-01"
+ACKNOWLEDGE_APIS = ("2025-10-01-preview", "2023-10-01-preview")
+LIST_ACKNOWLEDGE_APIS = ("2025-10-01-preview",)  # the api-versions that have the list form
+COMPUTE_POLICY_API = "2025-04-01"  # the first Compute api-version that knows scheduledEventsPolicy
+AUTH_SOURCES = ("auto", "msi", "env", "cli", "credentials")
+PAGE_SIZE = 1000  # Resource Graph's largest page
+DEFAULT_TIMEOUT = 60.0
+DEFAULT_RETRIES = 4
+MAX_RETRY_AFTER = 120.0
+FEATURE = "Microsoft.Compute/SendScheduledEventsPolicy"
+ROW_TYPE = "microsoft.maintenance/scheduledevents"
+
+# The owner of an event, as the row id names it; ARM ids are case-insensitive.
+OWNER_KINDS = {"virtualmachines": "virtualMachines", "virtualmachinescalesets": "virtualMachineScaleSets",
+               "availabilitysets": "availabilitySets"}
+KIND_ALIASES = {"vm": "virtualMachines", "virtual_machine": "virtualMachines", "scale_set": "virtualMachineScaleSets",
+                "vmss": "virtualMachineScaleSets", "availability_set": "availabilitySets"}
+KIND_ALIASES.update((k, v) for k, v in OWNER_KINDS.items())
+KIND_ALIASES.update((v, v) for v in OWNER_KINDS.values())
+_ROW_ID = re.compile(
+    r"^/subscriptions/(?P<subscription>[^/]+)/resourcegroups/(?P<resource_group>[^/]+)/providers/microsoft\.compute/"
+    r"(?P<kind>virtualmachines|virtualmachinescalesets|availabilitysets)/(?P<name>[^/]+)"
+    r"/providers/microsoft\.maintenance/scheduledevents/(?P<event_id>[^/]+)$", re.IGNORECASE)
+_RESOURCE_ID = re.compile(
+    r"^/subscriptions/(?P<subscription>[^/]+)/resourcegroups/(?P<resource_group>[^/]+)/providers/microsoft\.compute/"
+    r"(?P<kind>virtualmachines|virtualmachinescalesets|availabilitysets)/(?P<name>[^/]+)/?$", re.IGNORECASE)
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9._()-]{1,90}$")
+_KQL_WORD = re.compile(r"^[A-Za-z0-9 ._()-]+$")
+
+
+class ControlPlaneError(Exception):
+    """A request Azure refused or that never got an answer; `code` is ARM's error code when there is one."""
+
+    def __init__(self, message, status=None, code=None, details=None):
+        super(ControlPlaneError, self).__init__(message)
+        self.status = status
+        self.code = code
+        self.details = details or []
+
+
+# --- credentials ------------------------------------------------------------------------------------------------
+
+
+def credential(auth_source="auto", client_id=None, secret=None, tenant=None):
+    """An azure-identity credential, chosen the way Azure's Ansible collections let users choose.
+
+    auto: DefaultAzureCredential (environment, workload identity, managed identity, Azure CLI ...);
+    msi: the managed identity of the machine running the module (client_id picks a user-assigned one);
+    env: AZURE_CLIENT_ID / AZURE_TENANT_ID / AZURE_CLIENT_SECRET (or a certificate) from the environment;
+    cli: the `az login` of the user running the module; credentials: client_id, secret and tenant given.
+    """
+    try:
+        from azure import identity  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        raise ControlPlaneError("the Python package azure-identity is required on the host running the module "
+                                "(pip install azure-identity)")
+    if auth_source not in AUTH_SOURCES:
+        raise ControlPlaneError("auth_source must be one of %s, not %r" % (", ".join(AUTH_SOURCES), auth_source))
+    if auth_source == "credentials" or (auth_source == "auto" and secret):
+        missing = [n for n, v in (("client_id", client_id), ("secret", secret), ("tenant", tenant)) if not v]
+        if missing:
+            raise ControlPlaneError("auth_source=credentials needs client_id, secret and tenant (missing: %s)"
+                                    % ", ".join(missing))
+        return identity.ClientSecretCredential(tenant_id=tenant, client_id=client_id, client_secret=secret)
+    if auth_source == "msi":
+        return identity.ManagedIdentityCredential(client_id=client_id) if client_id else \
+            identity.ManagedIdentityCredential()
+    if auth_source == "env":
+        return identity.EnvironmentCredential()
+    if auth_source == "cli":
+        return identity.AzureCliCredential()
+    kwargs = {"exclude_interactive_browser_credential": True}
+    if client_id:
+        kwargs["managed_identity_client_id"] = client_id
+    return identity.DefaultAzureCredential(**kwargs)
+
+
+# --- the ARM client -----------------------------------------------------------------------------------------------
+
+
+class ArmClient(object):
+    """Azure Resource Manager over HTTPS with a bearer token: JSON in and out, ARM's error bodies turned into
+    ControlPlaneError, 429 answered by waiting Retry-After (bounded), 5xx and connection errors retried."""
+
+    def __init__(self, cred, endpoint=DEFAULT_ENDPOINT, timeout=DEFAULT_TIMEOUT, retries=DEFAULT_RETRIES,
+                 session=None, sleep=time.sleep, clock=time.time):
+        if not HAS_REQUESTS:
+            raise ControlPlaneError("the Python package requests is required")
+        endpoint = (endpoint or DEFAULT_ENDPOINT).rstrip("/")
+        if not re.match(r"^https?://[^/\s]+$", endpoint):
+            raise ControlPlaneError("management_endpoint must be a URL like %s, not %r" % (DEFAULT_ENDPOINT, endpoint))
+        self.endpoint = endpoint
+        self.scope = endpoint + "/.default"
+        self.credential = cred
+        self.timeout = timeout
+        self.retries = retries
+        self.session = session or requests.Session()
+        self.sleep = sleep
+        self.clock = clock
+        self._token = None
+        self.requests_sent = 0
+
+    def _bearer(self):
+        if self._token is None or self._token.expires_on - 300 <= self.clock():
+            try:
+                self._token = self.credential.get_token(self.scope)
+            except Exception as exc:  # azure-identity raises its own types, and says what it tried
+                raise ControlPlaneError("cannot get a token for %s: %s" % (self.scope, _one_line(exc)))
+        return self._token.token
+
+    def request(self, method, path, api_version, body=None):
+        """The parsed JSON answer of one ARM call (retried as above)."""
+        url = "%s%s" % (self.endpoint, path)
+        attempt = 0
+        while True:
+            attempt += 1
+            headers = {"Authorization": "Bearer " + self._bearer(), "Accept": "application/json"}
+            try:
+                self.requests_sent += 1
+                response = self.session.request(method, url, params={"api-version": api_version}, json=body,
+                                                headers=headers, timeout=self.timeout)
+            except requests.RequestException as exc:
+                if attempt > self.retries:
+                    raise ControlPlaneError("%s %s: no answer after %d attempts: %s"
+                                            % (method, path, attempt, _one_line(exc)))
+                self.sleep(min(2 ** attempt, 30))
+                continue
+            status = response.status_code
+            if status == 401 and attempt == 1:
+                self._token = None  # revoked or expired early: one more try with a fresh token
+                continue
+            if status == 429 or status >= 500:
+                if attempt > self.retries:
+                    raise _error(method, path, response)
+                self.sleep(_retry_after(response, attempt))
+                continue
+            if status >= 400:
+                raise _error(method, path, response)
+            if not response.content:
+                return {}
+            try:
+                return response.json()
+            except ValueError:
+                raise ControlPlaneError("%s %s answered %d with a body that is not JSON" % (method, path, status),
+                                        status=status)
+
+
+def _retry_after(response, attempt):
+    value = response.headers.get("Retry-After")
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = min(2 ** attempt, 30)
+    return max(0.0, min(seconds, MAX_RETRY_AFTER))
+
+
+def _one_line(exc):
+    return " ".join(str(exc).split())[:500]
+
+
+def _error(method, path, response):
+    code = message = None
+    details = []
+    try:
+        body = response.json()
+        err = body.get("error") if isinstance(body, dict) else None
+        if isinstance(err, dict):
+            code, message = err.get("code"), err.get("message")
+            details = [d for d in err.get("details") or [] if isinstance(d, dict)]
+    except ValueError:
+        pass
+    text = "%s %s: %d %s" % (method, path.split("?")[0], response.status_code, code or response.reason or "")
+    if message:
+        text += ": " + _one_line(message)
+    for detail in details[:5]:
+        text += "; %s%s: %s" % ("%s " % detail["target"] if detail.get("target") else "", detail.get("code"),
+                                _one_line(detail.get("message", "")))
+    return ControlPlaneError(text, status=response.status_code, code=code, details=details)
+
+
+# --- owners and rows ----------------------------------------------------------------------------------------------
+
+
+class Owner(object):
+    """The resource an event belongs to on the control plane: a VM, a scale set or an availability set."""
+
+    __slots__ = ("subscription", "resource_group", "kind", "name")
+
+    def __init__(self, subscription, resource_group, kind, name):
+        self.subscription = subscription
+        self.resource_group = resource_group
+        self.kind = kind
+        self.name = name
+
+    @classmethod
+    def from_resource_id(cls, resource_id):
+        match = _RESOURCE_ID.match(resource_id or "")
+        if not match:
+            raise ValueError("%r is not the id of a VM, scale set or availability set (/subscriptions/<id>/"
+                             "resourceGroups/<rg>/providers/Microsoft.Compute/<virtualMachines|"
+                             "virtualMachineScaleSets|availabilitySets>/<name>)" % (resource_id,))
+        return cls(match.group("subscription"), match.group("resource_group"),
+                   OWNER_KINDS[match.group("kind").lower()], match.group("name"))
+
+    @classmethod
+    def from_spec(cls, kind, name, resource_group, subscription):
+        canonical = KIND_ALIASES.get(str(kind))
+        if canonical is None:
+            raise ValueError("kind %r: use vm, scale_set or availability_set" % (kind,))
+        for what, value in (("name", name), ("resource_group", resource_group), ("subscription", subscription)):
+            if not value or not _SAFE_NAME.match(str(value)):
+                raise ValueError("%s %r is not a valid Azure name" % (what, value))
+        return cls(str(subscription), str(resource_group), canonical, str(name))
+
+    @property
+    def id(self):
+        return "/subscriptions/%s/resourceGroups/%s/providers/Microsoft.Compute/%s/%s" % (
+            self.subscription, self.resource_group, self.kind, self.name)
+
+    @property
+    def key(self):
+        return self.id.lower()
+
+    def as_dict(self):
+        return {"id": self.id, "kind": self.kind, "name": self.name, "resource_group": self.resource_group,
+                "subscription": self.subscription}
+
+
+class ControlPlaneEvent(object):
+    """One Resource Graph row: the event (the one domain model) and the owner its id names."""
+
+    __slots__ = ("event", "owner", "row")
+
+    def __init__(self, event, owner, row):
+        self.event = event
+        self.owner = owner
+        self.row = row
+
+    @classmethod
+    def from_row(cls, row):
+        """Raises ValueError saying what is wrong with a row that cannot be read."""
+        if not isinstance(row, dict):
+            raise ValueError("a row is a JSON %s, not an object" % type(row).__name__)
+        match = _ROW_ID.match(str(row.get("id") or ""))
+        if not match:
+            raise ValueError("its id %r is not a scheduled event of a VM, scale set or availability set"
+                             % (row.get("id"),))
+        properties = row.get("properties")
+        if not isinstance(properties, dict):
+            raise ValueError("it has no properties object")
+        try:
+            event = Event.from_json(properties, known_statuses=CONTROL_PLANE_STATUSES)
+        except DocumentError as exc:
+            raise ValueError(str(exc))
+        if event.event_id.lower() != match.group("event_id").lower():
+            raise ValueError("its id names event %s but its properties say %s" % (match.group("event_id"),
+                                                                                  event.event_id))
+        owner = Owner(match.group("subscription"), row.get("resourceGroup") or match.group("resource_group"),
+                      OWNER_KINDS[match.group("kind").lower()], match.group("name"))
+        return cls(event, owner, row)
+
+    def describe(self, vms=None, now=None):
+        """event_info's keys for the event, plus where the control plane saw it."""
+        out = self.event.describe(vms, now)
+        out["finished"] = self.event.is_finished
+        out["owner"] = self.owner.as_dict()
+        out["row_id"] = self.row.get("id")
+        out["location"] = self.row.get("location")
+        out["source"] = "resource_graph"
+        return out
+
+
+# --- Resource Graph -----------------------------------------------------------------------------------------------
+
+
+def _kql_list(values, what):
+    words = []
+    for value in values:
+        text = str(value)
+        if not _KQL_WORD.match(text):
+            raise ValueError("%s %r: only letters, digits, spaces and ._()- are allowed" % (what, text))
+        words.append('"%s"' % text)
+    return "(%s)" % ", ".join(words)
+
+
+def build_query(event_ids=None, types=None, statuses=None, sources=None, resource_groups=None):
+    """The KQL sent to Resource Graph (docs/control-plane.md shows it): filters run in Azure, so a large fleet
+    sends back only what was asked for. Values are checked, never pasted raw."""
+    lines = ["maintenanceresources", '| where type == "%s"' % ROW_TYPE]
+    if event_ids:
+        bad = [i for i in event_ids if not is_event_id(i)]
+        if bad:
+            raise ValueError("not an EventId (a GUID is expected): %s" % ", ".join(repr(b) for b in bad))
+        lines.append("| where name in~ %s" % _kql_list(event_ids, "event id"))
+    for field, values, what in (("properties.EventType", types, "event type"),
+                                ("properties.EventStatus", statuses, "status"),
+                                ("properties.EventSource", sources, "source"),
+                                ("resourceGroup", resource_groups, "resource group")):
+        if values:
+            column = field if "." not in field else "tostring(%s)" % field
+            lines.append("| where %s in~ %s" % (column, _kql_list(values, what)))
+    lines.append("| project id, name, type, subscriptionId, resourceGroup, location, properties")
+    lines.append("| order by id asc")
+    return "\n".join(lines)
+
+
+class QueryResult(object):
+    def __init__(self, events, problems, total_records, pages):
+        self.events = events
+        self.problems = problems
+        self.total_records = total_records
+        self.pages = pages
+
+
+def query_events(client, query, subscriptions=None, management_groups=None, page_size=PAGE_SIZE,
+                 api_version=RESOURCE_GRAPH_API):
+    """Every page of the query's rows, read into events; a row that cannot be read is a problem, never dropped."""
+    if not subscriptions and not management_groups:
+        raise ControlPlaneError("name the subscriptions or management groups to read")
+    body = {"query": query, "options": {"$top": page_size, "resultFormat": "objectArray"}}
+    if subscriptions:
+        body["subscriptions"] = list(subscriptions)
+    if management_groups:
+        body["managementGroups"] = list(management_groups)
+    events, problems, seen = [], [], set()
+    total, pages = None, 0
+    while True:
+        answer = client.request("POST", "/providers/Microsoft.ResourceGraph/resources", api_version, body)
+        pages += 1
+        if total is None:
+            total = answer.get("totalRecords")
+        rows = answer.get("data")
+        if not isinstance(rows, list):
+            raise ControlPlaneError("Resource Graph answered without a data array (resultFormat objectArray)")
+        for row in rows:
+            try:
+                found = ControlPlaneEvent.from_row(row)
+            except ValueError as exc:
+                problems.append({"id": row.get("id") if isinstance(row, dict) else None, "problem": str(exc)})
+                continue
+            key = (found.owner.key, found.event.event_id.lower())
+            if key in seen:  # a row updated between two pages can show up twice
+                continue
+            seen.add(key)
+            events.append(found)
+        token = answer.get("$skipToken")
+        if not token:
+            break
+        body["options"] = dict(body["options"], **{"$skipToken": token})
+    return QueryResult(events, problems, total, pages)
+
+
+# --- acknowledge ----------------------------------------------------------------------------------------------
+
+
+def acknowledge(client, owner, event_ids, api_version=ACKNOWLEDGE_APIS[0]):
+    """Approve events of one owner: the list form where the api-version has it, else one call per event."""
+    base = "%s/providers/Microsoft.Maintenance/scheduledevents" % owner.id
+    if api_version in LIST_ACKNOWLEDGE_APIS:
+        client.request("POST", base, api_version, {"value": list(event_ids)})
+        return 1
+    for event_id in event_ids:
+        client.request("POST", "%s/%s/acknowledge" % (base, event_id), api_version)
+    return len(event_ids)
+
+
+# --- the opt-in policy --------------------------------------------------------------------------------------------
+
+
+def publishing_of(resource):
+    """(publishing enabled, the policy object) of a GET of a VM, scale set or availability set."""
+    policy = ((resource or {}).get("properties") or {}).get("scheduledEventsPolicy") or {}
+    targets = policy.get("scheduledEventsAdditionalPublishingTargets") or {}
+    setting = targets.get("eventGridAndResourceGraph") or {}
+    return bool(setting.get("enable")), policy
+
+
+def policy_patch(enable, scheduled_events_api_version="2020-07-01", reboot=None, redeploy=None):
+    policy = {"scheduledEventsAdditionalPublishingTargets": {"eventGridAndResourceGraph": {
+        "enable": bool(enable), "scheduledEventsApiVersion": scheduled_events_api_version}}}
+    if reboot is not None:
+        policy["userInitiatedReboot"] = {"automaticallyApprove": bool(reboot)}
+    if redeploy is not None:
+        policy["userInitiatedRedeploy"] = {"automaticallyApprove": bool(redeploy)}
+    return {"properties": {"scheduledEventsPolicy": policy}}
+
+
+def policy_differs(current, wanted):
+    """Whether PATCHing `wanted` (a policy_patch) would change the `current` policy object."""
+    want = wanted["properties"]["scheduledEventsPolicy"]
+    for key, value in want.items():
+        have = current.get(key) or {}
+        for inner, setting in value.items():
+            if inner == "eventGridAndResourceGraph":
+                got = have.get(inner) or {}
+                if bool(got.get("enable")) != setting["enable"]:
+                    return True
+                if setting["enable"] and got.get("scheduledEventsApiVersion") != setting["scheduledEventsApiVersion"]:
+                    return True
+            elif bool(have.get(inner)) != bool(setting):
+                return True
+    return False
+
+
+def explain(exc):
+    """What to do about the refusals an operator meets first."""
+    if exc.code == "SubscriptionNotRegisteredForFeature" or (exc.code or "").startswith("FeatureNotRegistered") or \
+            "SendScheduledEventsPolicy" in str(exc):
+        return ("%s. Register the preview feature once per subscription: az feature register --namespace "
+                "Microsoft.Compute --name SendScheduledEventsPolicy (then az provider register -n Microsoft.Compute)"
+                % exc)
+    if "scheduledEventsPolicy" in str(exc) and exc.status == 400:
+        return "%s. scheduledEventsPolicy needs Compute api-version %s or later" % (exc, COMPUTE_POLICY_API)
+    if exc.status in (401, 403):
+        return ("%s. The identity needs Reader on the VMs (Resource Graph) and the \"Scheduled Events "
+                "Contributor\" role to acknowledge" % exc)
+    return str(exc)
