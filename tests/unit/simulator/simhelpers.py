@@ -10,6 +10,8 @@ EPOCH = datetime.datetime(2016, 9, 19, 18, 14, 47, tzinfo=datetime.timezone.utc)
 LATEST = "2020-07-01"
 SE_PATH = "/metadata/scheduledevents?api-version=" + LATEST
 META = {"Metadata": "true"}
+TOKEN_PATH = "/msi/token?api-version=2019-08-01&resource=https%3A%2F%2Fmanagement.azure.com%2F"
+GRAPH_QUERY = 'maintenanceresources | where type == "microsoft.maintenance/scheduledevents"'
 
 
 class FakeTime:
@@ -33,6 +35,7 @@ class Client:
     def __init__(self, sim, fake=None):
         self.sim = sim
         self.fake = fake
+        self._token = None
 
     @staticmethod
     def _send(host, port, method, path, *, body=None, headers=None):
@@ -71,6 +74,32 @@ class Client:
         host, port = self.sim.control_url.rsplit("//", 1)[1].rsplit(":", 1)
         status, _headers, raw = self._send(host, int(port), method, path, body=body)
         return status, json.loads(raw) if raw else None
+
+    def arm_raw(self, method, path, body=None, headers=None):
+        """Request to the control-plane face as given: (status, headers, body bytes)."""
+        host, port = self.sim.arm_url.rsplit("//", 1)[1].rsplit(":", 1)
+        return self._send(host, int(port), method, path, body=body, headers=headers or {})
+
+    def token(self):
+        """An access token from the simulator's managed-identity endpoint (fetched once)."""
+        if self._token is None:
+            status, _headers, raw = self.arm_raw("GET", TOKEN_PATH, headers={"X-IDENTITY-HEADER": self.sim.identity_header})
+            assert status == 200, raw
+            self._token = json.loads(raw)["access_token"]
+        return self._token
+
+    def arm(self, method, path, body=None, token=None, headers=None):
+        """Authenticated request to the control-plane face: (status, response headers, decoded JSON)."""
+        sent = {"Content-Type": "application/json", "Authorization": "Bearer " + (token or self.token())}
+        sent.update(headers or {})
+        status, response_headers, raw = self.arm_raw(method, path, body, sent)
+        return status, response_headers, json.loads(raw) if raw else None
+
+    def graph(self, query=GRAPH_QUERY, version="2024-04-01", **body):
+        """POST a Resource Graph query: (status, decoded JSON)."""
+        status, _headers, payload = self.arm("POST", "/providers/Microsoft.ResourceGraph/resources?api-version=" + version,
+                                             dict(body, query=query))
+        return status, payload
 
 
 def two_vm_scenario(**event):

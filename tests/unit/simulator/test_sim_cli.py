@@ -90,6 +90,41 @@ def test_fleet_flags_generate_vms(tmp_path):
     assert process.returncode == 0 and out.count("IMDS listening on") == 3
 
 
+def test_arm_port_serves_the_control_plane_and_the_ready_file_says_where(tmp_path):
+    ready = str(tmp_path / "ready.json")
+    process = subprocess.Popen(  # pylint: disable=consider-using-with
+        ["bash", LAUNCHER, "--port", "0", "--control-port", "0", "--arm-port", "0", "--identity-header", "s3cret",
+         "--ready-file", ready], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        info = wait_for(ready, process)
+        assert info["arm"].startswith("http://127.0.0.1:") and info["identity_header"] == "s3cret"
+        status, body = get(info["arm"] + "/msi/token?api-version=2019-08-01&resource=https://management.azure.com/",
+                           {"X-IDENTITY-HEADER": "s3cret"})
+        assert status == 200 and json.loads(body)["token_type"] == "Bearer"
+    finally:
+        process.terminate()
+        out, _err = process.communicate(timeout=30)
+    assert process.returncode == 0 and f"control plane (ARM, Resource Graph) listening on {info['arm']}" in out
+
+
+def test_without_arm_port_the_ready_file_has_no_control_plane(tmp_path):
+    ready = str(tmp_path / "ready.json")
+    process = subprocess.Popen(  # pylint: disable=consider-using-with
+        ["bash", LAUNCHER, "--port", "0", "--control-port", "0", "--ready-file", ready],
+        env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        info = wait_for(ready, process)
+        assert "arm" not in info and "identity_header" not in info
+    finally:
+        process.terminate()
+        process.communicate(timeout=30)
+
+
+def test_no_imds_needs_arm_port():
+    result = run("--no-imds")
+    assert result.returncode == 2 and "--no-imds needs --arm-port" in result.stderr
+
+
 def test_bad_scenario_exits_2_without_traceback(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("vms: [{name: a}]\nevents:\n  - {type: Restart, resources: [a]}\n", encoding="utf-8")
