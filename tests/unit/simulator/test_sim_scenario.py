@@ -10,7 +10,7 @@ import pytest
 from imds_simulator.scenario import ScenarioError, build_scenario, load_scenario, parse_scenario
 
 SCENARIOS = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", "simulator", "scenarios"))
-REQUIRED = ("demo", "freeze", "preempt", "cancelled", "hardware-failure", "availability-set", "faults", "fleet")
+REQUIRED = ("demo", "freeze", "preempt", "cancelled", "hardware-failure", "availability-set", "faults", "fleet", "control-plane")
 
 
 @pytest.mark.parametrize("name", REQUIRED)
