@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
+import socket
 import time
 
 from ..approval import approve_and_confirm
@@ -58,6 +60,24 @@ def split_targets(targets):
     """(quick, slow): the hold targets in the order they are held, each list in its configured order."""
     quick = [t for t in targets if t.kind in QUICK_BACKENDS]
     return quick, [t for t in targets if t.kind not in QUICK_BACKENDS]
+
+
+def sd_notify(message, environ=None):
+    """Tell systemd (Type=notify) about the service: READY=1 once the config is loaded, so `systemctl start` and
+    `restart` fail when the daemon exits before that (a refused config) instead of reporting success. A no-op
+    outside systemd (no NOTIFY_SOCKET); False when nothing was sent."""
+    path = (os.environ if environ is None else environ).get("NOTIFY_SOCKET")
+    if not path or path[0] not in "/@":
+        return False
+    if path[0] == "@":
+        path = "\0" + path[1:]  # an abstract socket
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(path)
+            sock.sendall(message.encode("utf-8"))
+    except OSError:
+        return False
+    return True
 
 
 def read_boot_id(path=BOOT_ID_FILE):
@@ -137,12 +157,15 @@ class Daemon(object):
         if install_signals:
             signal.signal(signal.SIGTERM, self.request_stop)
             signal.signal(signal.SIGINT, self.request_stop)
+        # Ready once the config is loaded, before settling: a settle may wait minutes for a run in flight.
+        sd_notify("READY=1\nSTATUS=settling the hold record, then polling IMDS")
         self.start()
         self.logger.info("watcher: started (boot %s, hold record %s)", self.boot_id, self.holds.state_file)
         while not self.stopping:
             started = self.monotonic()
             delay = self.tick()
             self._wait(delay - (self.monotonic() - started))
+        sd_notify("STOPPING=1")
         self.save(force=True)
         self.logger.info("watcher: stopped; holds stay in place until their event is over")
         return 0

@@ -10,8 +10,12 @@ import io
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import tempfile
+
+import pytest
 
 from ansible_collections.imds.scheduled_events.plugins.module_utils.watcher import cli as cli_mod
 from ansible_collections.imds.scheduled_events.plugins.module_utils.watcher.cli import EXIT_CONFIG, main
@@ -151,6 +155,46 @@ def test_run_until_asked_to_stop(rig_factory, monkeypatch):
     assert code == 0, err
     assert rig.marks() == ["hold %s" % REBOOT_ID]  # held, and still held after the stop
     assert "event Reboot %s: held" % REBOOT_ID in err and "watcher: stopped" in err
+
+
+def test_run_tells_systemd_it_is_ready_once_the_config_is_loaded(rig_factory, monkeypatch):
+    """The unit is Type=notify: `systemctl start` waits for READY=1, so a daemon that exits before (a refused config,
+    exit 78) fails the start instead of looking started."""
+    rig = rig_factory([REBOOT])
+    path = rig.write_config()
+    options = rig.daemon_options()
+    options["sleep"] = rig.advance
+    del options["logger"]
+    directory = tempfile.mkdtemp(prefix="notify-")  # short: a unix socket path has at most 107 bytes
+    try:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(os.path.join(directory, "notify"))
+        monkeypatch.setenv("NOTIFY_SOCKET", os.path.join(directory, "notify"))
+        stopped = []
+
+        class Daemon(cli_mod.Daemon):
+            def tick(self):
+                self.request_stop()
+                stopped.append(True)
+                return super(Daemon, self).tick()
+
+            def run(self, install_signals=True):
+                return super(Daemon, self).run(install_signals=False)
+
+        monkeypatch.setattr(cli_mod, "Daemon", Daemon)
+        os.chmod(path, 0o664)
+        assert cli("--config", path, "run", daemon_options=options)[0] == EXIT_CONFIG
+        sock.setblocking(False)
+        with pytest.raises(BlockingIOError):  # refused: never said it was ready
+            sock.recv(4096)
+        os.chmod(path, 0o644)
+        code, dummy, err = cli("--config", path, "run", daemon_options=options)
+        assert code == 0, err
+        assert sock.recv(4096).decode().splitlines()[0] == "READY=1"
+        assert sock.recv(4096) == b"STOPPING=1" and stopped
+        sock.close()
+    finally:
+        shutil.rmtree(directory)
 
 
 def test_the_launcher_runs_the_installed_library(tmp_path, rig_factory):
