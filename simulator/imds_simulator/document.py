@@ -129,6 +129,10 @@ def compute_metadata(vm, api_version, settings):
     """The ``compute`` object. IMDS encodes every primitive as a string."""
     resource_id = (f"/subscriptions/{settings['subscription_id']}/resourceGroups/{settings['resource_group']}"
                    f"/providers/Microsoft.Compute/virtualMachines/{vm.name}")
+    if settings.get("scale_set"):  # a scale-set instance: <set>_<i> is virtualMachines/<i> of the set
+        resource_id = (f"/subscriptions/{settings['subscription_id']}/resourceGroups/{settings['resource_group']}"
+                       f"/providers/Microsoft.Compute/virtualMachineScaleSets/{settings['scale_set']}"
+                       f"/virtualMachines/{vm.name.rsplit('_', 1)[-1]}")
     values = {
         "location": settings["location"],
         "name": vm.name,

@@ -257,22 +257,38 @@ def fleet_vms(check, data, path):
     return vms
 
 
+class VmIndex:
+    """VM names, availability-set members and scale-set instances of a VM list, looked up without a scan
+    (a generated fleet of thousands of VMs with hundreds of events must load fast)."""
+
+    def __init__(self, vms):
+        self.vms = list(vms)
+        self.names = {vm.name for vm in self.vms}
+        self.sets, self.scale_sets = {}, {}
+        for vm in self.vms:
+            if vm.availability_set is not None:
+                self.sets.setdefault(vm.availability_set, []).append(vm.name)
+            if vm.scale_set is not None:
+                self.scale_sets.setdefault(vm.scale_set, []).append(vm.name)
+
+
 def _resolve_resources(check, data, path, vms):
     """``resources`` (VM names), ``availability_set`` or ``scale_set`` (all of its members), exactly one."""
+    lookup = vms if isinstance(vms, VmIndex) else VmIndex(vms)
     given = [key for key in ("resources", "availability_set", "scale_set") if data.get(key) is not None]
     if len(given) != 1:
         check.fail(path, "give exactly one of 'resources' (VM names), 'availability_set' or 'scale_set'")
     if given == ["scale_set"]:
         scale_set = check.get(data, path, "scale_set", "str")
-        members = tuple(vm.name for vm in vms if vm.scale_set == scale_set)
+        members = tuple(lookup.scale_sets.get(scale_set, ()))
         if not members:
             check.fail(join(path, "scale_set"), f"no scale set {scale_set!r}")
         return members
     has_set = given == ["availability_set"]
-    names = {vm.name for vm in vms}
+    names = lookup.names
     if has_set:
         aset = check.get(data, path, "availability_set", "str")
-        members = tuple(vm.name for vm in vms if vm.availability_set == aset)
+        members = tuple(lookup.sets.get(aset, ()))
         if not members:
             check.fail(join(path, "availability_set"), f"no VM is in availability set {aset!r}")
         return members
@@ -293,7 +309,7 @@ def _resolve_resources(check, data, path, vms):
 
 
 def parse_event(check, data, path, vms, *, default_at=0.0):
-    """One event; ``vms`` are the VMSpecs its resources must name."""
+    """One event; ``vms`` are the VMSpecs its resources must name (a list or a VmIndex)."""
     check.mapping(data, path, EVENT_KEYS)
     event_type = check.choice(data, path, "type", document.EVENT_TYPES, what="event type")
     resources = _resolve_resources(check, data, path, vms)
@@ -433,7 +449,8 @@ def parse_scenario(data, source="<scenario>", lines=None):
             where = f"vms[{index}].name" if index < declared else "fleet" if index < generated else owners[index]
             check.fail(where, f"duplicate VM name {vm.name!r}")
         seen[vm.name.lower()] = index
-    events = [parse_event(check, item, f"events[{index}]", vms)
+    vm_index = VmIndex(vms)
+    events = [parse_event(check, item, f"events[{index}]", vm_index)
               for index, item in enumerate(check.get(data, "", "events", "list", []))]
     ids = set()
     for index, event in enumerate(events):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from imds_simulator import document
 from imds_simulator.kql import parse
 from imds_simulator.scenario import ScenarioError, parse_scenario
 from imds_simulator.world import ControlPlaneError
@@ -49,6 +50,10 @@ def test_scale_set_instances_are_vms_that_see_each_others_events(make_world):
     assert world.document("c")["Events"][0]["EventId"] == E_VM
     assert world.vm_metadata("web_2")["scale_set"] == "web" and world.vm_metadata("c")["scale_set"] == ""
     assert world.vm_metadata("d")["subscription_id"] == SUB2 and world.vm_metadata("d")["location"] == "northeurope"
+    compute = document.compute_metadata(world.vms["web_2"], "2021-02-01", world.vm_metadata("web_2"))
+    assert compute["vmScaleSetName"] == "web" and compute["name"] == "web_2"
+    assert compute["resourceId"].endswith("/resourceGroups/imds-sim-rg/providers/Microsoft.Compute/"
+                                          "virtualMachineScaleSets/web/virtualMachines/2")
 
 
 def test_every_event_has_one_owner(make_world):
