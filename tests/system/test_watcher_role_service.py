@@ -1,0 +1,147 @@
+"""The watcher role and its service as an operator sees them, on a booted Debian container per release
+(debian11, debian12, debian13), with the role applied from the host's controller:
+
+- the first install starts the daemon once (not started, then restarted at once by the handler), and a later
+  change of its files still restarts it;
+- a (re)start after which the daemon does not run fails the play, with the unit's last log lines, instead of
+  reporting success while the unit fails a moment later;
+- watcher_state=absent removes every path the role created (the metrics directory it made under /var/lib/prometheus
+  included) and nothing that was there before (an operator's drop-in directory of ansible-pull.service).
+
+The daemon is pointed at a closed port on loopback: it needs no IMDS to start, and nothing leaves the machine.
+Nothing is timed: each check follows a command that has completed (ansible-playbook, systemctl).
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from harness.ansible_env import ansible_env
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+FILES = ROOT / "tests" / "system" / "watcher"
+SERVICE = "imds-watcher.service"
+STARTS = "/var/lib/role-service-test/starts"
+# Every start of the unit (a restart included) runs this first, outside the sandbox, and counts itself.
+COUNT_STARTS = "[Service]\nExecStartPre=+/bin/sh -c 'echo start >> %s'\n" % STARTS
+ROLE_VARS = {
+    "watcher_endpoint": "http://127.0.0.1:9",  # loopback, closed: the daemon starts and retries, nothing leaves
+    "watcher_vm_name": "myvm",
+    "watcher_unit_restart_sec": 1,
+}
+# Paths the comparison ignores: the kernel's and systemd's, logs and caches, Ansible's own temp files.
+SNAPSHOT_PRUNE = ["/proc", "/sys", "/dev", "/run", "/tmp", "/var/tmp", "/var/log", "/var/cache", "/var/lib/systemd",
+                  "/var/lib/apt", "/var/lib/dpkg", "/root/.ansible"]
+
+
+def apply_role(vm, tmp_path, expect_ok=True, **role_vars):
+    """ansible-playbook with the role; returns (exit status, changed count or None, output)."""
+    inventory = tmp_path / "inventory.json"
+    inventory.write_text(json.dumps({"all": {"hosts": {"myvm": vm.ansible_inventory_vars()}}}))
+    extra = tmp_path / ("vars-%d.json" % time.monotonic_ns())
+    extra.write_text(json.dumps(dict(ROLE_VARS, **role_vars)))
+    here = Path(sys.executable).parent / "ansible-playbook"
+    playbook = str(here) if here.exists() else str(ROOT / ".venv" / "bin" / "ansible-playbook")
+    proc = subprocess.run([playbook, "-i", str(inventory), str(FILES / "apply-role.yml"), "-e", "@%s" % extra],
+                          env=ansible_env(ANSIBLE_PIPELINING="True"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          universal_newlines=True, timeout=900, check=False)
+    if expect_ok:
+        assert proc.returncode == 0, proc.stdout[-20000:]
+    recap = [line for line in proc.stdout.splitlines() if line.startswith("myvm") and "changed=" in line]
+    changed = int(recap[-1].split("changed=")[1].split()[0]) if recap else None
+    return proc.returncode, changed, proc.stdout
+
+
+def unit(vm):
+    out = vm.ssh(["systemctl", "show", "--property=ActiveState,SubState,ExecMainStatus", "--", SERVICE]).stdout
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def starts(vm):
+    return len(vm.ssh("cat %s 2>/dev/null || true" % STARTS).stdout.split())
+
+
+def count_starts(vm):
+    vm.ssh(["mkdir", "-p", os.path.dirname(STARTS), "/etc/systemd/system/%s.d" % SERVICE])
+    vm.put_file("/etc/systemd/system/%s.d/count-starts.conf" % SERVICE, COUNT_STARTS.encode())
+
+
+def snapshot(vm):
+    """Every path on the VM but the pruned ones and Ansible's remote temp directory (with the parents Ansible makes
+    for it: the harness keeps it under the checkout's path)."""
+    prune = " -o ".join("-path %s" % p for p in SNAPSHOT_PRUNE)
+    out = vm.ssh("find / -xdev \\( %s \\) -prune -o -print" % prune, timeout=300).stdout
+    remote_tmp = os.path.normpath(ansible_env()["ANSIBLE_REMOTE_TEMP"])
+    ansible_own = set()
+    path = remote_tmp
+    while path != "/":
+        ansible_own.add(path)
+        path = os.path.dirname(path)
+    return set(p for p in out.splitlines() if p not in ansible_own and not p.startswith(remote_tmp + "/"))
+
+
+def test_first_install_starts_the_daemon_once(systemd_container_factory, tmp_path):
+    vm = systemd_container_factory(name="imds-se-once-%d" % os.getpid())
+    count_starts(vm)
+    code, changed, dummy = apply_role(vm, tmp_path)
+    assert changed > 0
+    assert unit(vm)["ActiveState"] == "active"
+    assert starts(vm) == 1, "the first install started the daemon more than once"
+
+    code, changed, dummy = apply_role(vm, tmp_path)
+    assert changed == 0 and starts(vm) == 1, "a run that changes nothing restarts nothing"
+
+    code, changed, dummy = apply_role(vm, tmp_path, watcher_log_level="DEBUG")
+    assert changed > 0 and starts(vm) == 2, "a new config restarts the daemon once"
+    assert unit(vm)["ActiveState"] == "active"
+
+
+def test_a_daemon_that_does_not_start_fails_the_play_with_its_log(systemd_container_factory, tmp_path):
+    vm = systemd_container_factory(name="imds-se-nostart-%d" % os.getpid())
+    apply_role(vm, tmp_path)
+    assert unit(vm)["ActiveState"] == "active"
+
+    # The launcher cannot exec the Python it is given: the daemon exits before it is ready.
+    broken = ["Environment=IMDS_SE_PYTHON=/nonexistent/python3"]
+    code, dummy, out = apply_role(vm, tmp_path, expect_ok=False, watcher_unit_extra_options=broken)
+    assert code != 0, out[-20000:]
+    assert "imds-watcher.service is not running after it was restarted" in out, out[-20000:]
+    assert "/nonexistent/python3" in out, "the message shows the unit's log lines:\n" + out[-20000:]
+    assert unit(vm)["ActiveState"] != "active"
+
+    # A first install that cannot start fails the same way, through the start.
+    vm.ssh(["systemctl", "stop", SERVICE])
+    code, dummy, out = apply_role(vm, tmp_path, expect_ok=False, watcher_unit_extra_options=broken)
+    assert code != 0 and "imds-watcher.service is not running after it was started" in out, out[-20000:]
+
+    apply_role(vm, tmp_path)  # fixed: the play passes and the daemon runs
+    assert unit(vm)["ActiveState"] == "active"
+
+
+def test_absent_removes_what_the_role_created_and_nothing_else(systemd_container_factory, tmp_path):
+    vm = systemd_container_factory(name="imds-se-absent-%d" % os.getpid())
+    # The operator's ansible-pull, with a drop-in directory of their own: the role's drop-in goes in beside it.
+    for name in ("ansible-pull.service", "ansible-pull.timer"):
+        vm.put_file("/etc/systemd/system/" + name, (FILES / "vm" / name).read_bytes())
+    vm.ssh(["mkdir", "-p", "/etc/systemd/system/ansible-pull.service.d"])
+    vm.put_file("/etc/systemd/system/ansible-pull.service.d/operator.conf", b"[Service]\nEnvironment=MINE=1\n")
+    vm.ssh(["systemctl", "daemon-reload"])
+    assert vm.ssh(["test", "-e", "/var/lib/prometheus"], check=False).returncode != 0, "the image has no prometheus"
+    before = snapshot(vm)
+
+    apply_role(vm, tmp_path, watcher_ansible_pull_guard="systemd")
+    assert vm.ssh(["test", "-d", "/var/lib/prometheus/node-exporter"], check=False).returncode == 0
+    assert unit(vm)["ActiveState"] == "active"
+
+    code, changed, dummy = apply_role(vm, tmp_path, watcher_state="absent", watcher_ansible_pull_guard="systemd")
+    assert changed > 0
+    after = snapshot(vm)
+    assert sorted(after - before) == [], "left behind by the role"
+    assert sorted(before - after) == [], "removed, though the role did not make it"
+    assert vm.get_file("/etc/systemd/system/ansible-pull.service.d/operator.conf") == b"[Service]\nEnvironment=MINE=1\n"
+
+    code, changed, dummy = apply_role(vm, tmp_path, watcher_state="absent", watcher_ansible_pull_guard="systemd")
+    assert changed == 0 and snapshot(vm) == before
