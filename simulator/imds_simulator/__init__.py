@@ -1,9 +1,11 @@
 """A faithful, standalone Azure IMDS Scheduled Events simulator.
 
-Unlike Microsoft's mock server it never shows a Completed or Canceled status,
-keeps one EventId from Scheduled to Started, and bumps DocumentIncarnation on
-every change of a VM's document. Stdlib + PyYAML only; loopback only.
-See docs/simulator.md.
+Unlike Microsoft's mock server its IMDS never shows a Completed or Canceled
+status, keeps one EventId from Scheduled to Started, and bumps
+DocumentIncarnation on every change of a VM's document. Its optional
+control-plane face (ARM, Resource Graph, a managed-identity token endpoint)
+serves the same world, Completed and Canceled included. Stdlib + PyYAML only;
+loopback only. See docs/simulator.md.
 """
 
 __version__ = "0.1.0"

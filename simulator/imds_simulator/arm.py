@@ -187,7 +187,7 @@ class ArmService:
 
     def _authenticate(self, headers):
         value = headers.get("authorization", "")
-        scheme, _, token = value.partition(" ")
+        scheme, _space, token = value.partition(" ")
         if not value:
             return arm_error(401, "AuthenticationFailed", "Authentication failed. The 'Authorization' header is missing.")
         if scheme.lower() != "bearer" or not token.strip():

@@ -1,4 +1,4 @@
-"""The Simulator: a world, its IMDS listeners and the control API in one object.
+"""The Simulator: a world, its IMDS listeners, the control API and the control-plane face in one object.
 
 This is also the Python API for tests in the same process::
 

@@ -254,7 +254,7 @@ def test_opt_in_through_arm_publishes_the_owners_events(arm):
     (resource_path("virtualMachines", "c"), {"properties": {"scheduledEventsPolicy": {
         "scheduledEventsAdditionalPublishingTargets": {"eventGridAndResourceGraph": {"enable": "yes"}}}}}, 400,
      "InvalidParameter", "enable"),
-    (resource_path("virtualMachines", "c").split("?")[0], None, 400, "MissingApiVersionParameter", "api-version"),
+    (resource_path("virtualMachines", "c").split("?", maxsplit=1)[0], None, 400, "MissingApiVersionParameter", "api-version"),
 ])
 def test_resource_errors(arm, path, body, status, code, words):
     client = arm()
@@ -353,7 +353,7 @@ def test_throttle_for_the_next_requests_then_recover(arm):
     control = ControlClient(client.sim.control_url)
     fault = control.throttle(count=2, retry_after=3)
     assert fault["kind"] == "throttle" and "vm" not in fault
-    for _ in range(2):
+    for _attempt in range(2):
         status, headers, body = client.arm("POST", GRAPH, {"query": GRAPH_QUERY})
         assert status == 429 and body["error"]["code"] == "RateLimiting"
         assert headers["Retry-After"] == "3" and headers["x-ms-user-quota-remaining"] == "0"
