@@ -36,8 +36,15 @@ options:
     description:
       - The registered M(imds.scheduled_events.watcher_info) result of each host. With its
         O(imds.scheduled_events.watcher_info#module:include_events=true), it carries the events too.
+      - Required unless O(control_plane) is given.
     type: str
-    required: true
+  control_plane:
+    description:
+      - A registered M(imds.scheduled_events.control_plane_event_info) result (the fleet from Azure Resource Graph).
+        Its events are merged with the hosts' by EventId; each event of the report lists its C(sources) (V(imds),
+        V(resource_graph)) and its C(owner); C(Completed) and C(Canceled) events are kept, with C(finished) true.
+      - Hosts whose IMDS was not read are matched to events by their inventory name.
+    type: dict
   events_key:
     description:
       - A registered M(imds.scheduled_events.event_info) result, when events were read by a task of their own.
@@ -95,8 +102,9 @@ _value:
     summary:
       description:
         - Counts (C(hosts), C(ok), C(unreachable), C(failed), C(no_data), C(events), C(events_scheduled),
-          C(events_started), C(hosts_pending), C(hosts_in_progress), C(hosts_held), C(holds), C(approvals),
-          C(watcher_active)) and the soonest C(next_not_before) with C(seconds_until_next).
+          C(events_started), C(events_finished), C(hosts_pending), C(hosts_in_progress), C(hosts_held), C(holds),
+          C(approvals), C(watcher_active)), the C(sources) events came from, and the soonest C(next_not_before) with
+          C(seconds_until_next).
       type: dict
     hosts:
       description:
@@ -110,7 +118,9 @@ _value:
       description:
         - One entry per event across the fleet - C(event_id), C(event_type), C(status), C(not_before),
           C(seconds_until_start), C(resources), C(hosts) (inventory hosts it affects), C(other_resources) (VMs no
-          host reported), C(seen_by), C(shared), C(source), C(description), C(duration_seconds), C(problems).
+          host reported), C(seen_by) (hosts whose IMDS showed it), C(sources) (V(imds), V(resource_graph)),
+          C(owner) (from Resource Graph), C(finished) (C(Completed) or C(Canceled)), C(shared), C(source),
+          C(description), C(duration_seconds), C(problems). Events in progress first, then pending, then finished.
       type: list
       elements: dict
     holds:
@@ -150,11 +160,12 @@ def _get(mapping, key):
 
 
 def fleet_report_data(data, result_key=None, hosts=None, events_key=None, group_by=None,
-                      title="Fleet maintenance report", now=None):
+                      title="Fleet maintenance report", now=None, control_plane=None):
     if not isinstance(data, Mapping):
         raise AnsibleFilterError("fleet_report_data expects hostvars (host -> variables), not %s" % type(data).__name__)
-    if not result_key:
-        raise AnsibleFilterError("fleet_report_data: result_key (the registered watcher_info result) is required")
+    if not result_key and control_plane is None:
+        raise AnsibleFilterError("fleet_report_data: result_key (the registered watcher_info result) or control_plane "
+                                 "(a control_plane_event_info result) is required")
     names = [str(h) for h in (list(data) if hosts is None else hosts)]
     per_host = {}
     for name in names:
@@ -162,7 +173,8 @@ def fleet_report_data(data, result_key=None, hosts=None, events_key=None, group_
         per_host[name] = {"watcher": _get(variables, result_key), "events": _get(variables, events_key),
                           "group": _get(variables, group_by)}
     try:
-        return build_report(per_host, now=now, title=title)
+        return build_report(per_host, now=now, title=title,
+                            control_plane=dict(control_plane) if isinstance(control_plane, Mapping) else control_plane)
     except ValueError as exc:
         raise AnsibleFilterError("fleet_report_data: %s" % exc) from exc
 

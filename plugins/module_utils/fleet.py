@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import datetime
 
-from .events import DocumentError, Event, ThisVm, format_iso, normalize_resource_name, parse_not_before, utcnow
+from .events import (CONTROL_PLANE_STATUSES, FINISHED_STATUSES, DocumentError, Event, ThisVm, format_iso,
+                     normalize_resource_name, parse_not_before, utcnow)
 
 FORMAT = "imds-scheduled-events/fleet-report"
 VERSION = 1
@@ -30,12 +31,17 @@ NO_DATA = "no data"
 APPROVAL_STATES = ("approved", "approve", "approval")
 WHO_KEYS = ("by", "approved_by", "actor", "holder", "who")
 
-CHANGE_KEYS = ("new_events", "gone_events", "started_events", "new_holds", "released_holds", "newly_unreachable",
-               "reachable_again")
+# Where an event was seen: a host's IMDS (over SSH), or Azure's control plane (Resource Graph).
+IMDS_SOURCE = "imds"
+RESOURCE_GRAPH_SOURCE = "resource_graph"
+
+CHANGE_KEYS = ("new_events", "gone_events", "started_events", "finished_events", "new_holds", "released_holds",
+               "newly_unreachable", "reachable_again")
 CHANGE_TITLES = {
     "new_events": "New events",
     "gone_events": "Events gone (over or cancelled)",
     "started_events": "Events started",
+    "finished_events": "Events finished (Completed or Canceled, from Azure's control plane)",
     "new_holds": "New holds",
     "released_holds": "Holds released",
     "newly_unreachable": "Hosts newly unreachable",
@@ -87,9 +93,15 @@ class _EventRow(object):
         self.event = event
         self.seen_by = []
         self.hosts = []
+        self.sources = []
+        self.owner = None
+
+    def saw(self, source):
+        if source not in self.sources:
+            self.sources.append(source)
 
 
-def build_report(hosts, now=None, title="Fleet maintenance report"):
+def build_report(hosts, now=None, title="Fleet maintenance report", control_plane=None):
     """The report document.
 
     `hosts`: an ordered mapping of inventory host name to a dict with
@@ -97,6 +109,8 @@ def build_report(hosts, now=None, title="Fleet maintenance report"):
       - "events": its event_info result (or None: then watcher["event_info"] is used);
       - "group": an optional group name shown in the report (availability set, ...).
     A result may also be a registered unreachable or failed result.
+    `control_plane`: a control_plane_event_info result (Resource Graph), merged by EventId with what the hosts'
+    IMDS said; each event says which source saw it. Only the control plane knows Completed and Canceled.
     """
     now = _as_utc(now)
     rows = []
@@ -134,6 +148,10 @@ def build_report(hosts, now=None, title="Fleet maintenance report"):
         for line in row["problems"]:
             problems.append("%s: %s" % (name, line))
 
+    if control_plane is not None:
+        _read_control_plane(control_plane, events, event_order, problems)
+        for name in hosts:  # hosts whose IMDS was not read: their inventory names are taken as the VMs' names
+            by_resource.setdefault(normalize_resource_name(name), name)
     host_rows = dict((r["host"], r) for r in rows)
     event_list = []
     for key in event_order:
@@ -149,17 +167,21 @@ def build_report(hosts, now=None, title="Fleet maintenance report"):
         event_list.append({
             "event_id": event.event_id, "event_type": event.event_type, "status": event.status,
             "not_before": format_iso(not_before),
-            "seconds_until_start": 0 if event.is_started else _seconds_until(not_before, now),
+            "seconds_until_start": 0 if event.is_started else None if event.is_finished else
+            _seconds_until(not_before, now),
             "resources": list(event.resources), "hosts": affected, "other_resources": outside,
             "seen_by": item.seen_by, "shared": len(event.resources) > 1, "source": event.source,
             "description": event.description, "duration_seconds": event.duration_seconds,
-            "problems": list(event.problems),
+            "problems": list(event.problems), "sources": item.sources, "owner": item.owner,
+            "finished": event.is_finished,
         })
+        if event.is_finished:
+            continue  # over: it makes no host pending
         for host in affected:
             if event.event_id not in host_rows[host]["event_ids"]:
                 host_rows[host]["event_ids"].append(event.event_id)
-    event_list.sort(key=lambda e: (0 if e["status"] == "Started" else 1, e["not_before"] is None,
-                                   e["not_before"] or "", e["event_id"]))
+    event_list.sort(key=lambda e: (2 if e["finished"] else 0 if e["status"] == "Started" else 1,
+                                   e["not_before"] is None, e["not_before"] or "", e["event_id"]))
     approvals.sort(key=lambda a: (a["time"] or "", a["host"], a["event_id"] or ""))
 
     summary = {
@@ -169,8 +191,10 @@ def build_report(hosts, now=None, title="Fleet maintenance report"):
         "failed": sum(1 for r in rows if r["status"] == FAILED),
         "no_data": sum(1 for r in rows if r["status"] == NO_DATA),
         "events": len(event_list),
-        "events_scheduled": sum(1 for e in event_list if e["status"] != "Started"),
+        "events_scheduled": sum(1 for e in event_list if e["status"] != "Started" and not e["finished"]),
         "events_started": sum(1 for e in event_list if e["status"] == "Started"),
+        "events_finished": sum(1 for e in event_list if e["finished"]),
+        "sources": sorted(set(source for e in event_list for source in e["sources"])),
         "hosts_pending": sum(1 for r in rows if r["pending"]),
         "hosts_in_progress": sum(1 for r in rows if r["in_progress"]),
         "hosts_held": sum(1 for r in rows if r["held"]),
@@ -178,7 +202,7 @@ def build_report(hosts, now=None, title="Fleet maintenance report"):
         "approvals": len(approvals),
         "watcher_active": sum(1 for r in rows if r["watcher_service"] == "active"),
         "next_not_before": min((e["not_before"] for e in event_list
-                                if e["status"] != "Started" and e["not_before"]), default=None),
+                                if e["status"] != "Started" and not e["finished"] and e["not_before"]), default=None),
     }
     summary["seconds_until_next"] = _seconds_until(parse_not_before(summary["next_not_before"])[0], now) \
         if summary["next_not_before"] else None
@@ -242,8 +266,38 @@ def _read_events(name, info, row, events, order, now):
         elif event.is_started and not item.event.is_started:
             item.event = event  # one host may have read it just before it started
         item.seen_by.append(name)
+        item.saw(IMDS_SOURCE)
         if vm is not None and event.affects(vm) and name not in item.hosts:
             item.hosts.append(name)
+
+
+def _read_control_plane(result, events, order, problems):
+    """Merge a control_plane_event_info result: a status the control plane knows to be later wins."""
+    if not isinstance(result, dict) or result.get("failed"):
+        message = _text(result.get("msg")) if isinstance(result, dict) else None
+        problems.append("control plane: %s" % (message or "no control_plane_event_info result"))
+        return
+    for raw in result.get("events") or []:
+        if not isinstance(raw, dict):
+            continue
+        try:
+            event = Event.from_json(dict(raw), known_statuses=CONTROL_PLANE_STATUSES)
+        except DocumentError as exc:
+            problems.append("control plane: %s" % exc)
+            continue
+        key = event.event_id.casefold()
+        item = events.get(key)
+        if item is None:
+            item = events[key] = _EventRow(event)
+            order.append(key)
+        elif event.is_finished or (event.is_started and not item.event.is_started):
+            item.event = event
+        item.saw(RESOURCE_GRAPH_SOURCE)
+        if isinstance(raw.get("owner"), dict):
+            item.owner = dict(raw["owner"])
+    for bad in result.get("problems") or []:
+        if isinstance(bad, dict):
+            problems.append("control plane row %s: %s" % (bad.get("id"), bad.get("problem")))
 
 
 # --- alerting: what changed since the last run ---------------------------------------
@@ -280,13 +334,18 @@ def compare(previous, current):
     changes = dict((k, []) for k in CHANGE_KEYS)
     for key, event in current["events"].items():
         before = previous["events"].get(key)
-        if before is None:
+        if event["status"] in FINISHED_STATUSES:
+            if before is None or before.get("status") not in FINISHED_STATUSES:
+                changes["finished_events"].append(event)
+        elif before is None:
             changes["new_events"].append(event)
         elif event["status"] == "Started" and before.get("status") != "Started":
             changes["started_events"].append(event)
     for key, event in previous["events"].items():
         if key in current["events"]:
             continue
+        if event.get("status") in FINISHED_STATUSES:
+            continue  # its end was announced already; the row has just aged out of Resource Graph
         hosts = event.get("hosts") or []
         if hosts and all(h in unreadable for h in hosts):
             kept["events"][key] = event
@@ -308,7 +367,7 @@ def compare(previous, current):
     for host, item in previous["unreachable"].items():
         if host not in current["unreachable"] and host in current.get("hosts", ()):
             changes["reachable_again"].append(dict(item, host=host))
-    for key in ("new_events", "gone_events", "started_events"):
+    for key in ("new_events", "gone_events", "started_events", "finished_events"):
         changes[key].sort(key=lambda e: (e.get("not_before") or "", e["event_id"]))
     for key in ("new_holds", "released_holds"):
         changes[key].sort(key=lambda h: (h["host"], h["reason_id"] or ""))

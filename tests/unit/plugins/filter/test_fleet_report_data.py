@@ -65,3 +65,14 @@ def test_errors(data, kwargs, message):
 
 def test_registered_name():
     assert FilterModule().filters() == {"fleet_report_data": fleet_report_data}
+
+
+def test_the_control_plane_alone_needs_no_result_key():
+    cp = {"changed": False, "problems": [], "events": [
+        {"EventId": "C7061BAC-AFDC-4513-B24B-AA5F13A16123", "EventType": "Freeze", "ResourceType": "VirtualMachine",
+         "Resources": ["web_0"], "EventStatus": "Canceled", "NotBefore": "", "owner": {"name": "web"}}]}
+    report = fleet_report_data({}, hosts=[], control_plane=cp, now="2050-01-01T00:00:00Z")
+    assert [(e["status"], e["finished"], e["sources"]) for e in report["events"]] == [
+        ("Canceled", True, ["resource_graph"])]
+    with pytest.raises(AnsibleFilterError, match="result_key .* or control_plane"):
+        fleet_report_data({}, hosts=[])

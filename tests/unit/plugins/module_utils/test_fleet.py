@@ -81,7 +81,7 @@ def test_header_and_summary(report):
     assert report["generated"] == NOW
     assert report["summary"] == {
         "hosts": 9, "ok": 5, "unreachable": 1, "failed": 1, "no_data": 2, "events": 3, "events_scheduled": 2,
-        "events_started": 1, "hosts_pending": 2, "hosts_in_progress": 1, "hosts_held": 2, "holds": 2, "approvals": 1,
+        "events_started": 1, "events_finished": 0, "sources": ["imds"], "hosts_pending": 2, "hosts_in_progress": 1, "hosts_held": 2, "holds": 2, "approvals": 1,
         "watcher_active": 4, "next_not_before": "2050-04-11T22:15:00Z", "seconds_until_next": 900}
     assert json.loads(json.dumps(report)) == report, "plain JSON"
 
@@ -164,7 +164,7 @@ def test_now_may_be_a_datetime_or_bad():
 
 def test_first_run_everything_is_new(report):
     changes, kept = fleet.compare(None, fleet.snapshot(report))
-    assert fleet.change_counts(changes) == {"new_events": 3, "gone_events": 0, "started_events": 0, "new_holds": 2,
+    assert fleet.change_counts(changes) == {"new_events": 3, "gone_events": 0, "started_events": 0, "finished_events": 0, "new_holds": 2,
                                             "released_holds": 0, "newly_unreachable": 4, "reachable_again": 0}
     assert fleet.has_changes(changes) and kept["events"]
 
@@ -241,3 +241,70 @@ def test_compare_does_not_modify_its_inputs(report):
     frozen = copy.deepcopy(snap)
     fleet.compare(snap, fleet.snapshot(fleet.build_report({}, now=NOW)))
     assert snap == frozen
+
+
+# --- the control plane as a source -------------------------------------------------------------------------------
+
+CANCELED = "28512AF7-C957-4500-9BC4-842D6FB531E4"
+OWNER = {"id": "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachineScaleSets/web",
+         "kind": "virtualMachineScaleSets", "name": "web", "resource_group": "rg", "subscription": "s"}
+
+
+def cp_event(event_id, resources, status="Scheduled", **more):
+    raw = ev(event_id, resources, status=status if status == "Started" else "Scheduled", **more)
+    raw.update(EventStatus=status, NotBefore="" if status != "Scheduled" else raw["NotBefore"], owner=OWNER,
+               finished=status in ("Completed", "Canceled"), source="resource_graph")
+    return raw
+
+
+def control_plane(*events, problems=()):
+    return {"changed": False, "events": list(events), "problems": list(problems), "counts": {}}
+
+
+def test_a_fleet_read_only_from_the_control_plane():
+    report = fleet.build_report({}, now=NOW, control_plane=control_plane(
+        cp_event(REBOOT, ["web_0", "web_1"]), cp_event(STARTED, ["web_2"], status="Started"),
+        cp_event(FREEZE, ["web_3"], status="Completed"), cp_event(CANCELED, ["web_4"], status="Canceled")))
+    assert [(e["event_id"], e["status"], e["finished"]) for e in report["events"]] == [
+        (STARTED, "Started", False), (REBOOT, "Scheduled", False), (CANCELED, "Canceled", True),
+        (FREEZE, "Completed", True)]
+    assert all(e["sources"] == ["resource_graph"] and e["owner"] == OWNER for e in report["events"])
+    assert report["events"][3]["seconds_until_start"] is None and report["events"][3]["problems"] == []
+    summary = report["summary"]
+    assert (summary["events"], summary["events_scheduled"], summary["events_started"], summary["events_finished"]) \
+        == (4, 1, 1, 2)
+    assert summary["sources"] == ["resource_graph"] and summary["next_not_before"] == "2050-04-11T22:15:00Z"
+
+
+def test_both_sources_merge_and_the_later_status_wins():
+    hosts = {"web-a": {"events": info("web_0", ev(REBOOT, ["web_0", "web_1"]))}, "web_1": {"events": None}}
+    report = fleet.build_report(hosts, now=NOW, control_plane=control_plane(
+        cp_event(REBOOT, ["web_0", "web_1"], status="Started"), cp_event(FREEZE, ["web_1"], status="Completed")))
+    reboot, freeze = report["events"]
+    assert reboot["status"] == "Started" and reboot["sources"] == ["imds", "resource_graph"]
+    assert reboot["seen_by"] == ["web-a"] and reboot["hosts"] == ["web-a", "web_1"], "web_1 by its inventory name"
+    assert freeze["finished"] and freeze["hosts"] == ["web_1"]
+    assert [r["event_ids"] for r in report["hosts"]] == [[REBOOT], [REBOOT]], "a finished event makes no host pending"
+
+
+def test_a_control_plane_failure_is_a_problem_not_a_crash():
+    report = fleet.build_report({"web-a": {"events": info("web_0", ev(REBOOT, ["web_0"]))}}, now=NOW,
+                                control_plane={"failed": True, "msg": "403 AuthorizationFailed"})
+    assert report["problems"] == ["control plane: 403 AuthorizationFailed"]
+    assert [e["sources"] for e in report["events"]] == [["imds"]]
+    rows = fleet.build_report({}, now=NOW, control_plane=control_plane(problems=[{"id": "/x", "problem": "no properties"}]))
+    assert rows["problems"] == ["control plane row /x: no properties"]
+
+
+def test_finished_is_announced_once_and_never_as_gone():
+    scheduled = fleet.snapshot(fleet.build_report({}, now=NOW, control_plane=control_plane(cp_event(REBOOT, ["w"]))))
+    completed = fleet.snapshot(fleet.build_report({}, now=NOW, control_plane=control_plane(
+        cp_event(REBOOT, ["w"], status="Completed"), cp_event(CANCELED, ["x"], status="Canceled"))))
+    changes, kept = fleet.compare(scheduled, completed)
+    assert [e["event_id"] for e in changes["finished_events"]] == [CANCELED, REBOOT]
+    assert changes["new_events"] == [] and changes["gone_events"] == []
+    changes, kept = fleet.compare(kept, completed)
+    assert not fleet.has_changes(changes)
+    aged_out = fleet.snapshot(fleet.build_report({}, now=NOW, control_plane=control_plane()))
+    changes, dummy = fleet.compare(kept, aged_out)
+    assert not fleet.has_changes(changes), "a finished row that ages out of Resource Graph is no news"
