@@ -12,15 +12,16 @@ if str(ROOT / "simulator") not in sys.path:
 from imds_simulator import ControlClient, Simulator  # noqa: E402  pylint: disable=wrong-import-position
 
 
-def simulator_fixtures(scenario, control_class=ControlClient):
+def simulator_fixtures(scenario, control_class=ControlClient, **options):
     """Module-scoped `sim` (the scenario on a manual clock, ports of its own) and `control` (its control API).
+    `options` go to the Simulator (``arm_port=0`` adds the control-plane face).
 
     In a test module: ``sim, control = simulator_fixtures(SCENARIO)``.
     """
 
     @pytest.fixture(scope="module")
     def sim():
-        with Simulator.from_scenario(scenario, clock="manual", port=0, control_port=0) as simulator:
+        with Simulator.from_scenario(scenario, clock="manual", port=0, control_port=0, **options) as simulator:
             yield simulator
 
     @pytest.fixture(scope="module")

@@ -19,16 +19,13 @@ WATCHER_E2E_SEED replays the kill points of a run (the seed is printed).
 import json
 import os
 import random
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-from harness import polling
-from harness.ansible_env import ansible_env
+from harness import polling, roles
 from harness.pytest_container import start_container
 from harness.pytest_sim import ControlClient, simulator_fixtures
 
@@ -110,21 +107,11 @@ class Control(ControlClient):
 
 def apply_role(vm, tmp_path, **role_vars):
     """ansible-playbook with the role; returns (changed count, output). Fails the test on a failed run."""
-    inventory = tmp_path / "inventory.json"
-    inventory.write_text(json.dumps({"all": {"hosts": {"myvm": vm.ansible_inventory_vars()}}}))
-    extra = tmp_path / ("vars-%d.json" % time.monotonic_ns())
-    extra.write_text(json.dumps(role_vars))
-    here = Path(sys.executable).parent / "ansible-playbook"
-    playbook = str(here) if here.exists() else str(ROOT / ".venv" / "bin" / "ansible-playbook")
-    started = time.monotonic()
-    proc = subprocess.run([playbook, "-i", str(inventory), str(FILES / "apply-role.yml"), "-e", "@%s" % extra],
-                          env=ansible_env(ANSIBLE_PIPELINING="True"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          universal_newlines=True, timeout=900, check=False)
+    run = roles.apply_role(vm, tmp_path, role_vars)
     print("ansible-playbook (watcher_state=%s): exit %d after %.1f s"
-          % (role_vars.get("watcher_state", "present"), proc.returncode, time.monotonic() - started))
-    assert proc.returncode == 0, proc.stdout[-20000:]
-    recap = [line for line in proc.stdout.splitlines() if line.startswith("myvm") and "changed=" in line]
-    return int(recap[-1].split("changed=")[1].split()[0]), proc.stdout
+          % (role_vars.get("watcher_state", "present"), run.returncode, run.seconds))
+    assert run.returncode == 0, run.output[-20000:]
+    return run.changed, run.output
 
 
 def unit_state(vm, unit):
