@@ -740,6 +740,7 @@ class World:
                 vms.append({
                     "name": name,
                     "availability_set": spec.availability_set,
+                    "scale_set": spec.scale_set,
                     "update_domain": spec.update_domain,
                     "fault_domain": spec.fault_domain,
                     "document_incarnation": self._incarnation[name],

@@ -396,6 +396,7 @@ def test_control_api_for_the_control_plane(arm):
     event = control.control_plane_event(E_AS)
     assert event["status"] == "Scheduled" and event["in_resource_graph"] and event["row"]["name"] == E_AS
     assert control.event(E_AS)["owner"].endswith("/availabilitySets/as1")
+    assert {vm["name"]: vm["scale_set"] for vm in control.state()["vms"]}["web_1"] == "web"
     with pytest.raises(ControlError, match="404"):
         control.opt_in("ghost")
     with pytest.raises(ControlError, match="400"):
