@@ -75,8 +75,8 @@ def vm_names():
     return names + ["solo-%02d" % i for i in range(SOLO)]
 
 
-def ansible_env():
-    return harness_ansible_env(PYTHONDONTWRITEBYTECODE="1")
+def ansible_env(**extra):
+    return harness_ansible_env(PYTHONDONTWRITEBYTECODE="1", **extra)
 
 
 class Simulator(object):
@@ -98,6 +98,8 @@ class Simulator(object):
         info = json.loads(self.ready.read_text())
         self.control = ControlClient(info["control"])
         self.vms = info["vms"]
+        self.arm = info.get("arm")  # with --arm-port: the control-plane face, and its managed-identity secret
+        self.identity_header = info.get("identity_header")
 
     def call(self, method, path, body=None):
         return self.control.call(method, path, body)
@@ -222,11 +224,11 @@ def fleet(tmp_path_factory):
         sim.stop()
 
 
-def run_playbook(playbook, inventory, extra, *options, forks=20):
+def run_playbook(playbook, inventory, extra, *options, forks=20, env=None):
     command = [str(BIN / "ansible-playbook"), "-i", str(inventory), str(playbook), "-f", str(forks),
                "-e", "@%s" % extra] + list(options)
-    return subprocess.run(command, env=ansible_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=600,
-                          check=False, universal_newlines=True)
+    return subprocess.run(command, env=env or ansible_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          timeout=600, check=False, universal_newlines=True)
 
 
 @pytest.fixture(scope="module")
@@ -501,16 +503,25 @@ WAVE_EVENTS = {
 }
 
 
-@pytest.fixture(scope="module")
-def rolling(tmp_path_factory):
-    work = tmp_path_factory.mktemp("rolling")
+ROLLING_SUBSCRIPTION = "5e1f0a2b-6c7d-4e8f-9a0b-1c2d3e4f5a6b"
+
+
+@pytest.fixture(scope="module", params=["imds", "control_plane"])
+def rolling(request, tmp_path_factory):
+    """The rolling playbook, approving through each host's IMDS or once per wave through the control plane."""
+    via = request.param
+    work = tmp_path_factory.mktemp("rolling-" + via)
     names = ["a%d" % i for i in range(6)] + ["b%d" % i for i in range(4)] + ["c0"]
     vms = [{"name": n, "availability_set": "as-" + n[0]} if n[0] != "c" else {"name": n} for n in names]
     events = [{"id": i, "type": t, "resources": r, "notice": n, "started_for": 60}
               for i, (t, r, n) in WAVE_EVENTS.items()]
-    (work / "scenario.json").write_text(json.dumps({"name": "rolling", "time_scale": 600, "vms": vms,
-                                                    "events": events}))
-    sim = Simulator(work / "scenario.json", work)
+    scenario = {"name": "rolling", "time_scale": 600, "vms": vms, "events": events,
+                "subscription_id": ROLLING_SUBSCRIPTION, "control_plane": {"opted_in": "all"}}
+    (work / "scenario.json").write_text(json.dumps(scenario))
+    sim = Simulator(work / "scenario.json", work, *(["--arm-port", "0"] if via == "control_plane" else []))
+    env = None
+    if via == "control_plane":
+        env = ansible_env(IDENTITY_ENDPOINT=sim.arm + "/msi/token", IDENTITY_HEADER=sim.identity_header)
     try:
         hosts = dict((n, {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
                           "imds_endpoint": sim.vms[n]}) for n in names)
@@ -520,12 +531,14 @@ def rolling(tmp_path_factory):
         (work / "inventory.json").write_text(json.dumps({"all": {"hosts": hosts}}))
         (work / "extra.json").write_text(json.dumps({
             "rolling_group_by": "availability_set", "rolling_max_hosts": ROLLING_LIMIT, "rolling_wait_interval": 0.3,
-            "rolling_drain_tasks": str(FLEET / "drain.yml"), "rolling_restore_tasks": str(FLEET / "restore.yml")}))
+            "rolling_drain_tasks": str(FLEET / "drain.yml"), "rolling_restore_tasks": str(FLEET / "restore.yml"),
+            "rolling_approve_via": via, "rolling_control_plane": {
+                "subscriptions": [ROLLING_SUBSCRIPTION], "management_endpoint": sim.arm, "auth_source": "msi"}}))
         started = time.time()
         proc = run_playbook(ROOT / "playbooks" / "rolling_approvals.yml", work / "inventory.json",
-                            work / "extra.json", forks=11)
+                            work / "extra.json", forks=11, env=env)
         yield {"proc": proc, "events": sim.call("GET", "/events"), "approvals": sim.call("GET", "/approvals"),
-               "started": started}
+               "started": started, "via": via}
     finally:
         sim.stop()
 
@@ -540,9 +553,12 @@ def test_rolling_approvals_in_waves(rolling):
     freeze = "BB000000-0000-4000-8000-000000000010"
     assert events[freeze]["status"] == "Scheduled" and not events[freeze]["approved_by"], \
         "4 hosts of as-b at once is over the limit: never approved, it starts at NotBefore"
+    approvals = _records(rolling["approvals"], "approvals")
+    source = "control-plane" if rolling["via"] == "control_plane" else "imds"
+    assert set(a["source"] for a in approvals) == {source}, "every approval went the way asked"
     for event_id, event in events.items():
         if event_id != freeze:
-            assert event["status"] == "gone" and event["approved_by"], (event_id, event)
+            assert event["status"] == "gone" and [a for a in approvals if a["event_id"] == event_id], (event_id, event)
     # Never more than the limit of one availability set in maintenance at once (simulated time).
     for group in ("a", "b"):
         spans = [(e["started_at"], e["gone_at"], len([r for r in e["resources"] if r.startswith(group)]))
@@ -551,7 +567,6 @@ def test_rolling_approvals_in_waves(rolling):
             busy = sum(n for s, g, n in spans if s <= start < g)
             assert busy <= ROLLING_LIMIT, (group, start, spans)
     # The shared Redeploy was approved once, whole, after both of its hosts were drained.
-    approvals = _records(rolling["approvals"], "approvals")
     pair = [a for a in approvals if a["event_id"] == "BB000000-0000-4000-8000-00000000000E"]
     assert len(pair) == 1
     hooks = re.findall(r"(DRAIN|RESTORE) (\S+) wave (\d+) at ([\d.]+)", rolling["proc"].stdout)
