@@ -239,8 +239,8 @@ def main():
     client = client_from_module(module)
     selection = filter_from_module(module)
     try:
-        vm = this_vm_from_module(module, client, needed="to pick this VM's events (this_vm_only)"
-                                  if selection.this_vm_only else None)
+        needed = "to pick this VM's events (this_vm_only)" if selection.this_vm_only else None
+        vm = this_vm_from_module(module, client, needed=needed)
         outcome = wait_for_events(client, selection, vm, params["wait_for"], params["wait_timeout"],
                                   params["wait_interval"], clock=time.monotonic, sleep=time.sleep)
     except WaitTimeout as exc:

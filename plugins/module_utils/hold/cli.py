@@ -80,8 +80,8 @@ def _transition(target):
     progress = target.get("progress") or {}
     since = progress.get("since") or target.get("since") or "?"
     if target.get("in_progress"):
-        return "being %s now (in progress: pid %s, since %s), %s" % (verb, target.get("writer_pid") or "unknown",
-                                                                   since, why)
+        pid = target.get("writer_pid") or "unknown"
+        return "being %s now (in progress: pid %s, since %s), %s" % (verb, pid, since, why)
     fix = "run imds-hold settle to finish" if releasing else "run hold again to finish"
     who = "pid %s" % progress["pid"] if progress.get("pid") else "a process"
     return "being %s (incomplete: %s), %s; the %s that %s started at %s stopped half way (killed, or a step " \
