@@ -63,7 +63,7 @@ help:
 	@echo "make test    install what is needed and run every suite (CI=true: a skip is a failure)"
 	@echo "make lint | sanity | units | integration | system | docs-check | changelog-lint | build"
 	@echo "make sanity-2.20 | units-2.19 | units-node-3.9 | integration-2.21 ...   one leg of the matrix"
-	@echo "make bench   every benchmark on the simulator: bench/results.json, bench/results.md (QUICK=1: short runs)"
+	@echo "make bench   every benchmark on the simulator: bench/results.json, bench/results.md (QUICK=1: short runs; ONLY=a,b: those, the others kept)"
 	@echo "make lock    resolve tests/requirements/*.in afresh into their lock files"
 
 $(STAMP): $(REQS)/tools.txt scripts/venv scripts/find-python
@@ -160,7 +160,7 @@ demo: venv collection
 
 # Benchmarks (never part of make test: timings belong here, not in assertions).
 bench: venv collection
-	PYTHONPATH=$(CURDIR)/tests/guard $(BIN)/python bench/run.py $(if $(QUICK),--quick)
+	PYTHONPATH=$(CURDIR)/tests/guard $(BIN)/python bench/run.py $(if $(QUICK),--quick) $(if $(ONLY),--only $(ONLY))
 
 simulator:
 	PYTHON=$(PYTHON) simulator/imds-simulator --scenario simulator/scenarios/demo.yaml

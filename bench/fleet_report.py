@@ -19,9 +19,11 @@ Usage: python bench/fleet_report.py [--sizes 50,200,500] [--runs 3] [--forks 20]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -40,6 +42,7 @@ from imds_simulator.simulator import Simulator  # noqa: E402  pylint: disable=wr
 sitecustomize.install()  # this process, too, talks to loopback only
 
 SET_SIZE = 20
+BINDIR = os.path.dirname(sys.executable)
 
 BEFORE_PLAYBOOK = """
 - name: Fleet report, first design (two module runs per host)
@@ -122,10 +125,71 @@ def inventory(path, sim, names, work):
         json.dump({"all": {"hosts": hosts}}, handle)
 
 
-def timed(command, env):
+def ansible_env(**extra):
+    """The environment every benchmark's ansible command runs with: this venv's tools, the collection from the
+    checkout, the network guard on PYTHONPATH, no proxy."""
+    env = dict(os.environ)
+    for key in [k for k in env if k.lower().endswith("_proxy")]:
+        del env[key]
+    env.update(ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, ".build", "collections"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_COLLECTIONS_SCAN_SYS_PATH="false", ANSIBLE_LOCALHOST_WARNING="false",
+               ANSIBLE_INVENTORY_UNPARSED_WARNING="false", ANSIBLE_HOST_KEY_CHECKING="false",
+               PYTHONPATH=os.path.join(ROOT, "tests", "guard"), PATH=BINDIR + os.pathsep + env.get("PATH", ""))
+    env.update(extra)
+    return env
+
+
+class SshFleet:
+    """The SSH path's fleet: one simulator serving `count` VMs, each with its state directory (and every 25th a hold
+    record), and for any size up to `count` an inventory of the first VMs (`ansible_connection: local`, each host
+    reading its own simulated IMDS) and the commands that read them. A context manager."""
+
+    def __init__(self, count):
+        self.names = ["node-%03d" % i for i in range(count)]
+        self.holds = 0
+        self.work = None
+        self._stack = contextlib.ExitStack()
+        self.sim = None
+
+    def __enter__(self):
+        self.sim = self._stack.enter_context(
+            Simulator.from_scenario(scenario(len(self.names)), clock="manual", port=0, control_port=None))
+        self.work = self._stack.enter_context(tempfile.TemporaryDirectory())
+        os.chmod(self.work, 0o755)
+        self.holds = make_holds(self.work, self.names)
+        return self
+
+    def __exit__(self, *exc_info):
+        self._stack.close()
+
+    def inventory(self, size):
+        path = os.path.join(self.work, "inventory-%d.json" % size)
+        inventory(path, self.sim, self.names[:size], self.work)
+        return path
+
+    def commands(self, size, forks):
+        """ping, info and report: `ansible -m ping`, `ansible -m event_info` and the fleet report as shipped
+        (playbooks/fleet_report.yml) over the first `size` hosts."""
+        inv = self.inventory(size)
+        return {
+            "ping": [os.path.join(BINDIR, "ansible"), "all", "-i", inv, "-m", "ansible.builtin.ping", "-f", str(forks)],
+            "info": [os.path.join(BINDIR, "ansible"), "all", "-i", inv, "-m", "imds.scheduled_events.event_info",
+                     "-a", "endpoint={{ imds_endpoint }}", "-f", str(forks)],
+            "report": [os.path.join(BINDIR, "ansible-playbook"), "-i", inv, os.path.join(ROOT, "playbooks", "fleet_report.yml"),
+                       "-f", str(forks), "-e", "fleet_report_dest_dir=%s" % os.path.join(self.work, "out-%d" % size)],
+        }
+
+
+def timed(command, env, cpu=None):
+    """Wall seconds of a command; with a list `cpu`, also appends the CPU seconds (user + system) of the command and
+    every process under it that was waited for (not the simulator's, which runs in this process)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.monotonic()
     proc = subprocess.run(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
     seconds = time.monotonic() - start
+    if cpu is not None:
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
     if proc.returncode != 0:
         sys.stderr.write(proc.stdout.decode("utf-8", "replace")[-4000:])
         raise SystemExit("%s failed with %s" % (" ".join(command[:3]), proc.returncode))
@@ -150,40 +214,19 @@ def main(argv=None):
     if args.quick:
         args.sizes, args.runs, args.no_before = "50", 1, True
     sizes = [int(s) for s in args.sizes.split(",")]
-    bindir = os.path.dirname(sys.executable)
-    env = dict(os.environ)
-    for key in [k for k in env if k.lower().endswith("_proxy")]:
-        del env[key]
-    env.update(ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, ".build", "collections"), ANSIBLE_NOCOLOR="1",
-               ANSIBLE_COLLECTIONS_SCAN_SYS_PATH="false", ANSIBLE_LOCALHOST_WARNING="false",
-               ANSIBLE_INVENTORY_UNPARSED_WARNING="false", ANSIBLE_HOST_KEY_CHECKING="false",
-               PYTHONPATH=os.path.join(ROOT, "tests", "guard"), PATH=bindir + os.pathsep + env.get("PATH", ""))
+    env = ansible_env()
     results = {"benchmark": "fleet_report", "goal": "fleet_report median <= 1.5 x ansible -m ping median, each size",
                "forks": args.forks, "sizes": {}}
-    names = ["node-%03d" % i for i in range(max(sizes))]
-    with Simulator.from_scenario(scenario(max(sizes)), clock="manual", port=0, control_port=None) as sim, \
-            tempfile.TemporaryDirectory() as work:
-        os.chmod(work, 0o755)
-        results["holds"] = make_holds(work, names)
-        before = os.path.join(work, "before.yml")
+    with SshFleet(max(sizes)) as fleet:
+        results["holds"] = fleet.holds
+        before = os.path.join(fleet.work, "before.yml")
         with open(before, "w") as handle:
             handle.write(BEFORE_PLAYBOOK)
         for size in sizes:
-            inv = os.path.join(work, "inventory-%d.json" % size)
-            inventory(inv, sim, names[:size], work)
-            out = os.path.join(work, "out-%d" % size)
-            commands = {
-                "ping": [os.path.join(bindir, "ansible"), "all", "-i", inv, "-m", "ansible.builtin.ping",
-                         "-f", str(args.forks)],
-                "info": [os.path.join(bindir, "ansible"), "all", "-i", inv, "-m", "imds.scheduled_events.event_info",
-                         "-a", "endpoint={{ imds_endpoint }}", "-f", str(args.forks)],
-                "report": [os.path.join(bindir, "ansible-playbook"), "-i", inv,
-                           os.path.join(ROOT, "playbooks", "fleet_report.yml"), "-f", str(args.forks),
-                           "-e", "fleet_report_dest_dir=%s" % out],
-            }
+            commands = fleet.commands(size, args.forks)
             if not args.no_before:
-                commands["before"] = [os.path.join(bindir, "ansible-playbook"), "-i", inv, before, "-f",
-                                      str(args.forks), "-e", "out=%s-before" % out,
+                commands["before"] = [os.path.join(BINDIR, "ansible-playbook"), "-i", fleet.inventory(size), before,
+                                      "-f", str(args.forks), "-e", "out=%s" % os.path.join(fleet.work, "before-%d" % size),
                                       "-e", "templates=%s" % os.path.join(ROOT, "roles", "fleet_report", "templates")]
             times = dict((k, []) for k in commands)
             order = list(commands)

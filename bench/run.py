@@ -9,10 +9,12 @@
   preempt_budget     Preempt appears -> approved (the same container)
   module_overhead    event_info vs ansible.builtin.uri
   fleet_report       event_info and the fleet report vs `ansible -m ping`, 50/200/500 hosts
+  control_plane_report  the fleet report of 5,000 VMs from Resource Graph vs the SSH path's for 500 hosts (issue #14)
 Each is also a script of its own (python bench/<name>.py --help). footprint and request_rate run at the same time
 (each measures only its own processes, which use a fraction of a percent of a core); the rest one after another.
 Under `make bench` (30 Preempts rather than 50, shorter storms, one fleet run per size) the whole takes about a
 quarter of an hour. `make bench` puts tests/guard on PYTHONPATH. No test suite asserts any of these timings.
+With --only, the benchmarks not run keep their last results (results.md says from which run).
 Usage: python bench/run.py [--quick] [--only name,name]
 """
 
@@ -32,6 +34,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import benchvm  # noqa: E402  pylint: disable=wrong-import-position
+import control_plane_report  # noqa: E402  pylint: disable=wrong-import-position
 import detection_latency  # noqa: E402  pylint: disable=wrong-import-position
 import fleet_report  # noqa: E402  pylint: disable=wrong-import-position
 import footprint  # noqa: E402  pylint: disable=wrong-import-position
@@ -39,7 +42,8 @@ import module_overhead  # noqa: E402  pylint: disable=wrong-import-position
 import preempt_budget  # noqa: E402  pylint: disable=wrong-import-position
 import request_rate  # noqa: E402  pylint: disable=wrong-import-position
 
-ORDER = ["footprint", "request_rate", "detection_latency", "preempt_budget", "module_overhead", "fleet_report"]
+ORDER = ["footprint", "request_rate", "detection_latency", "preempt_budget", "module_overhead", "fleet_report",
+         "control_plane_report"]
 VM_BENCHMARKS = ("detection_latency", "preempt_budget")
 
 
@@ -102,23 +106,57 @@ def rows(name, r):
                         % (e["ping"]["median"], e["info"]["median"], e["ratio_info"], e["report"]["median"],
                            e["ratio"]), "report <= 1.5 x ping", e["met"]))
         return out
+    if name == "control_plane_report":
+        cp, ssh = r["control_plane"], r["ssh"]
+        return [("fleet report: %d VMs from Resource Graph" % r["vms"],
+                 "**%.2f s** (%.2f ms per VM), CPU %.1f s; %d events (%s) in the report"
+                 % (cp["median"], cp["per_vm_ms"], cp["cpu"]["median"], r["report"]["events"],
+                    ", ".join("%d %s" % (n, status) for status, n in r["report"]["statuses"].items())),
+                 "< 10 s", r["met_total"] and r["report"]["complete"]),
+                ("fleet report per VM: Resource Graph vs %d hosts over SSH (forks %d)" % (r["ssh_hosts"], r["forks"]),
+                 "SSH path %.1f s (%.1f ms per host), CPU %.0f s; **%.0f x** faster per VM (%.0f x less CPU)"
+                 % (ssh["median"], ssh["per_vm_ms"], ssh["cpu"]["median"], r["ratio_per_vm"], r["ratio_cpu_per_vm"]),
+                 ">= 10 x", r["met_ratio"])]
     return []
 
 
-def markdown(results):
+def run_line(results):
+    """The first line of results.md: when a run was made, on what, and under which load."""
     m = results["machine"]
     values = (results["date"], m["nproc"], m["cpu"], m["python"], m["ansible"],
               " / ".join("%.2f" % x for x in m["load_average_start"]),
               " / ".join("%.2f" % x for x in m["load_average_end"]),
-              results["seconds"], " (--quick)" if results["quick"] else "")
-    lines = ["Run on %s: %d cores (%s), Python %s, %s; load average %s at the start, %s at the end; "
-             "`make bench` took %.0f s%s." % values,
-             "", "| benchmark | measured | goal | met |", "| --- | --- | --- | --- |"]
+              results.get("command", "`make bench`"), results["seconds"], " (--quick)" if results["quick"] else "")
+    return ("Run on %s: %d cores (%s), Python %s, %s; load average %s at the start, %s at the end; "
+            "%s took %.0f s%s." % values)
+
+
+def markdown(results):
+    lines = [run_line(results)]
+    kept = results.get("kept", {})
+    for line in sorted(set(kept.values())):
+        names = ", ".join(n for n in ORDER if kept.get(n) == line)
+        lines += ["", "Kept from an earlier run (%s): %s" % (names, line)]
+    lines += ["", "| benchmark | measured | goal | met |", "| --- | --- | --- | --- |"]
     for name in ORDER:
         if name in results["benchmarks"]:
             for what, measured, goal, met in rows(name, results["benchmarks"][name]):
                 lines.append("| %s | %s | %s | %s |" % (what, measured, goal, "yes" if met else "**no**"))
     return "\n".join(lines) + "\n"
+
+
+def keep_earlier(results, path, selected):
+    """The results of the benchmarks this run leaves out, from the last run that made them (results.json)."""
+    try:
+        with open(path) as handle:
+            earlier = json.load(handle)
+    except (OSError, ValueError):
+        return
+    line = run_line(earlier)
+    for name, result in earlier.get("benchmarks", {}).items():
+        if name in ORDER and name not in selected:
+            results["benchmarks"][name] = result
+            results["kept"][name] = earlier.get("kept", {}).get(name, line)
 
 
 def main(argv=None):
@@ -131,13 +169,16 @@ def main(argv=None):
     selected = [n for n in ORDER if n in args.only.split(",")]
     started = time.monotonic()
     results = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-               "quick": args.quick, "machine": machine(), "benchmarks": {}, "errors": {}}
+               "quick": args.quick, "machine": machine(), "benchmarks": {}, "errors": {}, "kept": {}}
+    if selected != ORDER:
+        results["command"] = "`python bench/run.py %s`" % " ".join(["--only", ",".join(selected)] + (["--quick"] if args.quick else []))
     quick = ["--quick"] if args.quick else []
     extra = {} if args.quick else {"preempt_budget": ["--events", "30"],
                                    "request_rate": ["--steady", "20", "--storm", "12", "--calm", "8"]}
     extra["fleet_report"] = ["--runs", "1", "--no-before"]
     modules = {"footprint": footprint, "request_rate": request_rate, "detection_latency": detection_latency,
-               "preempt_budget": preempt_budget, "module_overhead": module_overhead, "fleet_report": fleet_report}
+               "preempt_budget": preempt_budget, "module_overhead": module_overhead, "fleet_report": fleet_report,
+               "control_plane_report": control_plane_report}
     vm = None
     background = {}
     if "footprint" in selected and "request_rate" in selected:
@@ -188,6 +229,8 @@ def main(argv=None):
             vm.close()
     results["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     results["seconds"] = round(time.monotonic() - started, 1)
+    if selected != ORDER:
+        keep_earlier(results, args.out, selected)
     with open(args.out, "w") as handle:
         json.dump(results, handle, indent=2)
     table = markdown(results)
