@@ -135,6 +135,8 @@ class Daemon(object):
         self._loaded = None
         self._saved = None
         self._metrics_problem = None
+        self._reasons_problem = None
+        self.metrics.started(self.clock())
 
     # --- start and stop ---------------------------------------------------------------------
 
@@ -276,10 +278,27 @@ class Daemon(object):
         if self.machine is not None:
             self.metrics.set("events_pending", len(self.machine.events))
             self.metrics.set("holds_active", len(self.machine.holds_active()))
+            self.metrics.set_events(self.machine.events.values())
             self.save()
         for channel, count in self.notifier.failures.items():
             self.metrics.set("notification_failures_total", count, channel=channel)
+        if self.config["metrics_file"]:
+            self._hold_reason_metrics()
         self._write_metrics()
+
+    def _hold_reason_metrics(self):
+        """The age of every reason in the hold record (the watcher's and anyone else's). An unreadable record keeps
+        the last series and is logged once per distinct problem."""
+        try:
+            reasons = self.holds.status().get("reasons", [])
+        except (HoldError, OSError, ValueError) as exc:
+            problem = str(exc)
+            if problem != self._reasons_problem:
+                self.logger.warning("metrics: cannot read the hold record for the hold reasons' ages: %s", problem)
+            self._reasons_problem = problem
+            return
+        self._reasons_problem = None
+        self.metrics.set_hold_reasons(reasons, self.clock())
 
     def _write_metrics(self):
         path = self.config["metrics_file"]

@@ -7,13 +7,27 @@
 node_exporter may read the file at any moment, so it is replaced atomically
 (temp file in the same directory, then rename); it never sees half a file.
 Counters start again at 0 when the daemon restarts, which Prometheus expects.
+
+Besides the counters and gauges of the whole watcher, the file has one series per
+tracked event (`event_info` and its timestamps) and one per hold reason of the hold
+record. They are rewritten from the machine's records and the hold record after
+every tick, so a series exists exactly while its event is tracked (or its reason
+held) and is gone from the next file once the event is forgotten: the label sets
+stay bounded by what the watcher tracks. docs/watcher.md documents every series and
+prometheus/rules/ alerts on them.
 """
 
 from __future__ import annotations
 
+import datetime
+
 from ..files import write_atomically
 
 PREFIX = "imds_scheduled_events_"
+# The watcher's release: the collection's version (galaxy.yml; a unit test keeps them equal).
+WATCHER_VERSION = "0.1.0"
+# Label values come from IMDS and the hold record: clipped, so no value grows a series without bound.
+MAX_LABEL = 128
 
 # name: (type, help)
 METRICS = {
@@ -27,7 +41,26 @@ METRICS = {
     "last_successful_poll_timestamp_seconds": ("gauge", "When IMDS last answered a poll, in Unix time."),
     "notification_failures_total": ("counter", "Notifications that failed, by channel."),
     "action_failures_total": ("counter", "Hold, release and approval attempts that failed, by action."),
+    "watcher_info": ("gauge", "Always 1: the watcher's version in the label version."),
+    "watcher_start_time_seconds": ("gauge", "When this watcher process started, in Unix time."),
+    "event_info": ("gauge", "Always 1: one series per tracked event, with its type, EventStatus, EventSource, scope, "
+                            "lifecycle state and whether drift correction is held for it."),
+    "event_not_before_timestamp_seconds": ("gauge", "The tracked event's NotBefore, in Unix time (absent while "
+                                                    "IMDS gives none, as once it is Started)."),
+    "event_detected_timestamp_seconds": ("gauge", "When the watcher first saw the tracked event, in Unix time."),
+    "event_state_since_timestamp_seconds": ("gauge", "When the tracked event entered its lifecycle state, in Unix "
+                                                     "time."),
+    "hold_reason_since_timestamp_seconds": ("gauge", "When each reason of the hold record was set, in Unix time, "
+                                                     "by reason, holder and event."),
+    "hold_reason_age_seconds": ("gauge", "How long each reason of the hold record has held, in seconds, when the "
+                                         "file was written."),
 }
+# Failure counters present at 0 from the first file: increase() then counts the first failure too.
+ZEROED = (("action_failures_total", "action", ("approve", "hold", "release")), ("hook_failures_total", "phase", ("post", "pre")))
+# Rewritten as a whole from the tracked events / the hold record: a series leaves with its event or reason.
+EVENT_FAMILIES = ("event_info", "event_not_before_timestamp_seconds", "event_detected_timestamp_seconds",
+                  "event_state_since_timestamp_seconds")
+REASON_FAMILIES = ("hold_reason_since_timestamp_seconds", "hold_reason_age_seconds")
 UNLABELLED = ("events_pending", "holds_active", "approvals_total", "imds_errors_total", "polls_total",
               "last_successful_poll_timestamp_seconds")
 
@@ -36,11 +69,32 @@ def _escape(value):
     return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
+def _label(value, default=""):
+    """A label value from untrusted text: a default when empty, clipped to MAX_LABEL characters."""
+    text = default if value is None or value == "" else str(value)
+    if len(text) > MAX_LABEL:
+        text = text[:MAX_LABEL - 3] + "..."
+    # the file is UTF-8: an unpaired surrogate (as json.loads lets through) or a NUL becomes U+FFFD
+    return "".join("\ufffd" if char == "\0" or "\ud800" <= char <= "\udfff" else char for char in text)
+
+
+def _epoch(text):
+    """The hold record's times ("2025-06-15T15:00:02Z") as Unix time; None when unreadable."""
+    try:
+        moment = datetime.datetime.strptime(str(text), "%Y-%m-%dT%H:%M:%SZ")
+    except ValueError:
+        return None
+    return moment.replace(tzinfo=datetime.timezone.utc).timestamp()
+
+
 class Metrics(object):
     def __init__(self):
         self.values = dict((name, {}) for name in METRICS)
         for name in UNLABELLED:  # present from the start, so alerts on them never see "no data"
             self.values[name][()] = 0
+        for name, label, values in ZEROED:
+            for value in values:
+                self.values[name][((label, value),)] = 0
 
     def inc(self, name, amount=1, **labels):
         key = tuple(sorted(labels.items()))
@@ -51,6 +105,45 @@ class Metrics(object):
 
     def get(self, name, **labels):
         return self.values[name].get(tuple(sorted(labels.items())), 0)
+
+    def started(self, now, version=WATCHER_VERSION):
+        """The process's identity: its start time and version, written from the first file on."""
+        self.values["watcher_info"] = {(("version", _label(version)),): 1}
+        self.set("watcher_start_time_seconds", round(now, 3))
+
+    def set_events(self, records):
+        """One series per tracked event (the machine's records), replacing the last tick's: a forgotten event's
+        series are gone from the next file."""
+        for name in EVENT_FAMILIES:
+            self.values[name] = {}
+        for rec in records:
+            event_id = _label(rec.get("id"), "unknown")
+            event = rec.get("event") if isinstance(rec.get("event"), dict) else {}
+            self.set("event_info", 1, event_id=event_id, type=_label(rec.get("type"), "unknown"),
+                     status=_label(rec.get("status"), "unknown"), source=_label(event.get("EventSource"), "unknown"),
+                     scope=_label(rec.get("scope"), "unknown"), state=_label(rec.get("state"), "unknown"),
+                     held="true" if rec.get("held") else "false")
+            for name, field in (("event_not_before_timestamp_seconds", "not_before"),
+                                ("event_detected_timestamp_seconds", "first_seen"),
+                                ("event_state_since_timestamp_seconds", "since")):
+                value = rec.get(field)
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self.set(name, round(value, 3), event_id=event_id)
+
+    def set_hold_reasons(self, reasons, now):
+        """One series per reason of the hold record (`imds-hold status`'s reasons, whoever set them), replacing the
+        last ones. A reason whose time cannot be read has no series."""
+        for name in REASON_FAMILIES:
+            self.values[name] = {}
+        for reason in reasons:
+            since = _epoch(reason.get("since"))
+            if since is None:
+                continue
+            labels = {"reason_id": _label(reason.get("id"), "unknown"), "holder": _label(reason.get("holder"), "unknown")}
+            if reason.get("event_id"):  # an operator's reason names no event: no label (Prometheus' empty value)
+                labels["event_id"] = _label(reason["event_id"])
+            self.set("hold_reason_since_timestamp_seconds", since, **labels)
+            self.set("hold_reason_age_seconds", round(max(0.0, now - since), 3), **labels)
 
     def render(self):
         lines = []
