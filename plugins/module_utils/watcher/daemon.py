@@ -137,6 +137,9 @@ class Daemon(object):
         self._metrics_problem = None
         self._reasons_problem = None
         self.metrics.started(self.clock())
+        for channel in getattr(self.notifier, "channels", []):  # at 0 from the first file, like the other failures
+            self.metrics.set("notification_failures_total", self.notifier.failures.get(channel.name, 0),
+                             channel=channel.name)
 
     # --- start and stop ---------------------------------------------------------------------
 

@@ -154,6 +154,7 @@ def test_the_daemon_writes_each_series_while_it_applies(rig_factory):
     assert series(samples, "watcher_info") == [({"version": WATCHER_VERSION}, 1.0)]
     assert series(samples, "watcher_start_time_seconds") == [({}, round(rig.time.wall() - 1.0, 3))]
     assert series(samples, "event_info") == [] and series(samples, "hold_reason_age_seconds") == []
+    assert series(samples, "notification_failures_total") == [({"channel": "syslog"}, 0.0)]  # each configured channel
     # an operator's own hold is listed too, with its holder
     daemon.holds.hold(Reason("db-upgrade", "upgrading the database", holder="alice"),
                       [CommandBackend.target("noop", ["true"], ["true"])])
