@@ -2,14 +2,16 @@
 # Copyright: imds.scheduled_events contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 
-"""The shipped Prometheus rules and Alertmanager example, on the real tools of Debian's
+"""The shipped Prometheus rules, Alertmanager example and Grafana dashboard, on the real tools of Debian's
 `prometheus` and `prometheus-alertmanager` packages (promtool, amtool), installed with apt-get when missing.
 
 - promtool check rules, and promtool test rules with prometheus/rules/tests/: every alert has a case where it fires
   and one where it stays silent; the cases are shown to catch a rule that never fires and one that always does;
 - every alert's annotations and runbook_url (a section that exists in docs/alerts.md);
 - the watcher's own metrics file passes promtool check metrics;
-- amtool check-config on the Alertmanager example.
+- amtool check-config on the Alertmanager example;
+- every dashboard query parses (promtool) and names only series that exist: the watcher's, node_exporter's
+  textfile collector's, or the rules' records.
 
 Needs root to install the packages when they are missing; without them it skips loudly, and CI=true fails a skip.
 Nothing here opens a socket: promtool and amtool read files.
@@ -31,14 +33,21 @@ from harness import debian_tools
 from harness.ansible_env import ensure_collection
 
 sys.path.insert(0, str(ensure_collection()))
-from ansible_collections.imds.scheduled_events.plugins.module_utils.watcher.metrics import Metrics  # noqa: E402  pylint: disable=wrong-import-position,import-error
+from ansible_collections.imds.scheduled_events.plugins.module_utils.watcher.metrics import METRICS, Metrics  # noqa: E402  pylint: disable=wrong-import-position,import-error
 
 ROOT = Path(__file__).resolve().parents[2]
 PROM = ROOT / "prometheus"
 RULES = PROM / "rules" / "imds-scheduled-events.rules"
 TESTS = PROM / "rules" / "tests" / "imds-scheduled-events.test.yml"
 ALERTMANAGER = PROM / "alertmanager" / "alertmanager.example.yml"
+DASHBOARD = PROM / "dashboards" / "imds-scheduled-events.json"
 RUNBOOKS = ROOT / "docs" / "alerts.md"
+# Grafana's variables, as a query sees them once Grafana substituted them
+GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1h", "$instance": ".*"}
+# node_exporter's textfile collector: the file's modification time
+NODE_EXPORTER_SERIES = {"node_textfile_mtime_seconds"}
+PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "offset", "bool", "and", "or",
+                "unless", "inf", "nan"}
 SEVERITIES = ("critical", "warning", "info")
 
 
@@ -162,3 +171,68 @@ def test_the_alertmanager_example(tools):
     assert "SUCCESS" in result.stdout
     routed = json.dumps(load(ALERTMANAGER))
     assert "ImdsWatcherTextfileStale" in routed and "ImdsMaintenanceInProgress" in routed
+
+
+def dashboard_queries():
+    """Every PromQL query of the dashboard (panel targets and the template variable's), Grafana's variables
+    substituted."""
+    board = json.loads(DASHBOARD.read_text())
+    queries = [t["expr"] for p in board["panels"] for t in p.get("targets", [])]
+    for variable in board["templating"]["list"]:
+        match = re.match(r"label_values\((.*),\s*\w+\)$", variable["query"]["query"])
+        queries.append(match.group(1) if match else variable["query"]["query"])
+    for name, value in GRAFANA_VARIABLES.items():
+        queries = [q.replace(name, value) for q in queries]
+    return queries
+
+
+def series_named(query):
+    """The series names a PromQL query reads: identifiers that are not functions, keywords, label names or
+    durations."""
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', query)      # string literals
+    text = re.sub(r"\{[^}]*\}", "", text)                    # label matchers
+    text = re.sub(r"\[[^\]]*\]", "", text)                    # range durations
+    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", text)  # label lists
+    names = set()
+    for match in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*", text):
+        following = text[match.end():].lstrip()[:1]
+        if following != "(" and match.group(0).lower() not in PROMQL_WORDS:
+            names.add(match.group(0))
+    return names
+
+
+def test_the_dashboard_is_importable():
+    board = json.loads(DASHBOARD.read_text())
+    assert board["uid"] and board["title"] and board["schemaVersion"] >= 30
+    assert [i["pluginId"] for i in board["__inputs"]] == ["prometheus"]
+    panels = [p for p in board["panels"] if p["type"] != "row"]
+    assert len(set(p["id"] for p in board["panels"])) == len(board["panels"])
+    for panel in panels:
+        assert panel["title"] and panel["targets"], panel
+        assert panel["datasource"]["uid"] == "${DS_PROMETHEUS}"
+        assert all(t["datasource"]["uid"] == "${DS_PROMETHEUS}" for t in panel["targets"])
+    titles = " ".join(p["title"] for p in panels).lower()
+    for subject in ("pending", "running", "hold", "approval", "failure"):
+        assert subject in titles, subject
+    assert board["templating"]["list"][0]["name"] == "instance"  # the per-VM drill-down
+
+
+def test_every_dashboard_query_parses(tools, tmp_path):
+    queries = dashboard_queries()
+    rules = {"groups": [{"name": "dashboard", "rules": [
+        {"record": "dashboard:query_%d" % i, "expr": q} for i, q in enumerate(queries)]}]}
+    path = tmp_path / "dashboard.rules"
+    path.write_text(yaml.safe_dump(rules, sort_keys=False))
+    result = run([tools["promtool"], "check", "rules", str(path)])
+    assert result.returncode == 0, result.stdout
+    assert "SUCCESS: %d rules found" % len(queries) in result.stdout
+
+
+def test_every_dashboard_query_names_only_series_that_exist():
+    known = set("imds_scheduled_events_" + name for name in METRICS) | NODE_EXPORTER_SERIES | \
+        set(r["record"] for r in records())
+    assert series_named('sum by (type) (increase(a_total{x="y{"}[5m])) - on (i) b or vector(0)') == {"a_total", "b"}
+    for query in dashboard_queries():
+        named = series_named(query)
+        assert named, query
+        assert named <= known, "%s reads series no one writes: %s" % (query, ", ".join(sorted(named - known)))
