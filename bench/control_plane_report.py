@@ -64,8 +64,8 @@ def vm_count():
 
 
 def scenario():
-    """The 5,000-VM fleet. Event i appears at i * SPACING; every 10th is cancelled before its NotBefore. Owners: a
-    whole scale set, a few instances of one, an availability set, or a single VM, in turn."""
+    """The 5,000-VM fleet. Event i appears at i * SPACING; every 7th is cancelled 10 s later, before its NotBefore.
+    Owners: a whole scale set, a few instances of one, an availability set, or a single VM, in turn."""
     scale_sets = [{"name": "ss%02d" % i, "instances": SCALE_SET_SIZE} for i in range(SCALE_SETS)]
     vms = [{"name": "vm-%03d" % i} for i in range(SINGLE_VMS)]
     for i in range(AVAILABILITY_SETS * AVAILABILITY_SET_SIZE):
@@ -82,7 +82,7 @@ def scenario():
             event["availability_set"] = "as-%02d" % (i % AVAILABILITY_SETS)
         else:
             event["resources"] = ["vm-%03d" % (AVAILABILITY_SETS * AVAILABILITY_SET_SIZE + (i * 7) % (SINGLE_VMS - 200))]
-        if i % 10 == 3 and event["type"] != "Preempt":
+        if i % 7 == 3:
             event["cancel_at"] = event["at"] + 10
         events.append(event)
     return {"name": "bench-control-plane", "clock": "manual", "seed": 14, "scale_sets": scale_sets, "vms": vms,
