@@ -1,0 +1,293 @@
+# -*- coding: utf-8 -*-
+# Copyright: imds.scheduled_events contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""An alert's whole path on the real engines, all on loopback: two watchers poll the simulator, Debian's
+prometheus-node-exporter serves each one's textfile, Debian's prometheus scrapes them and evaluates the shipped
+rules, Debian's prometheus-alertmanager mails a loopback SMTP server (aiosmtpd) when an event has been pending too
+long, then the resolved notice once the event is gone and released. Every dashboard query, evaluated against that
+Prometheus, returns data.
+
+The shipped rules are used as they are but for ImdsEventPendingTooLong, whose threshold (six hours) and `for`
+(five minutes) are cut to seconds so the test need not wait hours. Every wait polls a condition with a generous
+bound; nothing is timed. Needs root (the watcher trusts only root's files; apt-get installs what is missing);
+without it, the packages or aiosmtpd it skips loudly, and CI=true fails a skip.
+"""
+
+from __future__ import annotations
+
+import datetime
+import email
+import email.policy
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness import debian_tools
+from harness.ansible_env import GUARD, ensure_collection
+from harness.polling import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "simulator"))
+sys.path.insert(0, str(ROOT / "tests" / "unit" / "utils"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import loopback  # noqa: E402  pylint: disable=wrong-import-position,import-error
+import test_prometheus_rules as shipped  # noqa: E402  pylint: disable=wrong-import-position,import-error
+from imds_simulator import Simulator  # noqa: E402  pylint: disable=wrong-import-position,import-error
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="skipped: needs root (the watcher trusts only root's "
+                                                          "config files; apt-get installs the engines)")
+
+EVENT = "5E1C6A2B-7D3F-4A8E-9B0C-1D2E3F4A5B6C"
+VMS = ("vm-a", "vm-b")
+SCENARIO = {"name": "prometheus-alerting", "vms": [{"name": vm} for vm in VMS],
+            "events": [{"id": EVENT, "type": "Redeploy", "resources": ["vm-a"], "at": 0, "notice": 86400}]}
+WATCHER = ("import sys; from ansible_collections.imds.scheduled_events.plugins.module_utils.watcher.cli import main; "
+           "sys.exit(main(sys.argv[1:]))")
+ALERT = "ImdsEventPendingTooLong"
+BOUND = 180  # seconds: ends a wait that would hang, on a loaded machine; never what is checked
+
+
+def http_get(url):
+    with urllib.request.urlopen(url, timeout=30) as reply:  # nosec - loopback only, guarded
+        return reply.read()
+
+
+def http_post(url):
+    request = urllib.request.Request(url, data=b"{}", method="POST", headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as reply:  # nosec - loopback only, guarded
+        return reply.read()
+
+
+class Processes(object):
+    """The programs this test starts, each with its log; stopped (by pid) at the end."""
+
+    def __init__(self, directory):
+        self.directory = directory
+        self.running = []
+
+    def start(self, name, argv, ready_url=None, env=None):
+        """Start `argv` (its port from loopback.free_port(), retried if another process took it first) and wait
+        until `ready_url` answers."""
+        for dummy in range(3):
+            port = loopback.free_port()
+            log = self.directory / ("%s.log" % name)
+            handle = open(log, "ab")  # pylint: disable=consider-using-with
+            process = subprocess.Popen([a.replace("{port}", str(port)) for a in argv], stdout=handle,
+                                       stderr=subprocess.STDOUT, env=env)
+            handle.close()
+            self.running.append(process)
+            if ready_url is None:
+                return process, port
+            url = ready_url.replace("{port}", str(port))
+
+            def ready():
+                if process.poll() is not None:
+                    return "exited"
+                try:
+                    http_get(url)
+                except OSError:
+                    return None
+                return "ready"
+
+            if wait_for(ready, BOUND, what="%s to answer at %s" % (name, url), diagnose=log.read_text) \
+                    == "ready":
+                return process, port
+        pytest.fail("%s exited at start three times:\n%s" % (name, log.read_text()))
+        return None
+
+    def stop(self):
+        for process in self.running:
+            if process.poll() is None:
+                process.terminate()
+        for process in self.running:
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def private_dir(path):
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(str(path), 0o755)  # the watcher refuses files in a directory others may write
+    return path
+
+
+def watcher_config(directory, vm, endpoint):
+    config = {
+        "vm_name": vm, "endpoint": endpoint, "poll_interval": 1,
+        "state_dir": str(private_dir(directory / "state")), "hooks_dir": str(private_dir(directory / "hooks")),
+        "metrics_file": str(private_dir(directory / "textfile") / "imds_scheduled_events.prom"),
+        "hold": {"state_file": str(private_dir(directory / "holds") / "holds.json"),
+                 "commands": [{"name": "marker", "hold": ["/bin/true"], "release": ["/bin/true"]}]},
+        "notify": {"syslog": True},
+    }
+    path = private_dir(directory / "etc") / "watcher.json"
+    path.write_text(json.dumps(config))
+    os.chmod(str(path), 0o644)
+    return path
+
+
+def rules_for_the_test(directory):
+    """The shipped rules, but ImdsEventPendingTooLong fires after seconds instead of six hours."""
+    rules = yaml.safe_load(shipped.RULES.read_text())
+    rule = next(r for g in rules["groups"] for r in g["rules"] if r.get("alert") == ALERT)
+    assert "> 21600" in rule["expr"]
+    rule["expr"] = rule["expr"].replace("> 21600", "> 5")
+    rule["for"] = "2s"
+    path = directory / "imds-scheduled-events.rules"
+    path.write_text(yaml.safe_dump(rules, sort_keys=False))
+    return path
+
+
+def query(prometheus, expr):
+    reply = json.loads(http_get("http://127.0.0.1:%d/api/v1/query?%s"
+                                % (prometheus, urllib.parse.urlencode({"query": expr}))))
+    assert reply["status"] == "success", reply
+    return reply["data"]["result"]
+
+
+def mails(box, subject_part):
+    found = []
+    for message in box.messages:
+        parsed = email.message_from_string(message["data"], policy=email.policy.default)
+        if subject_part in str(parsed["Subject"]):
+            found.append(parsed)
+    return found
+
+
+@pytest.fixture
+def engines():
+    found = debian_tools.ensure("prometheus", "promtool", "prometheus-alertmanager", "prometheus-node-exporter")
+    missing = sorted(p for p, path in found.items() if path is None)
+    if missing:
+        pytest.skip("skipped: %s missing and cannot be installed (needs root, apt-get and Debian's archive: "
+                    "packages prometheus, prometheus-alertmanager, prometheus-node-exporter)" % ", ".join(missing))
+    return found
+
+
+def test_an_event_pending_too_long_is_mailed_then_resolved_once_released(engines, tmp_path):
+    # pylint: disable=too-many-locals,redefined-outer-name
+    controller_mod = pytest.importorskip("aiosmtpd.controller")
+    stamps = {}
+    box, smtp = loopback.start_mailbox(controller_mod)
+    smtp.start()
+    procs = Processes(tmp_path)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(GUARD), str(ensure_collection())]))
+    env = dict((k, v) for k, v in env.items() if not k.lower().endswith("_proxy"))
+    try:
+        with Simulator.from_scenario(SCENARIO, port=0, control_port=0) as sim:
+            stamps["event announced by the simulator"] = time.time()
+            exporters = {}
+            for vm in VMS:
+                directory = private_dir(tmp_path / vm)
+                config = watcher_config(directory, vm, sim.endpoint(vm))
+                procs.start("watcher-" + vm, [sys.executable, "-c", WATCHER, "--config", str(config), "--secrets",
+                                              str(directory / "etc" / "secrets.json"), "run"], env=env)
+                dummy, exporters[vm] = procs.start("node-exporter-" + vm, [
+                    engines["prometheus-node-exporter"], "--web.listen-address=127.0.0.1:{port}",
+                    "--collector.disable-defaults", "--collector.textfile",
+                    "--collector.textfile.directory=%s" % (directory / "textfile")],
+                    ready_url="http://127.0.0.1:{port}/metrics")
+            am_config = tmp_path / "alertmanager.yml"
+            am_config.write_text(yaml.safe_dump({
+                "global": {"smtp_smarthost": "127.0.0.1:%d" % box.port, "smtp_from": "alertmanager@localhost",
+                           "smtp_require_tls": False},
+                "route": {"receiver": "none", "group_by": ["alertname", "instance", "event_id"], "group_wait": "1s",
+                          "group_interval": "1s", "repeat_interval": "1h",
+                          "routes": [{"matchers": ['alertname="%s"' % ALERT], "receiver": "oncall"}]},
+                "receivers": [{"name": "none"},
+                              {"name": "oncall", "email_configs": [{"to": "oncall@localhost", "send_resolved": True}]}],
+            }))
+            dummy, alertmanager = procs.start("alertmanager", [
+                engines["prometheus-alertmanager"], "--config.file=%s" % am_config,
+                "--storage.path=%s" % private_dir(tmp_path / "am-data"), "--web.listen-address=127.0.0.1:{port}",
+                "--cluster.listen-address="], ready_url="http://127.0.0.1:{port}/-/ready")
+            prom_config = tmp_path / "prometheus.yml"
+            prom_config.write_text(yaml.safe_dump({
+                "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+                "rule_files": [str(rules_for_the_test(tmp_path))],
+                "alerting": {"alertmanagers": [{"static_configs": [{"targets": ["127.0.0.1:%d" % alertmanager]}]}]},
+                "scrape_configs": [{"job_name": "node", "static_configs": [
+                    {"targets": ["127.0.0.1:%d" % exporters[vm]], "labels": {"vm": vm}} for vm in VMS]}],
+            }))
+            check = subprocess.run([engines["promtool"], "check", "config", str(prom_config)], stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True, timeout=120, check=False)
+            assert check.returncode == 0, check.stdout
+            dummy, prometheus = procs.start("prometheus", [
+                engines["prometheus"], "--config.file=%s" % prom_config,
+                "--storage.tsdb.path=%s" % private_dir(tmp_path / "prom-data"),
+                "--web.listen-address=127.0.0.1:{port}", "--rules.alert.resend-delay=1s"],
+                ready_url="http://127.0.0.1:{port}/-/ready")
+
+            def logs():
+                return "\n".join("--- %s\n%s" % (p.name, p.read_text()[-3000:]) for p in sorted(tmp_path.glob("*.log")))
+
+            # the metric: vm-a's watcher tracks the event, held, and Prometheus has scraped it
+            series = wait_for(lambda: query(prometheus, 'imds_scheduled_events_event_info{event_id="%s"}' % EVENT),
+                              BOUND, what="the event's series in Prometheus", diagnose=logs)
+            stamps["watcher detected the event (metric)"] = float(query(
+                prometheus, 'imds_scheduled_events_event_detected_timestamp_seconds{event_id="%s"}' % EVENT)[0]["value"][1])
+            stamps["series seen in Prometheus by the test"] = float(series[0]["value"][0])
+            assert series[0]["metric"]["vm"] == "vm-a" and series[0]["metric"]["held"] == "true"
+            # the rule fires; Alertmanager mails the on-call
+            firing = wait_for(lambda: [a for a in json.loads(http_get(
+                "http://127.0.0.1:%d/api/v1/alerts" % prometheus))["data"]["alerts"]
+                if a["labels"]["alertname"] == ALERT and a["state"] == "firing"], BOUND,
+                what="%s firing in Prometheus" % ALERT, diagnose=logs)
+            stamps["rule active (pending) since"] = _epoch(firing[0]["activeAt"])
+            stamps["rule firing, seen by the test"] = time.time()
+            fired = wait_for(lambda: mails(box, "[FIRING:1] %s" % ALERT), BOUND, what="the firing mail",
+                             diagnose=logs)
+            stamps["firing mail received"] = time.time()
+            body = fired[0].get_body(preferencelist=("plain", "html")).get_content()
+            assert EVENT in body and "Redeploy" in body and "docs/alerts.md#imdseventpendingtoolong" in body
+            assert [m["To"] for m in fired] == ["oncall@localhost"]
+            # every dashboard query answers with data from this Prometheus (rates want two scrapes: waited for)
+            queries = shipped.dashboard_queries()
+            wait_for(lambda: all(query(prometheus, q) for q in queries), BOUND, what="data for every dashboard query",
+                     diagnose=lambda: "\nwithout data: %s" % [q for q in queries if not query(prometheus, q)])
+            # vm-b has no event: nothing fires for it, and no other alert fires at all
+            alerts = json.loads(http_get("http://127.0.0.1:%d/api/v1/alerts" % prometheus))["data"]["alerts"]
+            assert [(a["labels"]["alertname"], a["labels"]["vm"]) for a in alerts] == [(ALERT, "vm-a")]
+            # the event is cancelled: gone after three polls, released, forgotten; the alert resolves
+            http_post("%s/events/%s/cancel" % (sim.control_url, EVENT))
+            stamps["event cancelled in the simulator"] = time.time()
+            journal = tmp_path / "vm-a" / "state" / "journal.jsonl"
+
+            def released():
+                return [e for e in (json.loads(line) for line in journal.read_text().splitlines() if line.strip())
+                        if e["transition"] == "released"]
+
+            stamps["watcher released the hold (journal)"] = wait_for(released, BOUND, what="the release",
+                                                                     diagnose=logs)[0]["ts"]
+            wait_for(lambda: mails(box, "[RESOLVED] %s" % ALERT), BOUND, what="the resolved mail", diagnose=logs)
+            stamps["resolved mail received"] = time.time()
+            assert len(mails(box, "[FIRING:1] %s" % ALERT)) == 1  # once, not once per evaluation
+    finally:
+        procs.stop()
+        smtp.stop()
+    order = ["event announced by the simulator", "watcher detected the event (metric)",
+             "series seen in Prometheus by the test", "rule active (pending) since",
+             "rule firing, seen by the test", "firing mail received", "event cancelled in the simulator",
+             "watcher released the hold (journal)", "resolved mail received"]
+    print("\nthe alert's path (UTC):")  # shown with -s; times are reported, never asserted
+    for name in order:
+        print("  %s.%03d  %s" % (time.strftime("%H:%M:%S", time.gmtime(stamps[name])), stamps[name] % 1 * 1000, name))
+
+
+def _epoch(text):
+    """Prometheus's RFC 3339 times (nanoseconds) as Unix time."""
+    text = text.rstrip("Z")
+    whole, dummy, fraction = text.partition(".")
+    moment = datetime.datetime.strptime(whole, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=datetime.timezone.utc)
+    return moment.timestamp() + float("0." + (fraction or "0"))
