@@ -126,7 +126,7 @@ def watched_vm(sim, tmp_path_factory):
 
 def test_acknowledged_from_the_control_plane_started_on_the_vm_and_reported(sim, control, watched_vm, tmp_path):
     vm = watched_vm
-    redeploy, scale_set_reboot, cancelled, completed = (str(uuid.uuid4()).upper() for _ in range(4))
+    redeploy, scale_set_reboot, cancelled, completed = (str(uuid.uuid4()).upper() for dummy in range(4))
     control.inject(id=redeploy, type="Redeploy", resources=[WATCHED], notice=900, started_for=600)
     control.inject(id=scale_set_reboot, type="Reboot", resources=["web_0", "web_1"], notice=900, started_for=600)
     control.inject(id=cancelled, type="Freeze", resources=["db1", "db2"], notice=900, started_for=60, duration=5)
