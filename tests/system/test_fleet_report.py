@@ -346,7 +346,7 @@ def test_first_run_alerts_the_webhook(runs):
     assert request["path"] == "/hooks/fleet" and headers["content-type"] == "application/json"
     assert headers["x-fleet-secret"] == runs["secret"] and headers["x-team"] == "platform"
     payload = json.loads(request["body"])
-    assert payload["counts"] == {"new_events": 7, "gone_events": 0, "started_events": 0, "new_holds": 5,
+    assert payload["counts"] == {"new_events": 7, "gone_events": 0, "started_events": 0, "finished_events": 0, "new_holds": 5,
                                  "released_holds": 0, "newly_unreachable": 2, "reachable_again": 0}
     assert sorted(e["event_id"] for e in payload["changes"]["new_events"]) == sorted(ALL_EVENTS)
     assert payload["summary"]["hosts"] == len(vm_names()) + 3 and payload["text"].startswith("Simulated fleet, ")
