@@ -101,6 +101,15 @@ def resolve_endpoint(endpoint=None, environ=None):
     return "%s://%s" % (parts.scheme, parts.netloc)
 
 
+def poll_delay(poll_interval, failures, max_backoff):
+    """Seconds until the next poll of a loop that sends one request per tick (the watcher, the EDA source):
+    poll_interval after a success; after failures 1, 2, 4 ... seconds, never less than poll_interval nor more
+    than max_backoff."""
+    if not failures:
+        return poll_interval
+    return min(max_backoff, max(poll_interval, 2.0 ** (failures - 1)))
+
+
 class RateLimiter(object):
     """At most `rate` requests in any sliding one-second window."""
 

@@ -39,7 +39,8 @@ from ..approval import approve_and_confirm
 from ..events import ThisVm
 from ..hold.common import HoldError
 from ..hold.manager import HoldManager, Reason
-from ..imds import DEFAULT_FIRST_TIMEOUT, DEFAULT_TIMEOUT, ImdsClient, ImdsError
+from ..imds import DEFAULT_FIRST_TIMEOUT, DEFAULT_TIMEOUT, ImdsClient, ImdsError, poll_delay
+from ..lifecycle import read_boot_id
 from .hooks import HookRunner
 from .journal import Journal
 from .machine import GONE, HOLDER, POST_HOOKS, RELEASED, RELEASING, Machine, Result
@@ -47,7 +48,6 @@ from .metrics import Metrics
 from .notify import Notifier
 from .state import StateStore
 
-BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
 SLEEP_SLICE = 0.5
 VOLATILE = ("last_seen",)
 # Held first: local and quick. The others (puppet, operator commands) start programs that may take seconds.
@@ -78,15 +78,6 @@ def sd_notify(message, environ=None):
     except OSError:
         return False
     return True
-
-
-def read_boot_id(path=BOOT_ID_FILE):
-    """The kernel's id for this boot: it changes on every reboot, which is how a Reboot is seen to be over."""
-    try:
-        with open(path, "r", encoding="ascii") as handle:
-            return handle.read().strip() or None
-    except (OSError, UnicodeDecodeError):
-        return None
 
 
 def _urgent(event):
@@ -209,9 +200,7 @@ class Daemon(object):
         return self.next_delay()
 
     def next_delay(self):
-        interval = self.config["poll_interval"]
-        if self.failures:
-            interval = min(self.config["max_backoff"], max(interval, 2.0 ** (self.failures - 1)))
+        interval = poll_delay(self.config["poll_interval"], self.failures, self.config["max_backoff"])
         return min(interval, self.config["keepalive_interval"])
 
     def _request(self, call):
@@ -226,7 +215,7 @@ class Daemon(object):
         message = str(exc)
         level = logging.WARNING if message != self.last_error else logging.DEBUG
         self.logger.log(level, "imds: poll failed (%d in a row; next in %g s): %s", self.failures,
-                        min(self.config["max_backoff"], max(self.config["poll_interval"], 2.0 ** (self.failures - 1))),
+                        poll_delay(self.config["poll_interval"], self.failures, self.config["max_backoff"]),
                         message)
         self.last_error = message
 

@@ -24,6 +24,7 @@ import re
 
 from ..approval import Plan, plan as approval_plan
 from ..events import KNOWN_EVENT_TYPES, EventFilter, Scope, format_iso
+from ..lifecycle import CANCELLED, COMPLETED, REBOOTING_TYPES, outcome as lifecycle_outcome
 
 FORMAT = "imds-scheduled-events/watcher"
 VERSION = 1
@@ -46,14 +47,10 @@ IGNORED = "ignored"      # not held: lists only other VMs, or a type the config 
 STATES = (DETECTED, HOLDING, HELD, PRE_HOOKS, READY, BLOCKED, APPROVING, APPROVED, STARTED, GONE, POST_HOOKS,
           RELEASING, RELEASED, IGNORED)
 
-COMPLETED = "completed"
-CANCELLED = "cancelled"
-
 # Transitions worth a webhook, a mail or a syslog line; every transition is journaled.
 NOTIFY = frozenset([DETECTED, HELD, "hold_failed", BLOCKED, APPROVED, "approval_failed", STARTED, GONE,
                     "post_hooks_failed", RELEASED, "release_failed", "reappeared"])
 
-REBOOTING_TYPES = ("Reboot", "Redeploy")
 PEER_EVENTS = ("ignore", "hold")
 DEFAULT_CONFIRM_POLLS = 3
 RETRY_MAX = 60.0
@@ -399,16 +396,9 @@ class Machine(object):
         self._over(now, rec, self._outcome(rec), detail, out, via="gone")
 
     def _outcome(self, rec):
-        """Cancelled: vanished while Scheduled, never approved or seen Started, no reboot since it was
-        last seen, and before its NotBefore. Anything else ran, even if no poll saw it Started."""
-        if rec["started"] or rec["approved"] or rec.get("adopted"):
-            return COMPLETED
-        if rec.get("boot_seen") not in (None, self.boot_id):
-            return COMPLETED
-        not_before = rec.get("not_before")
-        if not_before is not None and rec["missing_since"] is not None and rec["missing_since"] >= not_before:
-            return COMPLETED
-        return CANCELLED
+        """Completed or cancelled, by the rule every source shares (lifecycle.outcome)."""
+        return lifecycle_outcome(rec["started"], rec["approved"], rec.get("boot_seen"), self.boot_id,
+                                 rec.get("not_before"), rec["missing_since"], adopted=rec.get("adopted"))
 
     def _over(self, now, rec, outcome, detail, out, via):
         rec["outcome"] = outcome

@@ -1,0 +1,203 @@
+# -*- coding: utf-8 -*-
+# Copyright: imds.scheduled_events contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""imds: this VM's scheduled events from the Instance Metadata Service, as rulebook events.
+
+It polls IMDS through the collection's one client (no proxy, the 5 requests/s budget, the two-minute first
+call) and turns documents into lifecycle changes with the watcher's rules (module_utils/lifecycle.py): one event
+when an event appears, is updated, approved, started, and when it is gone (completed or cancelled). An unchanged
+document emits nothing; an IMDS failure is logged and the next poll backs off (1, 2, 4 ... up to max_backoff
+seconds) without ending the rulebook.
+"""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+short_description: This VM's Azure scheduled events, from IMDS, as rulebook events
+description:
+  - Polls the Instance Metadata Service's scheduled-events document of the VM it runs on and emits one event per
+    lifecycle change of each scheduled event (C(appeared), C(updated), C(approved), C(started), C(gone)).
+  - Every event has C(change), C(event_id), C(scheduled_event) (the keys of M(imds.scheduled_events.event_info)'s
+    events), C(outcome) (C(completed) or C(cancelled), for C(gone) only), C(detail), C(source) (C(imds)) and C(vm).
+  - C(gone) is judged like the watcher does, since IMDS never says an event is over - completed when it was seen
+    Started or approved, when the VM rebooted meanwhile, or when it vanished after its NotBefore; otherwise
+    cancelled. C(approved) means it was seen Started while its NotBefore was still ahead.
+options:
+  endpoint:
+    description: IMDS base URL. Defaults to the E(IMDS_ENDPOINT) environment variable, then http://169.254.169.254.
+    type: str
+  api_version:
+    description: Scheduled-events api-version.
+    type: str
+    default: "2020-07-01"
+  vm_name:
+    description: This VM's Azure resource name (compute/name); asked from IMDS when not given.
+    type: str
+  this_vm_only:
+    description: Only events whose Resources list this VM (peers' events in an availability set say nothing).
+    type: bool
+    default: true
+  event_types:
+    description: Only these event types (Freeze, Reboot, Redeploy, Preempt, Terminate); all when not given.
+    type: list
+    elements: str
+  poll_interval:
+    description: Seconds between two polls (0.2 to 3600).
+    type: float
+    default: 1.0
+  max_backoff:
+    description: Longest wait, in seconds, between polls while IMDS fails.
+    type: float
+    default: 5.0
+  confirm_polls:
+    description: Successful documents without an event before it is gone (a flap is not an ending).
+    type: int
+    default: 3
+  state_file:
+    description:
+      - Absolute path of a JSON file where the source keeps what it has seen, so that a restart of the rulebook,
+        or the reboot an event caused, neither repeats C(appeared) nor loses C(gone).
+      - Must be writable by the rulebook's user and by nobody else. Without it, memory ends with the process.
+    type: str
+  boot_id_file:
+    description: Where the kernel's boot id is read; a change means the VM rebooted. Tests point it elsewhere.
+    type: str
+    default: /proc/sys/kernel/random/boot_id
+"""
+
+EXAMPLES = r"""
+- name: Drain and approve a reboot of this VM
+  hosts: localhost
+  sources:
+    - imds.scheduled_events.imds:
+        event_types: [Reboot, Redeploy]
+        state_file: /var/lib/imds-scheduled-events/eda-imds.json
+  rules:
+    - name: Drain, then approve
+      condition: event.change == "appeared" and event.scheduled_event.EventStatus == "Scheduled"
+      action:
+        run_playbook:
+          name: drain_and_approve.yml
+          extra_vars:
+            event_id: "{{ event.event_id }}"
+"""
+
+import asyncio
+import logging
+import time
+
+from ansible_collections.imds.scheduled_events.plugins.module_utils.events import (
+    KNOWN_EVENT_TYPES, EventFilter, ThisVm)
+from ansible_collections.imds.scheduled_events.plugins.module_utils.imds import (
+    API_VERSIONS, DEFAULT_API_VERSION, DEFAULT_FIRST_TIMEOUT, DEFAULT_TIMEOUT, ImdsClient, ImdsError, poll_delay)
+from ansible_collections.imds.scheduled_events.plugins.module_utils.lifecycle import (
+    BOOT_ID_FILE, DEFAULT_CONFIRM_POLLS, DocumentTracker, read_boot_id, validate_tracker_state)
+from ansible_collections.imds.scheduled_events.plugins.module_utils.sources import (
+    Argument, ArgumentError, RepeatedLog, StateFile, check_args, rulebook_event)
+
+SOURCE = "imds.scheduled_events.imds"
+ARGS = {
+    "endpoint": Argument("str"),
+    "api_version": Argument("str", DEFAULT_API_VERSION, choices=API_VERSIONS),
+    "vm_name": Argument("str"),
+    "this_vm_only": Argument("bool", True),
+    "event_types": Argument("list", choices=KNOWN_EVENT_TYPES),
+    "poll_interval": Argument("float", 1.0, minimum=0.2, maximum=3600),
+    "max_backoff": Argument("float", 5.0, minimum=0.2, maximum=3600),
+    "confirm_polls": Argument("int", DEFAULT_CONFIRM_POLLS, minimum=1, maximum=100),
+    "state_file": Argument("path"),
+    "boot_id_file": Argument("path", BOOT_ID_FILE),
+}
+
+logger = logging.getLogger(__name__)
+
+
+def _significant(state):
+    """The tracker's state without what moves on every poll, so an unchanged lifecycle is not rewritten."""
+    events = {}
+    for key, rec in state["events"].items():
+        rec = dict((k, v) for k, v in rec.items() if k not in ("last_seen", "event"))
+        events[key] = rec
+    return dict(state, events=events)
+
+
+class ImdsSource(object):
+    """One poll at a time: poll() is synchronous and returns the rulebook events, so it is tested without a loop."""
+
+    def __init__(self, args, client=None, clock=time.time):
+        self.args = check_args(SOURCE, args, ARGS)
+        if self.args["max_backoff"] < self.args["poll_interval"]:
+            raise ArgumentError("%s: max_backoff (%s) must be at least poll_interval (%s)" % (
+                SOURCE, self.args["max_backoff"], self.args["poll_interval"]))
+        try:
+            self.client = client or ImdsClient(endpoint=self.args["endpoint"], api_version=self.args["api_version"],
+                                               retries=0, timeout=DEFAULT_TIMEOUT, first_timeout=DEFAULT_FIRST_TIMEOUT)
+        except ImdsError as exc:
+            raise ArgumentError("%s: %s" % (SOURCE, exc))
+        self.clock = clock
+        self.selection = EventFilter(types=self.args["event_types"], this_vm_only=self.args["this_vm_only"])
+        self.state_file = None
+        if self.args["state_file"]:
+            self.state_file = StateFile(self.args["state_file"], logger, clock=clock)
+            self.state_file.check_trusted()
+        self.tracker = None
+        self.failures = RepeatedLog(logger)
+
+    def _start(self):
+        name = self.args["vm_name"] or self.client.compute_name()
+        vm = ThisVm(name)
+        saved = self.state_file.load(validate_tracker_state) if self.state_file else None
+        boot_id = read_boot_id(self.args["boot_id_file"])
+        self.tracker = DocumentTracker(vm, boot_id, confirm_polls=self.args["confirm_polls"],
+                                       selection=self.selection, state=saved)
+        logger.info("%s: watching scheduled events of %s (boot %s, %d event(s) from the state file)", SOURCE, name,
+                    boot_id, len(self.tracker.events))
+
+    def poll(self):
+        """One request (the first also asks this VM's name); the rulebook events it leads to."""
+        try:
+            if self.tracker is None:
+                self._start()
+            document = self.client.get_document()
+        except ImdsError as exc:
+            self.failures.failed("%s: IMDS poll failed: %s" % (SOURCE, exc), "; next in %g s" % self.next_delay(1))
+            return None
+        self.failures.recovered("%s: IMDS answers" % SOURCE)
+        changes = self.tracker.observe(self.clock(), document)
+        return [rulebook_event(c, "imds", vm=self.tracker.vm.name) for c in changes]
+
+    def next_delay(self, extra=0):
+        return poll_delay(self.args["poll_interval"], self.failures.count + extra, self.args["max_backoff"])
+
+    def save(self):
+        if self.state_file and self.tracker is not None:
+            self.state_file.save(self.tracker.state, _significant)
+
+    async def run(self, queue):
+        while True:
+            started = time.monotonic()
+            events = await asyncio.get_running_loop().run_in_executor(None, self.poll)
+            for event in events or ():
+                await queue.put(event)
+            self.save()  # after the events are queued: a crash in between repeats them rather than losing them
+            await asyncio.sleep(max(0.0, self.next_delay() - (time.monotonic() - started)))
+
+
+async def main(queue, args):
+    """ansible-rulebook's entry point."""
+    await ImdsSource(args).run(queue)
+
+
+if __name__ == "__main__":
+    # python imds.py: print the events of the simulator at IMDS_ENDPOINT (make simulator) as they come.
+    import json
+    import os
+
+    class _PrintQueue(object):
+        async def put(self, event):
+            print(json.dumps(event, sort_keys=True), flush=True)
+
+    logging.basicConfig(level=logging.INFO)
+    asyncio.run(main(_PrintQueue(), {"vm_name": os.environ.get("VM_NAME")} if os.environ.get("VM_NAME") else {}))

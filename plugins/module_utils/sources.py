@@ -1,0 +1,189 @@
+# -*- coding: utf-8 -*-
+# Copyright: imds.scheduled_events contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""What the Event-Driven Ansible sources share (extensions/eda/plugins/event_source/): checking a rulebook's
+arguments, the event a lifecycle change becomes, and the state file that lets a restarted source go on.
+
+A rulebook's source arguments are not checked by ansible-rulebook, so a typo would silently fall back to a
+default: every source names what it accepts and refuses anything else, before it starts. No ansible import here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import stat
+import time
+
+from .files import write_atomically
+
+ARGUMENT_KINDS = ("str", "bool", "float", "int", "list", "path", "secret")
+
+
+class ArgumentError(ValueError):
+    """A source argument the rulebook got wrong; the message names the argument and what is expected."""
+
+
+class Argument(object):
+    def __init__(self, kind, default=None, minimum=None, maximum=None, choices=None, required=False):
+        if kind not in ARGUMENT_KINDS:
+            raise ValueError("unknown argument kind %r" % kind)
+        self.kind = kind
+        self.default = default
+        self.minimum = minimum
+        self.maximum = maximum
+        self.choices = choices
+        self.required = required
+
+
+def check_args(source, args, spec):
+    """The arguments with defaults filled in; ArgumentError for an unknown name or a bad value."""
+    args = dict(args or {})
+    unknown = sorted(set(args) - set(spec))
+    if unknown:
+        raise ArgumentError("%s: unknown argument(s) %s; it accepts %s" % (
+            source, ", ".join(unknown), ", ".join(sorted(spec))))
+    out = {}
+    for name, arg in spec.items():
+        value = args.get(name)
+        if value is None:
+            if arg.required:
+                raise ArgumentError("%s: argument %s is required" % (source, name))
+            out[name] = arg.default
+            continue
+        out[name] = _checked(source, name, arg, value)
+    return out
+
+
+def _checked(source, name, arg, value):
+    where = "%s: argument %s" % (source, name)
+    if arg.kind == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "false", "no"):
+            return value.lower() in ("true", "yes")
+        raise ArgumentError("%s must be true or false, not %r" % (where, value))
+    if arg.kind in ("float", "int"):
+        if isinstance(value, bool):
+            raise ArgumentError("%s must be a number, not %r" % (where, value))
+        try:
+            number = float(value) if arg.kind == "float" else int(str(value))
+        except (TypeError, ValueError):
+            raise ArgumentError("%s must be %s, not %r" % (
+                where, "a number" if arg.kind == "float" else "a whole number", value))
+        if arg.minimum is not None and number < arg.minimum or arg.maximum is not None and number > arg.maximum:
+            raise ArgumentError("%s must be between %s and %s, not %s" % (where, arg.minimum, arg.maximum, value))
+        return number
+    if arg.kind == "list":
+        values = [value] if isinstance(value, str) else value
+        if not isinstance(values, list) or not all(isinstance(v, str) and v.strip() for v in values):
+            raise ArgumentError("%s must be a list of strings, not %r" % (where, value))
+        values = [v.strip() for v in values]
+        if arg.choices:
+            folded = dict((c.casefold(), c) for c in arg.choices)
+            bad = [v for v in values if v.casefold() not in folded]
+            if bad:
+                raise ArgumentError("%s: %s not one of %s" % (where, ", ".join(bad), ", ".join(arg.choices)))
+            values = [folded[v.casefold()] for v in values]
+        return values
+    if not isinstance(value, str) or not value.strip():
+        raise ArgumentError("%s must be a non-empty string" % where)
+    value = value.strip() if arg.kind != "secret" else value
+    if arg.kind == "path" and not os.path.isabs(value):
+        raise ArgumentError("%s must be an absolute path, not %r" % (where, value))
+    if arg.choices and value not in arg.choices:
+        raise ArgumentError("%s must be one of %s, not %r" % (where, ", ".join(arg.choices), value))
+    return value
+
+
+def rulebook_event(change, source, **extra):
+    """The event a rulebook sees: `change` (appeared, updated, approved, started, gone, or unreadable), `outcome`
+    (gone only), `scheduled_event` (the keys event_info or control_plane_event_info return), `source`, `detail`."""
+    out = change.as_dict()
+    out["source"] = source
+    out.update((k, v) for k, v in extra.items() if v is not None)
+    return out
+
+
+class RepeatedLog(object):
+    """A failure that repeats every poll is logged once at `level`, then at DEBUG until it changes or clears."""
+
+    def __init__(self, logger, level=logging.WARNING):
+        self.logger = logger
+        self.level = level
+        self.last = None
+        self.count = 0
+
+    def failed(self, message, suffix=""):
+        """`suffix` (the next delay ...) is logged but does not make the failure a new one."""
+        self.count += 1
+        self.logger.log(self.level if message != self.last else logging.DEBUG, "%s (%d in a row%s)", message,
+                        self.count, suffix)
+        self.last = message
+
+    def recovered(self, what):
+        if self.count:
+            self.logger.info("%s again after %d failure(s)", what, self.count)
+        self.last = None
+        self.count = 0
+
+
+class StateFile(object):
+    """The JSON state a source keeps between runs. It must be the runner's own file and writable by nobody else
+    (a forged state could silence events); an unreadable one is moved aside, never lost, and the source starts
+    afresh with what the next look shows."""
+
+    def __init__(self, path, logger, clock=time.time):
+        self.path = path
+        self.logger = logger
+        self.clock = clock
+        self._saved = None
+
+    def check_trusted(self):
+        """Raise ArgumentError when the file, or its directory, may be written by someone else."""
+        for path in (os.path.dirname(self.path) or ".", self.path):
+            try:
+                info = os.stat(path)
+            except FileNotFoundError:
+                continue
+            if info.st_uid not in (0, os.geteuid()):
+                raise ArgumentError("state_file: %s is owned by uid %d, not by this user or root"
+                                    % (path, info.st_uid))
+            if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not (stat.S_ISDIR(info.st_mode) and
+                                                                     info.st_mode & stat.S_ISVTX and path != self.path):
+                raise ArgumentError("state_file: %s may be written by group or others (mode %04o); "
+                                    "fix: chmod go-w %s" % (path, stat.S_IMODE(info.st_mode), path))
+
+    def load(self, validate):
+        """The saved state, or None when there is none or it is unreadable (then moved aside)."""
+        try:
+            with open(self.path, "r", encoding="utf-8") as handle:
+                state = json.load(handle)
+            validate(state)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            aside = "%s.unreadable-%d" % (self.path, int(self.clock()))
+            try:
+                os.rename(self.path, aside)
+                where = "moved to %s" % aside
+            except OSError as move_error:
+                where = "left in place (%s)" % move_error
+            self.logger.error("state_file %s is unreadable (%s): %s; starting afresh", self.path, exc, where)
+            return None
+        return state
+
+    def save(self, state, significant=None):
+        """Write the state when what matters in it changed; a failure is logged, and tried again next time."""
+        text = json.dumps(significant(state) if significant else state, sort_keys=True)
+        if text == self._saved:
+            return False
+        try:
+            write_atomically(self.path, json.dumps(state, sort_keys=True).encode("utf-8"), mode=0o600)
+        except OSError as exc:
+            self.logger.error("cannot save the state to %s: %s", self.path, exc)
+            return False
+        self._saved = text
+        return True
