@@ -21,6 +21,9 @@ BIN := $(VENV)/bin
 VENVS := $(CURDIR)/.build/venvs
 REQS := tests/requirements
 STAMP := $(VENV)/.matrix-stamp
+# The Event-Driven Ansible engine (ansible-rulebook) for the rulebook system tests, on the main core's Python; the tests
+# run in .venv and start its bin/ansible-rulebook as a program (tests/harness/rulebook.py, docs/testing-eda.md).
+EDA_VENV := $(VENVS)/eda
 # ansible finds the checkout itself through this symlink tree ...
 COLLECTIONS := $(CURDIR)/.build/collections
 LIVE := $(COLLECTIONS)/ansible_collections/imds/scheduled_events
@@ -54,14 +57,15 @@ export PYTHONDONTWRITEBYTECODE := 1
 
 venv_of = $(if $(filter $(MAIN_CORE),$(1)),$(VENV),$(VENVS)/core-$(1))
 
-.PHONY: help venv venvs collection test matrix lint sanity units integration system changelog-lint docs docs-check demo \
-	bench simulator build lock clean $(foreach c,$(CORES),sanity-$(c) units-$(c) integration-$(c)) \
+.PHONY: help venv venvs eda-venv collection test matrix lint sanity units integration system changelog-lint docs \
+	docs-check demo bench simulator build lock clean $(foreach c,$(CORES),sanity-$(c) units-$(c) integration-$(c)) \
 	$(foreach p,$(NODE_PYTHONS),units-node-$(p))
 
 help:
 	@echo "make demo    run the simulator and the example playbook against it"
 	@echo "make test    install what is needed and run every suite (CI=true: a skip is a failure)"
 	@echo "make lint | sanity | units | integration | system | docs-check | changelog-lint | build"
+	@echo "make eda-venv   the ansible-rulebook venv the rulebook system tests start (.build/venvs/eda; make system builds it)"
 	@echo "make sanity-2.20 | units-2.19 | units-node-3.9 | integration-2.21 ...   one leg of the matrix"
 	@echo "make bench   every benchmark on the simulator: bench/results.json, bench/results.md (QUICK=1: short runs; ONLY=a,b: those, the others kept)"
 	@echo "make lock    resolve tests/requirements/*.in afresh into their lock files"
@@ -76,6 +80,11 @@ $(VENVS)/core-%/.matrix-stamp: $(REQS)/core-%.txt scripts/venv scripts/find-pyth
 
 $(VENVS)/node-%/.matrix-stamp: $(REQS)/node-%.txt scripts/venv scripts/find-python
 	bash scripts/venv $(VENVS)/node-$* $* $(REQS)/node-$*.txt
+
+$(EDA_VENV)/.matrix-stamp: $(REQS)/eda.txt scripts/venv scripts/find-python
+	bash scripts/venv $(EDA_VENV) $(PY_$(MAIN_CORE)) $(REQS)/eda.txt
+
+eda-venv: $(EDA_VENV)/.matrix-stamp
 
 venvs: venv $(foreach c,$(filter-out $(MAIN_CORE),$(CORES)),$(VENVS)/core-$(c)/.matrix-stamp) \
 	$(foreach p,$(NODE_PYTHONS),$(VENVS)/node-$(p)/.matrix-stamp)
@@ -152,7 +161,7 @@ $(foreach c,$(CORES),integration-$(c)): integration-%: venvs
 	cd $(call TREE,integration-$*) && PATH=$(call venv_of,$*)/bin:$$PATH \
 	  $(call ANSIBLE_TEST,$(call venv_of,$*)) integration --local --python $(PY_$*) --color no --allow-destructive
 
-system: venv collection
+system: venv eda-venv collection
 	bash tests/system/run
 
 demo: venv collection
@@ -173,6 +182,7 @@ lock:
 	bash scripts/venv --lock $(VENVS)/lock-tools $(PY_$(MAIN_CORE)) $(REQS)/tools.in $(REQS)/tools.txt
 	$(foreach c,$(filter-out $(MAIN_CORE),$(CORES)),bash scripts/venv --lock $(VENVS)/lock-$(c) $(PY_$(c)) $(REQS)/core-$(c).in $(REQS)/core-$(c).txt;)
 	$(foreach p,$(NODE_PYTHONS),bash scripts/venv --lock $(VENVS)/lock-node-$(p) $(p) $(REQS)/node.in $(REQS)/node-$(p).txt;)
+	bash scripts/venv --lock $(VENVS)/lock-eda $(PY_$(MAIN_CORE)) $(REQS)/eda.in $(REQS)/eda.txt
 	rm -rf $(VENVS)/lock-*
 
 clean:

@@ -1,5 +1,6 @@
 """Programs from Debian's archive that the suites run for real (promtool, amtool, prometheus, node_exporter,
-alertmanager), installed with apt-get when missing, as root, like Chromium for the fleet report.
+alertmanager; java for ansible-rulebook's Drools engine), installed with apt-get when missing, as root, like Chromium
+for the fleet report.
 
 The packages of daemons (prometheus, prometheus-alertmanager, prometheus-node-exporter) are installed without
 starting their services: while apt-get runs, a policy-rc.d that refuses every start is in place (unless the host
@@ -20,7 +21,11 @@ PACKAGES = {
     "amtool": "prometheus-alertmanager",
     "prometheus-alertmanager": "prometheus-alertmanager",
     "prometheus-node-exporter": "prometheus-node-exporter",
+    # ansible-rulebook runs Drools in a JVM inside its own process (drools-jpy); it wants Java 17 or later
+    "java": "openjdk-17-jre-headless",
 }
+# openjdk's postinst registers its man pages with update-alternatives, which fails where a minimal image dropped them
+MAN1 = "/usr/share/man/man1"
 
 
 def find(program):
@@ -41,6 +46,8 @@ def ensure(*programs):
         with open(POLICY_RC_D, "w", encoding="ascii") as handle:
             handle.write(NO_START)
         os.chmod(POLICY_RC_D, 0o755)
+    if not os.path.isdir(MAN1):
+        os.makedirs(MAN1)
     try:
         subprocess.run(["apt-get", "update", "-qq"], env=env, check=False, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL, timeout=600)
