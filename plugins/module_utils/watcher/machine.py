@@ -24,7 +24,9 @@ import re
 
 from ..approval import Plan, plan as approval_plan
 from ..events import KNOWN_EVENT_TYPES, EventFilter, Scope, format_iso
-from ..lifecycle import CANCELLED, COMPLETED, REBOOTING_TYPES, outcome as lifecycle_outcome
+# The outcomes are this machine's words too (journal, hooks' IMDS_EVENT_OUTCOME): re-exported.
+from ..lifecycle import (  # pylint: disable=unused-import
+    CANCELLED, COMPLETED, REBOOTING_TYPES, outcome as lifecycle_outcome)
 
 FORMAT = "imds-scheduled-events/watcher"
 VERSION = 1

@@ -90,18 +90,25 @@ EXAMPLES = r"""
 
 import asyncio
 import logging
+import os
 import ssl
+import sys
 import time
 
 from aiohttp import web
 
-from ansible_collections.imds.scheduled_events.plugins.module_utils.event_grid import (
+try:
+    import ansible_collections.imds.scheduled_events.plugins.module_utils  # noqa: F401  pylint: disable=unused-import
+except ImportError:  # ansible-rulebook runs this file by path: put the collection tree it lies in on sys.path
+    sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), *[os.pardir] * 7)))
+
+from ansible_collections.imds.scheduled_events.plugins.module_utils.event_grid import (  # noqa: E402
     CLOUDEVENTS_ALLOWED_HEADER, CLOUDEVENTS_ORIGIN_HEADER, MAX_BODY_BYTES, OTHER, UNREADABLE,
     DeliveryError, RecentIds, parse_delivery, presented_token, token_matches)
-from ansible_collections.imds.scheduled_events.plugins.module_utils.events import (
+from ansible_collections.imds.scheduled_events.plugins.module_utils.events import (  # noqa: E402
     KNOWN_EVENT_TYPES, EventFilter, NamedVms)
-from ansible_collections.imds.scheduled_events.plugins.module_utils.lifecycle import StatusTracker
-from ansible_collections.imds.scheduled_events.plugins.module_utils.sources import (
+from ansible_collections.imds.scheduled_events.plugins.module_utils.lifecycle import StatusTracker  # noqa: E402
+from ansible_collections.imds.scheduled_events.plugins.module_utils.sources import (  # noqa: E402
     Argument, ArgumentError, check_args, rulebook_event)
 
 SOURCE = "imds.scheduled_events.event_grid"

@@ -86,15 +86,22 @@ EXAMPLES = r"""
 
 import asyncio
 import logging
+import os
+import sys
 import time
 
-from ansible_collections.imds.scheduled_events.plugins.module_utils.events import (
+try:
+    import ansible_collections.imds.scheduled_events.plugins.module_utils  # noqa: F401  pylint: disable=unused-import
+except ImportError:  # ansible-rulebook runs this file by path: put the collection tree it lies in on sys.path
+    sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), *[os.pardir] * 7)))
+
+from ansible_collections.imds.scheduled_events.plugins.module_utils.events import (  # noqa: E402
     KNOWN_EVENT_TYPES, EventFilter, ThisVm)
-from ansible_collections.imds.scheduled_events.plugins.module_utils.imds import (
+from ansible_collections.imds.scheduled_events.plugins.module_utils.imds import (  # noqa: E402
     API_VERSIONS, DEFAULT_API_VERSION, DEFAULT_FIRST_TIMEOUT, DEFAULT_TIMEOUT, ImdsClient, ImdsError, poll_delay)
-from ansible_collections.imds.scheduled_events.plugins.module_utils.lifecycle import (
+from ansible_collections.imds.scheduled_events.plugins.module_utils.lifecycle import (  # noqa: E402
     BOOT_ID_FILE, DEFAULT_CONFIRM_POLLS, DocumentTracker, read_boot_id, validate_tracker_state)
-from ansible_collections.imds.scheduled_events.plugins.module_utils.sources import (
+from ansible_collections.imds.scheduled_events.plugins.module_utils.sources import (  # noqa: E402
     Argument, ArgumentError, RepeatedLog, StateFile, check_args, rulebook_event)
 
 SOURCE = "imds.scheduled_events.imds"
@@ -193,7 +200,6 @@ async def main(queue, args):
 if __name__ == "__main__":
     # python imds.py: print the events of the simulator at IMDS_ENDPOINT (make simulator) as they come.
     import json
-    import os
 
     class _PrintQueue(object):
         async def put(self, event):

@@ -42,7 +42,9 @@ options:
     type: list
     elements: str
   poll_interval:
-    description: Seconds between two queries (1 to 3600; Resource Graph throttles per user and tenant, about 15 queries in 5 seconds).
+    description:
+      - Seconds between two queries (1 to 3600).
+      - Resource Graph throttles per user and tenant (about 15 queries in 5 seconds).
     type: float
     default: 60
   max_backoff:
@@ -89,14 +91,22 @@ EXAMPLES = r"""
 
 import asyncio
 import logging
+import os
+import sys
 import time
 
-from ansible_collections.imds.scheduled_events.plugins.module_utils.control_plane import (
+try:
+    import ansible_collections.imds.scheduled_events.plugins.module_utils  # noqa: F401  pylint: disable=unused-import
+except ImportError:  # ansible-rulebook runs this file by path: put the collection tree it lies in on sys.path
+    sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), *[os.pardir] * 7)))
+
+from ansible_collections.imds.scheduled_events.plugins.module_utils.control_plane import (  # noqa: E402
     AUTH_SOURCES, DEFAULT_ENDPOINT, ArmClient, ControlPlaneError, build_query, credential, query_events)
-from ansible_collections.imds.scheduled_events.plugins.module_utils.events import KNOWN_EVENT_TYPES, NamedVms
-from ansible_collections.imds.scheduled_events.plugins.module_utils.imds import poll_delay
-from ansible_collections.imds.scheduled_events.plugins.module_utils.lifecycle import StatusTracker
-from ansible_collections.imds.scheduled_events.plugins.module_utils.sources import (
+from ansible_collections.imds.scheduled_events.plugins.module_utils.events import (  # noqa: E402
+    KNOWN_EVENT_TYPES, NamedVms)
+from ansible_collections.imds.scheduled_events.plugins.module_utils.imds import poll_delay  # noqa: E402
+from ansible_collections.imds.scheduled_events.plugins.module_utils.lifecycle import StatusTracker  # noqa: E402
+from ansible_collections.imds.scheduled_events.plugins.module_utils.sources import (  # noqa: E402
     Argument, ArgumentError, RepeatedLog, check_args, rulebook_event)
 
 SOURCE = "imds.scheduled_events.resource_graph"
@@ -146,8 +156,8 @@ class ResourceGraphSource(object):
         try:
             result = query_events(self.client, self.query, self.args["subscriptions"], self.args["management_groups"])
         except ControlPlaneError as exc:
-            self.failures.failed("%s: the Resource Graph query failed: %s" % (SOURCE, exc), "; next in %g s" % poll_delay(
-                self.args["poll_interval"], self.failures.count + 1, self.args["max_backoff"]))
+            delay = poll_delay(self.args["poll_interval"], self.failures.count + 1, self.args["max_backoff"])
+            self.failures.failed("%s: the Resource Graph query failed: %s" % (SOURCE, exc), "; next in %g s" % delay)
             return None
         self.failures.recovered("%s: Resource Graph answers" % SOURCE)
         self.polls += 1

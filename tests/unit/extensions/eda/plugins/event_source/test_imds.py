@@ -91,7 +91,7 @@ def test_a_reboot_from_appeared_to_gone(rig):
     ImdsClient(endpoint=rig.sim.endpoint("myvm")).approve([REBOOT])
     assert changes(src.poll()) == [("approved", REBOOT, None), ("started", REBOOT, None)]
     rig.advance(61)
-    polls = [src.poll() for _ in range(3)]
+    polls = [src.poll() for dummy in range(3)]
     assert polls[0] == [] and polls[1] == []
     assert changes(polls[2]) == [("gone", REBOOT, "completed")]
 
@@ -101,7 +101,7 @@ def test_a_cancelled_freeze_is_gone_cancelled(rig):
     rig.advance(10)
     assert changes(src.poll()) == [("appeared", FREEZE, None)]
     rig.advance(91)  # cancelled at 100, before its NotBefore
-    for _ in range(2):
+    for dummy in range(2):
         assert src.poll() == []
     assert changes(src.poll()) == [("gone", FREEZE, "cancelled")]
 
@@ -139,7 +139,7 @@ def test_the_backoff_stops_at_max_backoff(rig):
     src = rig.source(max_backoff=3)
     control.add_fault(kind="status", code=503, count=5)
     delays = []
-    for _ in range(5):
+    for dummy in range(5):
         assert src.poll() is None
         delays.append(src.next_delay())
     assert delays == [1.0, 2.0, 3.0, 3.0, 3.0]
@@ -157,7 +157,7 @@ def test_a_restart_with_a_state_file_neither_repeats_nor_loses(rig):
     again = rig.source(state_file=state)
     assert again.poll() == []
     rig.advance(91)
-    for _ in range(2):
+    for dummy in range(2):
         again.poll()
     assert changes(again.poll()) == [("gone", FREEZE, "cancelled")]
 
@@ -176,7 +176,7 @@ def test_the_reboot_it_caused_ends_it_across_a_restart(rig):
     assert changes(events) == [("gone", REBOOT, "completed")]
     assert "rebooted" in events[0]["detail"]
     rig.advance(61)
-    assert [after.poll() for _ in range(3)] == [[], [], []]
+    assert [after.poll() for dummy in range(3)] == [[], [], []]
 
 
 def test_an_unreadable_state_file_is_moved_aside(rig, caplog):

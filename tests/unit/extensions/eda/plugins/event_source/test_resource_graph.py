@@ -67,8 +67,8 @@ def test_finished_rows_on_the_first_poll_when_asked(server):
 def test_the_query_narrows_in_azure(server):
     server.script(graph())
     make(server, event_types=["reboot"], resource_groups=["rg-web"]).poll()
-    assert json.loads(server.requests[0]["body"])["query"] == cp.build_query(types=["Reboot"],
-                                                                         resource_groups=["rg-web"])
+    query = json.loads(server.requests[0]["body"])["query"]
+    assert query == cp.build_query(types=["Reboot"], resource_groups=["rg-web"])
 
 
 def test_an_unreadable_row_is_told_once(server):
