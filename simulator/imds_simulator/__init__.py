@@ -4,7 +4,8 @@ Unlike Microsoft's mock server its IMDS never shows a Completed or Canceled
 status, keeps one EventId from Scheduled to Started, and bumps
 DocumentIncarnation on every change of a VM's document. Its optional
 control-plane face (ARM, Resource Graph, a managed-identity token endpoint)
-serves the same world, Completed and Canceled included. Stdlib + PyYAML only;
+serves the same world, Completed and Canceled included, and its Event Grid
+face pushes the same changes to webhook subscribers. Stdlib + PyYAML only;
 loopback only. See docs/simulator.md.
 """
 

@@ -22,12 +22,12 @@ class ControlClient:
         self.timeout = timeout
         self.opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
-    def call(self, method, path, body=None):
+    def call(self, method, path, body=None, timeout=None):
         data = json.dumps(body).encode("utf-8") if body is not None else None
         request = urllib.request.Request(self.url + path, data=data, method=method,
                                          headers={"Content-Type": "application/json"})
         try:
-            with self.opener.open(request, timeout=self.timeout) as response:
+            with self.opener.open(request, timeout=timeout or self.timeout) as response:
                 return json.loads(response.read().decode("utf-8") or "null")
         except urllib.error.HTTPError as exc:
             raise ControlError("%s %s: %s %s" % (method, path, exc.code, exc.read(500).decode("utf-8", "replace")))
@@ -125,6 +125,30 @@ class ControlClient:
         if path is not None:
             fault["path"] = path
         return self.add_fault(**fault)
+
+    # --- the Event Grid face -------------------------------------------------------------------
+
+    def subscribe_event_grid(self, endpoint, **options):
+        """Subscribe a loopback webhook; the record says ``provisioningState`` Succeeded, or Failed and why."""
+        body = dict(options, endpoint=endpoint)
+        if isinstance(body.get("retry_delays"), tuple):
+            body["retry_delays"] = list(body["retry_delays"])
+        return self.call("POST", "/control-plane/event-grid/subscriptions", body,
+                         timeout=max(self.timeout, float(options.get("timeout") or 30) + 10))
+
+    def event_grid_subscriptions(self):
+        return self.call("GET", "/control-plane/event-grid/subscriptions")["subscriptions"]
+
+    def unsubscribe_event_grid(self, subscription_id):
+        return self.call("DELETE", "/control-plane/event-grid/subscriptions/%s"
+                         % urllib.parse.quote(subscription_id, safe=""))["removed"]
+
+    def event_grid_deliveries(self, subscription=None):
+        return self.call("GET", "/control-plane/event-grid/deliveries" + _query(subscription=subscription))["deliveries"]
+
+    def event_grid_flush(self, timeout=60):
+        """Return once every due change is delivered or dead-lettered; ControlError (504) if ``timeout`` runs out."""
+        return self.call("POST", "/control-plane/event-grid/flush", {"timeout": timeout}, timeout=timeout + 30)
 
 
 def _query(**params):

@@ -52,6 +52,11 @@ class ControlService:
             ("GET", r"/control-plane/acknowledgements", self.acknowledgements),
             ("POST", r"/control-plane/tokens/expire", self.expire_tokens),
             ("GET", r"/control-plane/requests", self.cp_requests),
+            ("GET", r"/control-plane/event-grid/subscriptions", self.eg_subscriptions),
+            ("POST", r"/control-plane/event-grid/subscriptions", self.eg_subscribe),
+            ("DELETE", r"/control-plane/event-grid/subscriptions/(?P<sub_id>[^/]+)", self.eg_unsubscribe),
+            ("GET", r"/control-plane/event-grid/deliveries", self.eg_deliveries),
+            ("POST", r"/control-plane/event-grid/flush", self.eg_flush),
         ]
 
     @property
@@ -276,6 +281,42 @@ class ControlService:
         except ValueError:
             check.fail("since/limit", "must be numbers")
         return json_reply(200, {"requests": self.sim.arm.request_log.query(None, since, limit)})
+
+    # -- the Event Grid face ------------------------------------------------------------
+
+    def eg_subscriptions(self, data, query):
+        """GET /control-plane/event-grid/subscriptions: every webhook subscription, oldest first."""
+        del data, query
+        return json_reply(200, {"subscriptions": [sub.as_dict() for sub in self.sim.event_grid.subscriptions()]})
+
+    def eg_subscribe(self, data, query):
+        """POST /control-plane/event-grid/subscriptions: subscribe a loopback webhook (after the handshake)."""
+        del query
+        spec = scenario_mod.parse_event_grid_subscription(scenario_mod.Checker("request body"), data, "")
+        return json_reply(201, self.sim.event_grid.subscribe(spec).as_dict())
+
+    def eg_unsubscribe(self, data, query, sub_id):
+        """DELETE /control-plane/event-grid/subscriptions/{id}."""
+        del data, query
+        return json_reply(200, {"removed": self.sim.event_grid.unsubscribe(urllib.parse.unquote(sub_id)).as_dict()})
+
+    def eg_deliveries(self, data, query):
+        """GET /control-plane/event-grid/deliveries[?subscription=]: every delivery attempt, oldest first."""
+        del data
+        return json_reply(200, {"deliveries": self.sim.event_grid.delivery_log(query.get("subscription") or None)})
+
+    def eg_flush(self, data, query):
+        """POST /control-plane/event-grid/flush {"timeout"?: s}: return once every due change is delivered or
+        dead-lettered (504 with what is still pending when the timeout runs out first)."""
+        del query
+        check = scenario_mod.Checker("request body")
+        check.mapping(data, "", ("timeout",))
+        timeout = check.number(data, "", "timeout", 60.0, positive=True)
+        publisher = self.sim.event_grid
+        if not publisher.flush(timeout):
+            return json_reply(504, {"error": f"Event Grid deliveries still pending after {timeout:g} s",
+                                    "pending": publisher.pending()})
+        return json_reply(200, {"flushed": True, "deliveries": len(publisher.delivery_log())})
 
     def reset(self, data, query):
         """POST /reset: back to the scenario's initial state (clock 0, request log and rate limits cleared)."""

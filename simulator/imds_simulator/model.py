@@ -45,10 +45,31 @@ class ScaleSetSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class EventGridSubscriptionSpec:
+    """A webhook subscription to the Event Grid system topic (see eventgrid.py); ``endpoint`` is loopback.
+
+    ``name`` None means "generate one". ``headers`` are static delivery headers as (name, value) pairs.
+    """
+
+    endpoint: str
+    name: t.Optional[str] = None
+    schema: str = "EventGridSchema"
+    max_events_per_batch: int = 1
+    headers: t.Tuple[t.Tuple[str, str], ...] = ()
+    validate: bool = True
+    duplicate_every: int = 0
+    max_attempts: int = 5
+    retry_delays: t.Tuple[float, ...] = (0.2, 0.5, 1.0, 2.0)
+    insecure_skip_verify: bool = False
+    timeout: float = 30.0
+
+
+@dataclasses.dataclass(frozen=True)
 class ControlPlaneSpec:
     """The control-plane face's settings: who has opted in, the feature registration, how long rows stay.
 
-    ``opted_in`` is ``"all"`` or a tuple of VM, scale-set or availability-set names.
+    ``opted_in`` is ``"all"`` or a tuple of VM, scale-set or availability-set names. ``event_grid``: Event Grid
+    webhook subscriptions made when the simulator starts (and again after a reset).
     """
 
     opted_in: t.Union[str, t.Tuple[str, ...]] = ()
@@ -56,6 +77,7 @@ class ControlPlaneSpec:
     retention: float = 3600.0
     management_group: str = "mg-imds-sim"
     tenant_id: str = "72f988bf-0000-4000-8000-00000000c0de"
+    event_grid: t.Tuple[EventGridSubscriptionSpec, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,12 +11,14 @@ from __future__ import annotations
 import copy
 import ipaddress
 import re
+import urllib.parse
 
 import yaml
 
 from . import document
 from .clock import parse_iso8601
-from .model import ARM_FAULT_KINDS, FAULT_KINDS, ControlPlaneSpec, EventSpec, FaultSpec, ScaleSetSpec, Scenario, Settings, VMSpec
+from .model import (ARM_FAULT_KINDS, FAULT_KINDS, ControlPlaneSpec, EventGridSubscriptionSpec, EventSpec, FaultSpec,
+                    ScaleSetSpec, Scenario, Settings, VMSpec)
 
 GUID = re.compile(r"^[0-9A-Fa-f]{8}-(?:[0-9A-Fa-f]{4}-){3}[0-9A-Fa-f]{12}$")
 VM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -28,7 +30,14 @@ _TOP_KEYS = ("name", "description", "time_scale", "clock", "start_time", "seed",
 _VM_KEYS = ("name", "availability_set", "update_domain", "fault_domain", "port", "address", "computer_name", "vm_id",
             "subscription", "resource_group", "location")
 _SCALE_SET_KEYS = ("name", "instances", "subscription", "resource_group", "location")
-_CONTROL_PLANE_KEYS = ("opted_in", "features_registered", "retention", "management_group", "tenant_id")
+_CONTROL_PLANE_KEYS = ("opted_in", "features_registered", "retention", "management_group", "tenant_id", "event_grid")
+EVENT_GRID_KEYS = ("endpoint", "name", "schema", "max_events_per_batch", "headers", "validate", "duplicate_every",
+                   "max_attempts", "retry_delays", "insecure_skip_verify", "timeout")
+EVENT_GRID_SCHEMAS = ("EventGridSchema", "CloudEventSchemaV1_0")
+EVENT_GRID_NAME = re.compile(r"^[A-Za-z0-9-]{3,64}$")
+HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+# Headers the publisher sets itself (Azure refuses aeg-* delivery properties too).
+RESERVED_HEADERS = ("content-type", "content-length", "host", "connection", "transfer-encoding")
 _FLEET_KEYS = ("count", "prefix", "availability_set", "update_domains", "fault_domains")
 EVENT_KEYS = ("at", "id", "type", "resources", "availability_set", "scale_set", "notice", "started_for", "source", "description",
               "duration", "cancel_at", "initial_status", "approval", "approval_delay", "outage")
@@ -231,12 +240,78 @@ def parse_control_plane(check, data, path, vms, scale_sets):
                 check.fail(where, f"unknown VM, scale set or availability set {name!r}")
         opted_in = tuple(opted)
     default = ControlPlaneSpec()
+    subscriptions = [parse_event_grid_subscription(check, item, f"{join(path, 'event_grid')}[{index}]")
+                     for index, item in enumerate(check.get(data, path, "event_grid", "list", []))]
+    names = set()
+    for index, spec in enumerate(subscriptions):
+        if spec.name is not None:
+            if spec.name.lower() in names:
+                check.fail(f"{join(path, 'event_grid')}[{index}].name", f"duplicate subscription name {spec.name!r}")
+            names.add(spec.name.lower())
     return ControlPlaneSpec(
         opted_in=opted_in,
         features_registered=check.get(data, path, "features_registered", "bool", True),
         retention=check.number(data, path, "retention", default.retention, minimum=0),
         management_group=check.get(data, path, "management_group", "str", default.management_group),
         tenant_id=_subscription(check, data, path, "tenant_id") or default.tenant_id,
+        event_grid=tuple(subscriptions),
+    )
+
+
+def parse_event_grid_subscription(check, data, path):
+    """One Event Grid webhook subscription (``control_plane.event_grid[]`` or the control API's body).
+
+    The endpoint must be http(s) on a loopback host: the simulator never connects to another machine."""
+    check.mapping(data, path, EVENT_GRID_KEYS)
+    endpoint = check.get(data, path, "endpoint", "str")
+    where = join(path, "endpoint")
+    try:
+        parts = urllib.parse.urlsplit(endpoint)
+        _port = parts.port  # raises ValueError for a bad port
+    except ValueError as exc:
+        check.fail(where, f"{endpoint!r} is not a URL: {exc}")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        check.fail(where, f"{endpoint!r} is not an http:// or https:// URL")
+    if not is_loopback(parts.hostname):
+        check.fail(where, f"host {parts.hostname!r} is not a loopback address; the simulator delivers Event Grid "
+                          "events only to 127.0.0.0/8, ::1 or localhost, never to another machine")
+    name = check.get(data, path, "name", "str", None)
+    if name is not None and not EVENT_GRID_NAME.match(name):
+        check.fail(join(path, "name"), f"invalid subscription name {name!r} (3-64 letters, digits and '-')")
+    headers = check.get(data, path, "headers", "any", {})
+    if not isinstance(headers, dict):
+        check.fail(join(path, "headers"), f"expected a mapping of header names to values, got {_type_name(headers)}")
+    if len(headers) > 10:
+        check.fail(join(path, "headers"), f"at most 10 delivery headers (as on Azure), got {len(headers)}")
+    for key, value in headers.items():
+        at = join(join(path, "headers"), str(key))
+        if not isinstance(key, str) or not HEADER_NAME.match(key):
+            check.fail(at, f"invalid header name {key!r}")
+        if key.lower().startswith("aeg-") or key.lower() in RESERVED_HEADERS or key.lower().startswith("webhook-"):
+            check.fail(at, f"header {key!r} is set by the publisher itself")
+        if not isinstance(value, str) or "\r" in value or "\n" in value or len(value) > 4096:
+            check.fail(at, "expected a single-line string of at most 4096 characters")
+    delays = check.get(data, path, "retry_delays", "list", list(EventGridSubscriptionSpec.retry_delays))
+    if not delays or len(delays) > 30:
+        check.fail(join(path, "retry_delays"), "expected a list of 1 to 30 delays in seconds")
+    for index, delay in enumerate(delays):
+        if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not 0 <= delay <= 3600:
+            check.fail(f"{join(path, 'retry_delays')}[{index}]", f"expected seconds from 0 to 3600, got {delay!r}")
+    timeout = check.number(data, path, "timeout", EventGridSubscriptionSpec.timeout, positive=True)
+    if timeout > 300:
+        check.fail(join(path, "timeout"), f"must be at most 300, got {timeout:g}")
+    return EventGridSubscriptionSpec(
+        endpoint=endpoint,
+        name=name,
+        schema=check.choice(data, path, "schema", EVENT_GRID_SCHEMAS, "EventGridSchema", what="schema"),
+        max_events_per_batch=check.integer(data, path, "max_events_per_batch", 1, minimum=1, maximum=5000),
+        headers=tuple(headers.items()),
+        validate=check.get(data, path, "validate", "bool", True),
+        duplicate_every=check.integer(data, path, "duplicate_every", 0, minimum=0),
+        max_attempts=check.integer(data, path, "max_attempts", 5, minimum=1, maximum=30),
+        retry_delays=tuple(float(delay) for delay in delays),
+        insecure_skip_verify=check.get(data, path, "insecure_skip_verify", "bool", False),
+        timeout=timeout,
     )
 
 

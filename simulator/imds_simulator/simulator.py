@@ -18,6 +18,7 @@ from . import clock as clock_mod
 from . import scenario as scenario_mod
 from .arm import TOKEN_PATH, ArmHandler, ArmService
 from .control import ControlHandler, ControlService
+from .eventgrid import Publisher
 from .imds import ImdsService
 from .listener import ListenerPool, LoopbackServer
 from .traffic import RateLimiter, RequestLog
@@ -97,6 +98,9 @@ class Simulator:  # pylint: disable=too-many-instance-attributes
         self.identity_header = identity_header or secrets.token_hex(16)
         # Tokens are dated on the real clock whatever ``wall`` is: clients compare expires_on with their own.
         self.arm = ArmService(self.world, self.identity_header, monotonic=monotonic, request_log_size=request_log_size)
+        # Event Grid's retry delays follow an injected ``sleep`` (tests: no waiting), else they are interruptible waits.
+        self.event_grid = Publisher(self.world, wall=wall, log_size=request_log_size,
+                                    wait=None if sleep is time.sleep else (lambda seconds, _stop: sleep(seconds)))
         self.imds_enabled = imds
         self._plan = self._plan_addresses(host, port) if imds else {}
         self._control_port = control_port
@@ -180,10 +184,18 @@ class Simulator:  # pylint: disable=too-many-instance-attributes
             raise
         self._pool = pool
         pool.start()
+        self.event_grid.start()
+        self._subscribe_scenario()
         return self
+
+    def _subscribe_scenario(self):
+        """The scenario's Event Grid subscriptions (``control_plane.event_grid``), made at start and after a reset."""
+        for spec in self.scenario.control_plane.event_grid:
+            self.event_grid.subscribe(spec)
 
     def stop(self):
         """Stop serving and close every socket."""
+        self.event_grid.stop()
         if self._pool is not None:
             self._pool.stop()
             self._pool = None
@@ -197,13 +209,16 @@ class Simulator:  # pylint: disable=too-many-instance-attributes
         self.stop()
 
     def reset(self):
-        """Back to the scenario's start: world, clock, rate limits, warm-ups and the request log."""
+        """Back to the scenario's start: world, clock, rate limits, warm-ups, the request log, Event Grid."""
+        self.event_grid.reset()
         self.world.reset()
         self.limiter.reset()
         self.imds.faults.reset()
         self.request_log.clear()
         self.arm.reset()
         self.settle()
+        if self._pool is not None:
+            self._subscribe_scenario()
 
     def settle(self):
         """Make the listeners follow the world now (a reboot closes one, its end reopens it)."""

@@ -87,6 +87,13 @@ class Resource:
         target = ((self.policy or {}).get("scheduledEventsAdditionalPublishingTargets") or {})
         return isinstance(target, dict) and (target.get("eventGridAndResourceGraph") or {}).get("enable") is True
 
+    @property
+    def publishing_api_version(self):
+        """The ``scheduledEventsApiVersion`` the policy publishes with (Event Grid's ``ScheduledEventApiVersion``)."""
+        target = ((self.policy or {}).get("scheduledEventsAdditionalPublishingTargets") or {})
+        target = (target.get("eventGridAndResourceGraph") or {}) if isinstance(target, dict) else {}
+        return target.get("scheduledEventsApiVersion") or PUBLISHING_API_VERSION
+
     def as_dict(self):
         """JSON view for the control API."""
         return {"id": self.id, "kind": self.kind, "name": self.name, "subscription": self.subscription,
@@ -173,6 +180,9 @@ class World:
         # Access tokens carry the epoch they were issued in; expiring tokens moves it on (never back, not even on a
         # reset, so a client's cached token cannot come back to life).
         self.token_epoch = 0
+        # The Event Grid publisher turns this on while it has subscribers: only then is every change of an event's
+        # control-plane status kept (in ``_changes``) until it takes them (``take_changes``).
+        self.record_changes = False
         seed = scenario.settings.seed
         self._seed = seed if seed is not None else random.SystemRandom().getrandbits(64)
         self._init_state()
@@ -190,6 +200,7 @@ class World:
         self._fault_uses = {}
         self.approvals = []
         self.acknowledgements = []
+        self._changes = []
         control = self.scenario.control_plane
         self.features_registered = control.features_registered
         self.retention = control.retention
@@ -244,6 +255,7 @@ class World:
         event.state = "Scheduled"
         event.appeared_at = when
         self._show(event)
+        self._changed(event, when)
         self._push(event.start_due, "start", event)
         if event.spec.cancel_at is not None:
             self._push(event.spec.cancel_at, "cancel", event)
@@ -285,6 +297,7 @@ class World:
             self._show(event)
         else:
             self._bump(event)
+        self._changed(event, when)
         self._push(when + event.spec.started_for, "end", event)
         if event.spec.outage > 0:
             for name in event.resources:
@@ -295,6 +308,8 @@ class World:
         for name in event.viewers:
             self._visible[name].pop(event.id.upper(), None)
         self._bump(event)
+        if event.appeared_at is not None:
+            self._changed(event, when)
 
     def _show(self, event):
         for name in event.viewers:
@@ -557,7 +572,35 @@ class World:
             return event.state
         if now >= event.gone_at + self.retention:
             return None
+        return self._finished_status(event)
+
+    @staticmethod
+    def _finished_status(event):
         return "Completed" if event.gone_reason == "completed" else "Canceled"
+
+    def _changed(self, event, when):
+        """Keep a change of the event's control-plane status for Event Grid, with its row as it is now.
+
+        Only while the publisher listens, and only when the owner publishes at that moment (Event Grid is sent the
+        change when it happens; opting in later does not replay it). Retention plays no part: a row leaving
+        Resource Graph is no change of status."""
+        if not self.record_changes or not event.owner.opted_in:
+            return
+        status = event.state if event.state in ("Scheduled", "Started") else self._finished_status(event)
+        self._changes.append({"sim_time": when, "time": self.clock.to_datetime(when), "status": status,
+                              "api_version": event.owner.publishing_api_version, "row": self._row(event, status)})
+
+    def take_changes(self, then=None):
+        """Apply what is due, then hand over the changes kept since the last call, oldest first.
+
+        ``then(changes)`` runs under the world's lock, so nothing can change between taking the changes and what it
+        does with them (the publisher starts a subscription there: it gets exactly the changes that come later)."""
+        with self._lock:
+            self._sync()
+            changes, self._changes = self._changes, []
+            if then is not None:
+                then(changes)
+            return changes
 
     def resource(self, kind, name, subscription=None, resource_group=None):
         """The VM, scale set or availability set ``kind``/``name`` (case-insensitive), in that subscription and group."""
