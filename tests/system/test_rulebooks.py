@@ -18,13 +18,16 @@ of the issue quotes them), never asserted: each wait only bounds a hang.
 from __future__ import annotations
 
 import json
+import re
+import secrets
 import time
 
 import pytest
+import requests
 
-from harness.ansible_env import ROOT
-from harness.pytest_sim import Simulator, ControlClient
+from harness.pytest_sim import ControlClient, Simulator
 from harness.rulebook import Rulebook
+from unit.utils.tls import self_signed
 
 REBOOT = "4CAEA225-A741-474D-A72E-428C86FCD853"
 PEER = "A626E37F-793E-44E1-89B5-99AE0B96044C"
@@ -113,3 +116,142 @@ def test_vm_drain_and_approve(vm_sim, tmp_path):
     assert oct(state_file.stat().st_mode & 0o777) == "0o600"
     print("\nimds source: event injected -> drain_and_approve's first task %.2f s; restore %.2f s after the drain"
           % (drain["time"] - appeared_at, restore["time"] - drain["time"]))
+
+
+# --- the fleet: the event_grid source, fed by the simulator's Event Grid face ------------------------------------
+
+WEB_REDEPLOY = "9B1D2C3E-0000-4000-8000-000000000001"
+DEV_REDEPLOY = "9B1D2C3E-0000-4000-8000-000000000002"
+DB_REBOOT = "9B1D2C3E-0000-4000-8000-000000000003"
+DB_FREEZE = "9B1D2C3E-0000-4000-8000-000000000004"
+WEB_REBOOT = "9B1D2C3E-0000-4000-8000-000000000005"
+FLEET = [{"name": "web_0", "availability_set": "web-as", "resource_group": "prod-web"},
+         {"name": "web_1", "availability_set": "web-as", "resource_group": "prod-web"},
+         {"name": "db_0", "resource_group": "prod-db"},
+         {"name": "dev_0", "resource_group": "dev"}]
+
+
+@pytest.fixture
+def fleet_sim():
+    """A manual clock: every change happens when the test advances it, so what each delivery holds is known."""
+    scenario = {"name": "eda-fleet", "clock": "manual", "vms": FLEET, "control_plane": {"opted_in": "all"}}
+    with Simulator.from_scenario(scenario, port=0, control_port=0) as simulator:
+        yield simulator
+
+
+class Pager(object):
+    """The on-call system's webhook: records each page it is posted, with the time it arrived."""
+
+    def __init__(self):
+        import http.server  # pylint: disable=import-outside-toplevel
+        import threading  # pylint: disable=import-outside-toplevel
+        pages = self.pages = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):  # noqa: N802  pylint: disable=invalid-name
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                pages.append({"time": time.time(), "page": json.loads(body)})
+                self.send_response(202)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = "http://127.0.0.1:%d/page" % self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def receiver_vars(tmp_path, token):
+    certfile, keyfile = self_signed(str(tmp_path))
+    return {"event_grid_host": "127.0.0.1", "event_grid_port": 0, "event_grid_token": token,
+            "event_grid_certfile": certfile, "event_grid_keyfile": keyfile}, certfile
+
+
+def subscribe(engine, control, token):
+    """Subscribe the simulator's Event Grid to the receiver the rulebook started (its port is in the log)."""
+    match = engine.wait_for_log(re.compile(r"listening on https://127\.0\.0\.1:(\d+)/"), what="the receiver")
+    url = "https://127.0.0.1:%s/?code=%s" % (match.group(1), token)
+    record = control.subscribe_event_grid(url, max_events_per_batch=10, duplicate_every=1,
+                                          insecure_skip_verify=True)
+    assert record["provisioningState"] == "Succeeded", (record, engine.describe())  # the handshake, answered
+    return url
+
+
+def test_fleet_page_on_redeploy(fleet_sim, tmp_path):
+    control = ControlClient(fleet_sim.control_url)
+    token = secrets.token_urlsafe(16)
+    rulebook_vars, certfile = receiver_vars(tmp_path, token)
+    rulebook_vars["production_resource_groups"] = ["prod-web", "prod-db"]
+    pager = Pager()
+    hosts = inventory(tmp_path / "inventory.json", {"all": {"localhost": dict(LOCAL, pager_url=pager.url)}})
+    try:
+        with Rulebook("imds.scheduled_events.fleet_page_on_redeploy", hosts, tmp_path,
+                      extra_vars=rulebook_vars) as engine:
+            url = subscribe(engine, control, token)
+            wrong = requests.post(url.replace(token, "not-the-token"), json=[], verify=certfile, timeout=30)
+            assert wrong.status_code == 401
+            # Not for paging: a Redeploy outside production, a Reboot in production. Then the production Redeploy.
+            control.inject(id=DEV_REDEPLOY, type="Redeploy", resources=["dev_0"], at=10, notice=600)
+            control.inject(id=DB_REBOOT, type="Reboot", resources=["db_0"], at=10, notice=900)
+            control.inject(id=WEB_REDEPLOY, type="Redeploy", resources=["web_0"], at=10, notice=600)
+            appeared_at = time.time()
+            control.advance(10)  # all three appear now, in one batch
+            control.event_grid_flush()
+            page = engine.wait_for(lambda: pager.pages, what="the page")[0]
+            engine.wait_for_log("PLAY RECAP", what="page_on_call's recap")
+            code = engine.stop()
+    finally:
+        pager.stop()
+
+    assert code == 130, engine.describe()
+    assert [p["page"]["event_id"] for p in pager.pages] == [WEB_REDEPLOY], pager.pages  # one page, duplicates dropped
+    summary = page["page"]["summary"]
+    assert "Azure Redeploy scheduled for web_0" in summary and "in prod-web" in summary, summary
+    assert page["page"]["scheduled_event"]["owner"]["kind"] == "availabilitySets"
+    deliveries = [d for d in control.event_grid_deliveries() if d["kind"] == "notification"]
+    assert any(len(d["event_ids"]) == 3 for d in deliveries), deliveries  # a batch
+    assert any(d["duplicate"] for d in deliveries) and all(d["status"] == 200 for d in deliveries), deliveries
+    log = engine.log()
+    assert token not in log and "failed=0" in log and "Traceback" not in log, engine.describe()
+    print("\nevent_grid source: event appeared in the simulator -> page_on_call's first task (the page) %.2f s"
+          % (page["time"] - appeared_at))
+
+
+def test_fleet_post_maintenance_check(fleet_sim, tmp_path):
+    control = ControlClient(fleet_sim.control_url)
+    token = secrets.token_urlsafe(16)
+    rulebook_vars, dummy = receiver_vars(tmp_path, token)
+    check_tasks, checked = record_tasks(tmp_path, "checked")
+    hosts = inventory(tmp_path / "inventory.json", {"all": dict(
+        (vm["name"], dict(LOCAL, post_check_tasks=str(check_tasks))) for vm in FLEET)})
+    with Rulebook("imds.scheduled_events.fleet_post_maintenance_check", hosts, tmp_path,
+                  extra_vars=rulebook_vars) as engine:
+        subscribe(engine, control, token)
+        control.inject(id=DB_FREEZE, type="Freeze", resources=["db_0"], at=10, notice=600, cancel_at=50)
+        control.inject(id=WEB_REBOOT, type="Reboot", resources=["web_0", "web_1"], at=10, notice=100,
+                       started_for=60)
+        control.advance(10)   # both Scheduled
+        control.advance(40)   # the Freeze is cancelled: Canceled, nothing to check
+        control.advance(60)   # the Reboot starts at its NotBefore
+        completed_at = time.time()
+        control.advance(60)   # and is over: Completed
+        control.event_grid_flush()
+        runs = engine.wait_for(lambda: len(records(checked)) >= 2 and records(checked),
+                               what="the post-maintenance check on web_0 and web_1")
+        engine.wait_for_log("PLAY RECAP", what="post_maintenance_check's recap")
+        code = engine.stop()
+
+    assert code == 130, engine.describe()
+    assert sorted(r["host"] for r in records(checked)) == ["web_0", "web_1"], records(checked)  # not db_0
+    assert {(r["event_id"], r["outcome"]) for r in runs} == {(WEB_REBOOT, "completed")}
+    statuses = [s for d in control.event_grid_deliveries() if d["kind"] == "notification" for s in d["statuses"]]
+    assert "Canceled" in statuses and "Completed" in statuses, statuses
+    assert "failed=0" in engine.log(), engine.describe()
+    print("\nevent_grid source: Completed in the simulator -> post_maintenance_check's first check %.2f s"
+          % (min(r["time"] for r in runs) - completed_at))

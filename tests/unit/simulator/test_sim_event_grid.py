@@ -5,8 +5,6 @@ the simulator runs on a manual clock with a sleep that returns at once, and ever
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import json
 import re
 import ssl
@@ -15,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from ansible_collections.imds.scheduled_events.tests.unit.utils.tls import self_signed
 from imds_simulator import ControlClient, ControlError, ScenarioError
 from imds_simulator.scenario import parse_scenario
 
@@ -562,23 +561,9 @@ def test_changes_are_delivered_without_any_request(sim, receiver):
 
 
 def _certificate(tmp_path):
-    from cryptography import x509  # pylint: disable=import-outside-toplevel
-    from cryptography.hazmat.primitives import hashes, serialization  # pylint: disable=import-outside-toplevel
-    from cryptography.hazmat.primitives.asymmetric import ec  # pylint: disable=import-outside-toplevel
-    from cryptography.x509.oid import NameOID  # pylint: disable=import-outside-toplevel
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(hours=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-            .sign(key, hashes.SHA256()))
-    (tmp_path / "hook.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (tmp_path / "hook.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                          serialization.NoEncryption()))
+    certfile, keyfile = self_signed(str(tmp_path), "hook")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(str(tmp_path / "hook.crt"), str(tmp_path / "hook.key"))
+    context.load_cert_chain(certfile, keyfile)
     return context
 
 

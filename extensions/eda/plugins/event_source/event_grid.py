@@ -35,7 +35,7 @@ options:
     type: str
     default: 0.0.0.0
   port:
-    description: TCP port.
+    description: TCP port; 0 picks a free one (logged).
     type: int
     default: 5000
   path:
@@ -244,8 +244,9 @@ async def main(queue, args):
     await runner.setup()
     site = web.TCPSite(runner, receiver.args["host"], receiver.args["port"], ssl_context=context)
     await site.start()
-    logger.info("%s: listening on %s://%s:%s%s", SOURCE, "https" if context else "http", receiver.args["host"],
-                receiver.args["port"], receiver.args["path"])
+    for address in runner.addresses:  # the port chosen when port is 0
+        logger.info("%s: listening on %s://%s:%s%s", SOURCE, "https" if context else "http", address[0], address[1],
+                    receiver.args["path"])
     try:
         await asyncio.Future()
     finally:

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import asyncio
-import datetime
 import json
 import logging
 import ssl
@@ -18,6 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from ansible_collections.imds.scheduled_events.extensions.eda.plugins.event_source import event_grid as source
 from ansible_collections.imds.scheduled_events.plugins.module_utils.sources import ArgumentError
+from ansible_collections.imds.scheduled_events.tests.unit.utils.tls import self_signed
 from ansible_collections.imds.scheduled_events.tests.unit.plugins.module_utils.test_event_grid import (
     EVENT, ROW_ID, grid_event)
 
@@ -175,30 +175,9 @@ def test_insecure_no_token_accepts_anything():
     assert answers[0][0] == 200 and len(events) == 1
 
 
-def _self_signed(tmp_path):
-    from cryptography import x509  # pylint: disable=import-outside-toplevel
-    from cryptography.hazmat.primitives import hashes, serialization  # pylint: disable=import-outside-toplevel
-    from cryptography.hazmat.primitives.asymmetric import ec  # pylint: disable=import-outside-toplevel
-    from cryptography.x509.oid import NameOID  # pylint: disable=import-outside-toplevel
-    import ipaddress  # pylint: disable=import-outside-toplevel
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(1).not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-            .sign(key, hashes.SHA256()))
-    certfile, keyfile = tmp_path / "tls.crt", tmp_path / "tls.key"
-    certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    keyfile.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()))
-    return str(certfile), str(keyfile)
-
-
 def test_https_with_the_configured_certificate(tmp_path):
     import aiohttp  # pylint: disable=import-outside-toplevel
-    certfile, keyfile = _self_signed(tmp_path)
+    certfile, keyfile = self_signed(str(tmp_path))
 
     async def scenario():
         queue = asyncio.Queue()
