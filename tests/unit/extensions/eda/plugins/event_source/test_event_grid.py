@@ -166,7 +166,7 @@ def test_event_types_narrow_what_is_told():
 ])
 def test_bad_arguments_are_refused(args, message):
     with pytest.raises(ArgumentError) as caught:
-        source.Receiver(dict({"token": TOKEN}, **args), asyncio.Queue())
+        source.Receiver(dict({"token": TOKEN}, **args), None)
     assert message in str(caught.value)
 
 
@@ -204,6 +204,6 @@ def test_https_with_the_configured_certificate(tmp_path):
 def test_a_certificate_that_cannot_be_loaded_is_named(tmp_path):
     bad = tmp_path / "bad.pem"
     bad.write_text("not a certificate")
-    receiver = source.Receiver({"token": TOKEN, "certfile": str(bad), "keyfile": str(bad)}, asyncio.Queue())
+    receiver = source.Receiver({"token": TOKEN, "certfile": str(bad), "keyfile": str(bad)}, None)
     with pytest.raises(ArgumentError, match="cannot load certfile/keyfile"):
         receiver.ssl_context()
