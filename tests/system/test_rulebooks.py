@@ -24,7 +24,9 @@ import time
 
 import pytest
 import requests
+import yaml
 
+from harness.ansible_env import ROOT
 from harness.pytest_sim import ControlClient, Simulator
 from harness.rulebook import Rulebook
 from unit.utils.tls import self_signed
@@ -254,4 +256,44 @@ def test_fleet_post_maintenance_check(fleet_sim, tmp_path):
     assert "Canceled" in statuses and "Completed" in statuses, statuses
     assert "failed=0" in engine.log(), engine.describe()
     print("\nevent_grid source: Completed in the simulator -> post_maintenance_check's first check %.2f s"
+          % (min(r["time"] for r in runs) - completed_at))
+
+
+@pytest.fixture
+def fleet_arm_sim():
+    scenario = {"name": "eda-fleet-arm", "clock": "manual", "vms": FLEET, "control_plane": {"opted_in": "all"}}
+    with Simulator.from_scenario(scenario, port=0, control_port=0, arm_port=0) as simulator:
+        yield simulator
+
+
+def test_the_post_maintenance_check_from_resource_graph(fleet_arm_sim, tmp_path):
+    """The shipped rules with the source swapped for resource_graph, as docs/eda.md shows; the real azure-identity
+    managed-identity credential against the simulator's token endpoint."""
+    sim = fleet_arm_sim
+    control = ControlClient(sim.control_url)
+    shipped = ROOT / "extensions" / "eda" / "rulebooks" / "fleet_post_maintenance_check.yml"
+    rulebook = yaml.safe_load(shipped.read_text())
+    rulebook[0]["sources"] = [{"name": "Scheduled events from Resource Graph", "imds.scheduled_events.resource_graph": {
+        "subscriptions": ["00000000-0000-0000-0000-000000000000"], "auth_source": "msi",  # the simulator's default
+        "management_endpoint": sim.arm_url, "poll_interval": 1}}]
+    write(tmp_path / "rulebook.yml", yaml.safe_dump(rulebook))
+    check_tasks, checked = record_tasks(tmp_path, "checked")
+    hosts = inventory(tmp_path / "inventory.json", {"all": dict(
+        (vm["name"], dict(LOCAL, post_check_tasks=str(check_tasks))) for vm in FLEET)})
+    control.inject(id=WEB_REBOOT, type="Reboot", resources=["web_0", "web_1"], at=10, notice=100, started_for=60)
+    with Rulebook(tmp_path / "rulebook.yml", hosts, tmp_path,
+                  env={"IDENTITY_ENDPOINT": sim.identity_endpoint, "IDENTITY_HEADER": sim.identity_header}
+                  ) as engine:
+        engine.wait_for_log("first query: 0 event(s)", what="the first Resource Graph query")
+        control.advance(170)  # appears, starts at NotBefore, and is over: the next query sees Completed
+        completed_at = time.time()
+        runs = engine.wait_for(lambda: len(records(checked)) >= 2 and records(checked),
+                               what="the post-maintenance check on web_0 and web_1")
+        engine.wait_for_log("PLAY RECAP", what="post_maintenance_check's recap")
+        code = engine.stop()
+
+    assert code == 130, engine.describe()
+    assert sorted(r["host"] for r in runs) == ["web_0", "web_1"] and {r["outcome"] for r in runs} == {"completed"}
+    assert "failed=0" in engine.log() and "Traceback" not in engine.log(), engine.describe()
+    print("\nresource_graph source (1 s polls): Completed in the simulator -> first check %.2f s"
           % (min(r["time"] for r in runs) - completed_at))

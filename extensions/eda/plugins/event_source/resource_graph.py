@@ -161,6 +161,9 @@ class ResourceGraphSource(object):
             return None
         self.failures.recovered("%s: Resource Graph answers" % SOURCE)
         self.polls += 1
+        if self.polls == 1:
+            logger.info("%s: first query: %d event(s), %d unreadable row(s)", SOURCE, len(result.events),
+                        len(result.problems))
         now = self.clock()
         out = []
         for problem in result.problems:
