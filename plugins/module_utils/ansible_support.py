@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from ansible.module_utils.basic import env_fallback, missing_required_lib
 
-from .control_plane import ArmClient, ControlPlaneError, credential
-from .events import EventFilter, ThisVm
+from .control_plane import ArmClient, ControlPlaneError, credential, explain, query_events
+from .events import EventFilter, ThisVm, is_event_id
 from .imds import (API_VERSIONS, DEFAULT_API_VERSION, DEFAULT_FIRST_TIMEOUT, DEFAULT_RETRIES,
                    DEFAULT_TIMEOUT, ENDPOINT_ENV, HAS_REQUESTS, REQUESTS_IMPORT_ERROR, ImdsClient, ImdsError)
 
@@ -129,3 +129,19 @@ def arm_client_from_module(module):
         if "azure-identity is required" in str(exc):
             module.fail_json(msg=missing_required_lib("azure-identity"))
         module.fail_json(msg=str(exc))
+
+
+def fail_on_bad_event_ids(module, event_ids):
+    """EventIds are GUIDs: anything else (a typo, an injection attempt) is refused before any request."""
+    bad = [i for i in event_ids or () if not is_event_id(i)]
+    if bad:
+        module.fail_json(msg="not an EventId (a GUID is expected): %s" % ", ".join(repr(b) for b in bad))
+
+
+def control_plane_events(module, client, query):
+    """Every Resource Graph row of the query, read into events; fails the task with what to do about a refusal."""
+    params = module.params
+    try:
+        return query_events(client, query, params["subscriptions"], params["management_groups"])
+    except ControlPlaneError as exc:
+        module.fail_json(msg=explain(exc), status=exc.status, code=exc.code, query=query)

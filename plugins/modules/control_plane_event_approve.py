@@ -155,19 +155,10 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.imds.scheduled_events.plugins.module_utils import approval
 from ansible_collections.imds.scheduled_events.plugins.module_utils.ansible_support import (
-    CONTROL_PLANE_ARGUMENT_SPEC, arm_client_from_module, argument_spec)
+    CONTROL_PLANE_ARGUMENT_SPEC, arm_client_from_module, argument_spec, control_plane_events, fail_on_bad_event_ids)
 from ansible_collections.imds.scheduled_events.plugins.module_utils.control_plane import (
-    ACKNOWLEDGE_APIS, ControlPlaneError, acknowledge, build_query, explain, query_events)
-from ansible_collections.imds.scheduled_events.plugins.module_utils.events import (
-    Document, EventFilter, NamedVms, is_event_id)
-
-
-def read(module, client, query):
-    params = module.params
-    try:
-        return query_events(client, query, params["subscriptions"], params["management_groups"])
-    except ControlPlaneError as exc:
-        module.fail_json(msg=explain(exc), status=exc.status, code=exc.code, query=query)
+    ACKNOWLEDGE_APIS, ControlPlaneError, acknowledge, build_query, explain)
+from ansible_collections.imds.scheduled_events.plugins.module_utils.events import Document, EventFilter, NamedVms
 
 
 def main():
@@ -188,16 +179,13 @@ def main():
     )
     params = module.params
     requested = params["event_ids"]
-    if requested is not None:
-        bad = [i for i in requested if not is_event_id(i)]
-        if bad:
-            module.fail_json(msg="not an EventId (a GUID is expected): %s" % ", ".join(repr(b) for b in bad))
+    fail_on_bad_event_ids(module, requested)
     try:
         query = build_query(event_ids=requested, types=params["event_types"])
     except ValueError as exc:
         module.fail_json(msg=str(exc))
     client = arm_client_from_module(module)
-    found = read(module, client, query)
+    found = control_plane_events(module, client, query)
 
     vms = NamedVms(params["vm_names"])  # None: the operator named the events, for all their VMs
     owners = dict((e.event.event_id.casefold(), e.owner) for e in found.events)
@@ -235,7 +223,7 @@ def main():
     if failures:
         # Resource Graph is the judge, as the document is for event_approve: what started or finished meanwhile
         # needed no approval; anything still Scheduled is a real failure.
-        again = dict((e.event.event_id.casefold(), e.event) for e in read(module, client, query).events)
+        again = dict((e.event.event_id.casefold(), e.event) for e in control_plane_events(module, client, query).events)
         still = []
         for owner, events, exc in failures:
             for event in events:

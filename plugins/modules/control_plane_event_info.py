@@ -231,9 +231,8 @@ pages:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.imds.scheduled_events.plugins.module_utils.ansible_support import (
-    CONTROL_PLANE_ARGUMENT_SPEC, arm_client_from_module, argument_spec)
-from ansible_collections.imds.scheduled_events.plugins.module_utils.control_plane import (
-    ControlPlaneError, build_query, explain, query_events)
+    CONTROL_PLANE_ARGUMENT_SPEC, arm_client_from_module, argument_spec, control_plane_events)
+from ansible_collections.imds.scheduled_events.plugins.module_utils.control_plane import build_query
 from ansible_collections.imds.scheduled_events.plugins.module_utils.events import NamedVms
 
 
@@ -260,10 +259,7 @@ def main():
     except ValueError as exc:
         module.fail_json(msg=str(exc))
     client = arm_client_from_module(module)
-    try:
-        found = query_events(client, query, params["subscriptions"], params["management_groups"])
-    except ControlPlaneError as exc:
-        module.fail_json(msg=explain(exc), status=exc.status, code=exc.code, query=query)
+    found = control_plane_events(module, client, query)
 
     vms = NamedVms(params["vm_names"]) if params["vm_names"] else None
     events = [e for e in found.events if vms is None or e.event.affects(vms)]

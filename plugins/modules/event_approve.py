@@ -140,8 +140,8 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.imds.scheduled_events.plugins.module_utils import approval
 from ansible_collections.imds.scheduled_events.plugins.module_utils.ansible_support import (
-    IMDS_ARGUMENT_SPEC, argument_spec, client_from_module, this_vm_from_module)
-from ansible_collections.imds.scheduled_events.plugins.module_utils.events import EventFilter, is_event_id
+    IMDS_ARGUMENT_SPEC, argument_spec, client_from_module, fail_on_bad_event_ids, this_vm_from_module)
+from ansible_collections.imds.scheduled_events.plugins.module_utils.events import EventFilter
 from ansible_collections.imds.scheduled_events.plugins.module_utils.imds import ImdsError
 
 
@@ -158,10 +158,7 @@ def main():
     )
     params = module.params
     requested = params["event_ids"]
-    if requested is not None:
-        bad = [i for i in requested if not is_event_id(i)]
-        if bad:
-            module.fail_json(msg="not an EventId (a GUID is expected): %s" % ", ".join(repr(b) for b in bad))
+    fail_on_bad_event_ids(module, requested)
     client = client_from_module(module)
     try:
         vm = this_vm_from_module(module, client)
