@@ -12,13 +12,10 @@ The daemon is pointed at a closed port on loopback: it needs no IMDS to start, a
 Nothing is timed: each check follows a command that has completed (ansible-playbook, systemctl).
 """
 
-import json
 import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
+from harness import roles
 from harness.ansible_env import ansible_env
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -38,21 +35,11 @@ SNAPSHOT_PRUNE = ["/proc", "/sys", "/dev", "/run", "/tmp", "/var/tmp", "/var/log
 
 
 def apply_role(vm, tmp_path, expect_ok=True, **role_vars):
-    """ansible-playbook with the role; returns (exit status, changed count or None, output)."""
-    inventory = tmp_path / "inventory.json"
-    inventory.write_text(json.dumps({"all": {"hosts": {"myvm": vm.ansible_inventory_vars()}}}))
-    extra = tmp_path / ("vars-%d.json" % time.monotonic_ns())
-    extra.write_text(json.dumps(dict(ROLE_VARS, **role_vars)))
-    here = Path(sys.executable).parent / "ansible-playbook"
-    playbook = str(here) if here.exists() else str(ROOT / ".venv" / "bin" / "ansible-playbook")
-    proc = subprocess.run([playbook, "-i", str(inventory), str(FILES / "apply-role.yml"), "-e", "@%s" % extra],
-                          env=ansible_env(ANSIBLE_PIPELINING="True"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          universal_newlines=True, timeout=900, check=False)
+    """The role with ROLE_VARS and `role_vars`; returns (exit status, changed count or None, output)."""
+    run = roles.apply_role(vm, tmp_path, dict(ROLE_VARS, **role_vars), playbook=FILES / "apply-role.yml")
     if expect_ok:
-        assert proc.returncode == 0, proc.stdout[-20000:]
-    recap = [line for line in proc.stdout.splitlines() if line.startswith("myvm") and "changed=" in line]
-    changed = int(recap[-1].split("changed=")[1].split()[0]) if recap else None
-    return proc.returncode, changed, proc.stdout
+        assert run.returncode == 0, run.output[-20000:]
+    return run.returncode, run.changed, run.output
 
 
 def unit(vm):
