@@ -176,11 +176,15 @@ class StateFile(object):
         return state
 
     def save(self, state, significant=None):
-        """Write the state when what matters in it changed; a failure is logged, and tried again next time."""
+        """Write the state when what matters in it changed (its directory made, 0700, if missing); a failure is
+        logged, and tried again next time."""
         text = json.dumps(significant(state) if significant else state, sort_keys=True)
         if text == self._saved:
             return False
         try:
+            directory = os.path.dirname(self.path)
+            if not os.path.isdir(directory):
+                os.makedirs(directory, mode=0o700)
             write_atomically(self.path, json.dumps(state, sort_keys=True).encode("utf-8"), mode=0o600)
         except OSError as exc:
             self.logger.error("cannot save the state to %s: %s", self.path, exc)

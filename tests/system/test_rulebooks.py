@@ -87,8 +87,7 @@ def test_vm_drain_and_approve(vm_sim, tmp_path):
     restore_tasks, restored = record_tasks(tmp_path, "restored")
     hosts = inventory(tmp_path / "inventory.json", {"web": {"localhost": dict(
         LOCAL, drain_tasks=str(drain_tasks), restore_tasks=str(restore_tasks))}})
-    state_file = tmp_path / "state" / "eda-imds.json"
-    state_file.parent.mkdir(mode=0o700)
+    state_file = tmp_path / "state" / "imds.json"  # the source makes its directory
 
     with Rulebook("imds.scheduled_events.vm_drain_and_approve", hosts, tmp_path,
                   env={"IMDS_ENDPOINT": vm_sim.endpoint("myvm")},
@@ -116,6 +115,7 @@ def test_vm_drain_and_approve(vm_sim, tmp_path):
     assert log.count("failed=0") == 2 and "Traceback" not in log, engine.describe()
     assert control.approvals(event_id=PEER) == [] and control.approvals(event_id=FREEZE) == []
     assert oct(state_file.stat().st_mode & 0o777) == "0o600"
+    assert oct(state_file.parent.stat().st_mode & 0o777) == "0o700"
     print("\nimds source: event injected -> drain_and_approve's first task %.2f s; restore %.2f s after the drain"
           % (drain["time"] - appeared_at, restore["time"] - drain["time"]))
 

@@ -59,7 +59,8 @@ options:
     description:
       - Absolute path of a JSON file where the source keeps what it has seen, so that a restart of the rulebook,
         or the reboot an event caused, neither repeats C(appeared) nor loses C(gone).
-      - Must be writable by the rulebook's user and by nobody else. Without it, memory ends with the process.
+      - Must be writable by the rulebook's user and by nobody else; its directory is made (0700) if missing.
+        Without it, memory ends with the process.
     type: str
   boot_id_file:
     description: Where the kernel's boot id is read; a change means the VM rebooted. Tests point it elsewhere.
@@ -73,7 +74,7 @@ EXAMPLES = r"""
   sources:
     - imds.scheduled_events.imds:
         event_types: [Reboot, Redeploy]
-        state_file: /var/lib/imds-scheduled-events/eda-imds.json
+        state_file: /var/lib/imds-scheduled-events/eda/imds.json
   rules:
     - name: Drain, then approve
       condition: event.change == "appeared" and event.scheduled_event.EventStatus == "Scheduled"

@@ -124,3 +124,21 @@ def test_a_state_file_others_may_write_is_refused(tmp_path):
         sources.StateFile(str(path), logging.getLogger("t")).check_trusted()
     finally:
         os.chmod(str(tmp_path), 0o700)
+
+
+def test_the_state_files_directory_is_made_private(tmp_path):
+    path = tmp_path / "eda" / "imds.json"
+    state_file = sources.StateFile(str(path), logging.getLogger("t"))
+    state_file.check_trusted()
+    assert state_file.save({"a": 1})
+    assert os.stat(str(tmp_path / "eda")).st_mode & 0o777 == 0o700
+    assert json.loads(path.read_text()) == {"a": 1}
+
+
+def test_a_state_that_cannot_be_saved_is_logged_and_tried_again(tmp_path, caplog):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    state_file = sources.StateFile(str(blocker / "imds.json"), logging.getLogger("t"))
+    assert not state_file.save({"a": 1})
+    assert not state_file.save({"a": 1})  # not remembered as saved
+    assert caplog.text.count("cannot save the state to") == 2
