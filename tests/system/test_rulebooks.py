@@ -198,6 +198,8 @@ def test_fleet_page_on_redeploy(fleet_sim, tmp_path):
             url = subscribe(engine, control, token)
             wrong = requests.post(url.replace(token, "not-the-token"), json=[], verify=certfile, timeout=30)
             assert wrong.status_code == 401
+            refused = control.subscribe_event_grid(url.replace(token, "not-the-token"), insecure_skip_verify=True)
+            assert refused["provisioningState"] == "Failed" and "answered 401" in refused["failure"], refused
             # Not for paging: a Redeploy outside production, a Reboot in production. Then the production Redeploy.
             control.inject(id=DEV_REDEPLOY, type="Redeploy", resources=["dev_0"], at=10, notice=600)
             control.inject(id=DB_REBOOT, type="Reboot", resources=["db_0"], at=10, notice=900)
