@@ -10,6 +10,8 @@
   module_overhead    event_info vs ansible.builtin.uri
   fleet_report       event_info and the fleet report vs `ansible -m ping`, 50/200/500 hosts
   control_plane_report  the fleet report of 5,000 VMs from Resource Graph vs the SSH path's for 500 hosts (issue #14)
+  eda_latency        Event-Driven Ansible: an event appears -> the first task of the playbook the shipped rulebook runs,
+                     for the imds and the event_grid sources (the real ansible-rulebook, one engine per source)
 Each is also a script of its own (python bench/<name>.py --help). footprint and request_rate run at the same time
 (each measures only its own processes, which use a fraction of a percent of a core); the rest one after another.
 Under `make bench` (30 Preempts rather than 50, shorter storms, one fleet run per size) the whole takes about a
@@ -36,6 +38,7 @@ sys.path.insert(0, HERE)
 import benchvm  # noqa: E402  pylint: disable=wrong-import-position
 import control_plane_report  # noqa: E402  pylint: disable=wrong-import-position
 import detection_latency  # noqa: E402  pylint: disable=wrong-import-position
+import eda_latency  # noqa: E402  pylint: disable=wrong-import-position
 import fleet_report  # noqa: E402  pylint: disable=wrong-import-position
 import footprint  # noqa: E402  pylint: disable=wrong-import-position
 import module_overhead  # noqa: E402  pylint: disable=wrong-import-position
@@ -43,7 +46,7 @@ import preempt_budget  # noqa: E402  pylint: disable=wrong-import-position
 import request_rate  # noqa: E402  pylint: disable=wrong-import-position
 
 ORDER = ["footprint", "request_rate", "detection_latency", "preempt_budget", "module_overhead", "fleet_report",
-         "control_plane_report"]
+         "control_plane_report", "eda_latency"]
 VM_BENCHMARKS = ("detection_latency", "preempt_budget")
 
 
@@ -117,6 +120,21 @@ def rows(name, r):
                  "SSH path %.1f s (%.1f ms per host), CPU %.0f s; **%.0f x** faster per VM (%.0f x less CPU)"
                  % (ssh["median"], ssh["per_vm_ms"], ssh["cpu"]["median"], r["ratio_per_vm"], r["ratio_cpu_per_vm"]),
                  ">= 10 x", r["met_ratio"])]
+    if name == "eda_latency":
+        out = []
+        for source, what, wait in (("imds", "EDA imds source: Reboot injected -> drain_and_approve's first task",
+                                    ("poll", "the poll that saw it")),
+                                   ("event_grid", "EDA event_grid source: Redeploy appears -> page_on_call posts the page",
+                                    ("delivery", "delivered"))):
+            if source not in r:
+                continue
+            e, st = r[source], r[source]["seconds"]
+            values = (st["median"], st["min"], st["max"], ", ".join("%.2f" % v for v in st["values"]), wait[1],
+                      e["phases"][wait[0]]["median"], e["engine_start_seconds"])
+            out.append(("%s (%d in a row, one engine)" % (what, st["n"]),
+                        "median **%.2f s**, min %.2f s, max %.2f s (runs %s); %s after %.2f s (median); "
+                        "engine start %.1f s" % values, "<= 3 s median", e["met"]))
+        return out
     return []
 
 
@@ -178,7 +196,7 @@ def main(argv=None):
     extra["fleet_report"] = ["--runs", "1", "--no-before"]
     modules = {"footprint": footprint, "request_rate": request_rate, "detection_latency": detection_latency,
                "preempt_budget": preempt_budget, "module_overhead": module_overhead, "fleet_report": fleet_report,
-               "control_plane_report": control_plane_report}
+               "control_plane_report": control_plane_report, "eda_latency": eda_latency}
     vm = None
     background = {}
     if "footprint" in selected and "request_rate" in selected:
