@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import http.server
 import json
 import os
 import random
@@ -45,7 +44,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -57,6 +55,8 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 import pytest  # noqa: E402  pylint: disable=wrong-import-position
 import sitecustomize  # noqa: E402  pylint: disable=wrong-import-position
+from harness.eda import (  # noqa: E402  pylint: disable=wrong-import-position
+    LOCAL, Pager, record_tasks, records, write_inventory)
 from harness.pytest_sim import ControlClient, Simulator  # noqa: E402  pylint: disable=wrong-import-position
 from harness.rulebook import ANSIBLE_RULEBOOK, Rulebook, ensure_engine  # noqa: E402  pylint: disable=wrong-import-position
 from unit.utils.tls import self_signed  # noqa: E402  pylint: disable=wrong-import-position
@@ -66,66 +66,11 @@ sitecustomize.install()  # this process, too, talks to loopback only
 SOURCES = ("imds", "event_grid")
 GOAL_MEDIAN = 3.0
 POLL_INTERVAL = 1.0  # the imds source's default, which the shipped rulebook keeps
-LOCAL = {"ansible_connection": "local", "ansible_python_interpreter": "{{ ansible_playbook_python }}"}
 FLEET = [{"name": "web_0", "availability_set": "web-as", "resource_group": "prod-web"},
          {"name": "web_1", "availability_set": "web-as", "resource_group": "prod-web"},
          {"name": "dev_0", "resource_group": "dev"}]
 
-# One JSON line per run of the including play: when (epoch seconds, `date +%s.%N`) and for which event.
-RECORD_TASKS = """\
----
-- name: Record that this ran, and for which event
-  ansible.builtin.lineinfile:
-    path: {path}
-    create: true
-    mode: "0600"
-    line: "{{{{ {{'time': lookup('ansible.builtin.pipe', 'date +%s.%N') | float,
-             'change': ansible_eda.event.change, 'event_id': ansible_eda.event.event_id}} | to_json }}}}"
-"""
 WAITING = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) - \S+ - INFO - Waiting for events", re.M)
-
-
-class Pager(object):
-    """The on-call system's webhook: records each page posted to it, with the time it arrived."""
-
-    def __init__(self):
-        pages = self.pages = []
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):  # noqa: N802  pylint: disable=invalid-name
-                arrived = time.time()
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                pages.append({"time": arrived, "page": json.loads(body)})
-                self.send_response(202)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = "http://127.0.0.1:%d/page" % self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def records(path):
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
-def record_tasks(work, name):
-    out = work / ("%s.jsonl" % name)
-    tasks = work / ("%s.yml" % name)
-    tasks.write_text(RECORD_TASKS.format(path=out), encoding="utf-8")
-    return tasks, out
-
-
-def write_inventory(path, groups):
-    path.write_text(json.dumps({name: {"hosts": hosts} for name, hosts in groups.items()}), encoding="utf-8")
-    return path
 
 
 def summarize(values):

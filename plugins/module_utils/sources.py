@@ -11,6 +11,7 @@ default: every source names what it accepts and refuses anything else, before it
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -128,6 +129,21 @@ class RepeatedLog(object):
             self.logger.info("%s again after %d failure(s)", what, self.count)
         self.last = None
         self.count = 0
+
+
+async def poll_forever(queue, source):
+    """The loop of the polling sources (imds, resource_graph): one source.poll() at a time in a worker thread (the
+    clients block), its events queued in order, then source.after_poll() (the imds source saves its state there:
+    once the events are queued, so a crash in between repeats them rather than losing them), then the rest of
+    source.next_delay(): polls start every interval, however long one takes."""
+    loop = asyncio.get_running_loop()
+    while True:
+        started = time.monotonic()
+        events = await loop.run_in_executor(None, source.poll)
+        for event in events or ():
+            await queue.put(event)
+        source.after_poll()
+        await asyncio.sleep(max(0.0, source.next_delay() - (time.monotonic() - started)))
 
 
 class StateFile(object):

@@ -17,7 +17,6 @@ of the issue quotes them), never asserted: each wait only bounds a hang.
 
 from __future__ import annotations
 
-import json
 import re
 import secrets
 import time
@@ -27,6 +26,7 @@ import requests
 import yaml
 
 from harness.ansible_env import ROOT
+from harness.eda import LOCAL, Pager, record_tasks, records, write_inventory
 from harness.pytest_sim import ControlClient, Simulator
 from harness.rulebook import Rulebook
 from unit.utils.tls import self_signed
@@ -34,42 +34,6 @@ from unit.utils.tls import self_signed
 REBOOT = "4CAEA225-A741-474D-A72E-428C86FCD853"
 PEER = "A626E37F-793E-44E1-89B5-99AE0B96044C"
 FREEZE = "C7061BAC-AFDC-4513-B24B-AA5F13A16123"
-
-LOCAL = {"ansible_connection": "local", "ansible_python_interpreter": "{{ ansible_playbook_python }}"}
-
-# Each run appends one JSON line: when (epoch seconds) and what triggered it. Nothing of the event reaches a shell.
-RECORD_TASKS = """\
----
-- name: Record that this ran, and for which event
-  ansible.builtin.lineinfile:
-    path: {path}
-    create: true
-    mode: "0600"
-    line: "{{{{ {{'time': lookup('ansible.builtin.pipe', 'date +%s.%N') | float, 'host': inventory_hostname,
-             'change': ansible_eda.event.change, 'outcome': ansible_eda.event.outcome,
-             'event_id': ansible_eda.event.event_id}} | to_json }}}}"
-"""
-
-
-def records(path):
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
-def write(path, text):
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-def record_tasks(tmp_path, name):
-    """A tasks file that records its runs in <name>.jsonl; returns (tasks file, records file)."""
-    out = tmp_path / ("%s.jsonl" % name)
-    return write(tmp_path / ("%s.yml" % name), RECORD_TASKS.format(path=out)), out
-
-
-def inventory(path, groups):
-    path.write_text(json.dumps({name: {"hosts": hosts} for name, hosts in groups.items()}), encoding="utf-8")
-    return path
-
 
 # --- on the VM: the imds source ------------------------------------------------------------------------------------
 
@@ -85,7 +49,7 @@ def test_vm_drain_and_approve(vm_sim, tmp_path):
     control = ControlClient(vm_sim.control_url)
     drain_tasks, drained = record_tasks(tmp_path, "drained")
     restore_tasks, restored = record_tasks(tmp_path, "restored")
-    hosts = inventory(tmp_path / "inventory.json", {"web": {"localhost": dict(
+    hosts = write_inventory(tmp_path / "inventory.json", {"web": {"localhost": dict(
         LOCAL, drain_tasks=str(drain_tasks), restore_tasks=str(restore_tasks))}})
     state_file = tmp_path / "state" / "imds.json"  # the source makes its directory
 
@@ -141,34 +105,6 @@ def fleet_sim():
         yield simulator
 
 
-class Pager(object):
-    """The on-call system's webhook: records each page it is posted, with the time it arrived."""
-
-    def __init__(self):
-        import http.server  # pylint: disable=import-outside-toplevel
-        import threading  # pylint: disable=import-outside-toplevel
-        pages = self.pages = []
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):  # noqa: N802  pylint: disable=invalid-name
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                pages.append({"time": time.time(), "page": json.loads(body)})
-                self.send_response(202)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = "http://127.0.0.1:%d/page" % self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def receiver_vars(tmp_path, token):
     certfile, keyfile = self_signed(str(tmp_path))
     return {"event_grid_host": "127.0.0.1", "event_grid_port": 0, "event_grid_token": token,
@@ -191,7 +127,7 @@ def test_fleet_page_on_redeploy(fleet_sim, tmp_path):
     rulebook_vars, certfile = receiver_vars(tmp_path, token)
     rulebook_vars["production_resource_groups"] = ["prod-web", "prod-db"]
     pager = Pager()
-    hosts = inventory(tmp_path / "inventory.json", {"all": {"localhost": dict(LOCAL, pager_url=pager.url)}})
+    hosts = write_inventory(tmp_path / "inventory.json", {"all": {"localhost": dict(LOCAL, pager_url=pager.url)}})
     try:
         with Rulebook("imds.scheduled_events.fleet_page_on_redeploy", hosts, tmp_path,
                       extra_vars=rulebook_vars) as engine:
@@ -232,7 +168,7 @@ def test_fleet_post_maintenance_check(fleet_sim, tmp_path):
     token = secrets.token_urlsafe(16)
     rulebook_vars, dummy = receiver_vars(tmp_path, token)
     check_tasks, checked = record_tasks(tmp_path, "checked")
-    hosts = inventory(tmp_path / "inventory.json", {"all": dict(
+    hosts = write_inventory(tmp_path / "inventory.json", {"all": dict(
         (vm["name"], dict(LOCAL, post_check_tasks=str(check_tasks))) for vm in FLEET)})
     with Rulebook("imds.scheduled_events.fleet_post_maintenance_check", hosts, tmp_path,
                   extra_vars=rulebook_vars) as engine:
@@ -278,9 +214,9 @@ def test_the_post_maintenance_check_from_resource_graph(fleet_arm_sim, tmp_path)
     rulebook[0]["sources"] = [{"name": "Scheduled events from Resource Graph", "imds.scheduled_events.resource_graph": {
         "subscriptions": ["00000000-0000-0000-0000-000000000000"], "auth_source": "msi",  # the simulator's default
         "management_endpoint": sim.arm_url, "poll_interval": 1}}]
-    write(tmp_path / "rulebook.yml", yaml.safe_dump(rulebook))
+    (tmp_path / "rulebook.yml").write_text(yaml.safe_dump(rulebook), encoding="utf-8")
     check_tasks, checked = record_tasks(tmp_path, "checked")
-    hosts = inventory(tmp_path / "inventory.json", {"all": dict(
+    hosts = write_inventory(tmp_path / "inventory.json", {"all": dict(
         (vm["name"], dict(LOCAL, post_check_tasks=str(check_tasks))) for vm in FLEET)})
     control.inject(id=WEB_REBOOT, type="Reboot", resources=["web_0", "web_1"], at=10, notice=100, started_for=60)
     with Rulebook(tmp_path / "rulebook.yml", hosts, tmp_path,

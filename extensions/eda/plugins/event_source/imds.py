@@ -103,7 +103,7 @@ from ansible_collections.imds.scheduled_events.plugins.module_utils.imds import 
 from ansible_collections.imds.scheduled_events.plugins.module_utils.lifecycle import (  # noqa: E402
     BOOT_ID_FILE, DEFAULT_CONFIRM_POLLS, DocumentTracker, read_boot_id, validate_tracker_state)
 from ansible_collections.imds.scheduled_events.plugins.module_utils.sources import (  # noqa: E402
-    Argument, ArgumentError, RepeatedLog, StateFile, check_args, rulebook_event)
+    Argument, ArgumentError, RepeatedLog, StateFile, check_args, poll_forever, rulebook_event)
 
 SOURCE = "imds.scheduled_events.imds"
 ARGS = {
@@ -179,23 +179,14 @@ class ImdsSource(object):
     def next_delay(self, extra=0):
         return poll_delay(self.args["poll_interval"], self.failures.count + extra, self.args["max_backoff"])
 
-    def save(self):
+    def after_poll(self):
         if self.state_file and self.tracker is not None:
             self.state_file.save(self.tracker.state, _significant)
-
-    async def run(self, queue):
-        while True:
-            started = time.monotonic()
-            events = await asyncio.get_running_loop().run_in_executor(None, self.poll)
-            for event in events or ():
-                await queue.put(event)
-            self.save()  # after the events are queued: a crash in between repeats them rather than losing them
-            await asyncio.sleep(max(0.0, self.next_delay() - (time.monotonic() - started)))
 
 
 async def main(queue, args):
     """ansible-rulebook's entry point."""
-    await ImdsSource(args).run(queue)
+    await poll_forever(queue, ImdsSource(args))
 
 
 if __name__ == "__main__":

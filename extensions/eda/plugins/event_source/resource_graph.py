@@ -89,7 +89,6 @@ EXAMPLES = r"""
           name: post_maintenance_check.yml
 """
 
-import asyncio
 import logging
 import os
 import sys
@@ -107,7 +106,7 @@ from ansible_collections.imds.scheduled_events.plugins.module_utils.events impor
 from ansible_collections.imds.scheduled_events.plugins.module_utils.imds import poll_delay  # noqa: E402
 from ansible_collections.imds.scheduled_events.plugins.module_utils.lifecycle import StatusTracker  # noqa: E402
 from ansible_collections.imds.scheduled_events.plugins.module_utils.sources import (  # noqa: E402
-    Argument, ArgumentError, RepeatedLog, check_args, rulebook_event)
+    Argument, ArgumentError, RepeatedLog, check_args, poll_forever, rulebook_event)
 
 SOURCE = "imds.scheduled_events.resource_graph"
 ARGS = {
@@ -185,15 +184,10 @@ class ResourceGraphSource(object):
     def next_delay(self):
         return poll_delay(self.args["poll_interval"], self.failures.count, self.args["max_backoff"])
 
-    async def run(self, queue):
-        while True:
-            started = time.monotonic()
-            events = await asyncio.get_running_loop().run_in_executor(None, self.poll)
-            for event in events or ():
-                await queue.put(event)
-            await asyncio.sleep(max(0.0, self.next_delay() - (time.monotonic() - started)))
+    def after_poll(self):
+        """Nothing to keep: Resource Graph holds the history."""
 
 
 async def main(queue, args):
     """ansible-rulebook's entry point."""
-    await ResourceGraphSource(args).run(queue)
+    await poll_forever(queue, ResourceGraphSource(args))

@@ -142,3 +142,34 @@ def test_a_state_that_cannot_be_saved_is_logged_and_tried_again(tmp_path, caplog
     assert not state_file.save({"a": 1})
     assert not state_file.save({"a": 1})  # not remembered as saved
     assert caplog.text.count("cannot save the state to") == 2
+
+
+def test_poll_forever_queues_each_polls_events_in_order_then_calls_after_poll():
+    import asyncio  # pylint: disable=import-outside-toplevel
+
+    class Source(object):
+        def __init__(self):
+            self.queue = None
+            self.seen = []
+            self.polls = iter([[{"n": 1}, {"n": 2}], None, [], [{"n": 3}]])
+
+        def poll(self):
+            return next(self.polls)
+
+        def after_poll(self):
+            self.seen.append(self.queue.qsize())
+
+        def next_delay(self):
+            return 0.0
+
+    async def scenario(source):
+        source.queue = asyncio.Queue()
+        task = asyncio.ensure_future(sources.poll_forever(source.queue, source))
+        got = [await asyncio.wait_for(source.queue.get(), timeout=60) for dummy in range(3)]  # bounds a hang only
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return got
+
+    source = Source()
+    assert asyncio.run(scenario(source)) == [{"n": 1}, {"n": 2}, {"n": 3}]
+    assert source.seen[0] == 2  # the first poll's events were queued before after_poll ran

@@ -150,7 +150,7 @@ def test_a_restart_with_a_state_file_neither_repeats_nor_loses(rig):
     src = rig.source(state_file=state)
     rig.advance(10)
     src.poll()
-    src.save()
+    src.after_poll()
     assert os.stat(state).st_mode & 0o777 == 0o600
     saved = json.loads(open(state).read())
     assert sorted(saved["events"]) == sorted([REBOOT.lower(), FREEZE.lower(), PEER.lower()])  # tracked, not told
@@ -169,7 +169,7 @@ def test_the_reboot_it_caused_ends_it_across_a_restart(rig):
     src.poll()
     ImdsClient(endpoint=rig.sim.endpoint("myvm")).approve([REBOOT])
     assert changes(src.poll()) == [("approved", REBOOT, None), ("started", REBOOT, None)]
-    src.save()
+    src.after_poll()
     rig.boot_file.write_text("boot-2\n")  # the VM rebooted; the rulebook starts again
     after = rig.source(state_file=state, event_types=["Reboot"])
     events = after.poll()  # IMDS still shows the Started tail
