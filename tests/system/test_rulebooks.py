@@ -35,6 +35,7 @@ REBOOT = "4CAEA225-A741-474D-A72E-428C86FCD853"
 PEER = "A626E37F-793E-44E1-89B5-99AE0B96044C"
 FREEZE = "C7061BAC-AFDC-4513-B24B-AA5F13A16123"
 
+
 # --- on the VM: the imds source ------------------------------------------------------------------------------------
 
 @pytest.fixture
