@@ -83,6 +83,17 @@ def _changed_keys(old, new):
     return [k for k, a, b in zip(UPDATE_KEYS, before, after) if a != b]
 
 
+def _start_changes(now, not_before, event, described):
+    """An event seen Started for the first time: `approved` first when its NotBefore (as last seen Scheduled) was
+    still ahead, since the platform itself starts events at NotBefore; then `started`."""
+    out = []
+    if not_before is not None and now < not_before:
+        out.append(Change(APPROVED, event.event_id, described, "Started at %s, before its NotBefore %s: approved"
+                          % (format_iso(_datetime(now)), format_iso(_datetime(not_before)))))
+    out.append(Change(STARTED_CHANGE, event.event_id, described, "%s Started" % event.event_type))
+    return out
+
+
 class Change(object):
     """One lifecycle change of one event: what a rulebook matches on."""
 
@@ -212,12 +223,9 @@ class DocumentTracker(object):
             self._gone(now, key, rec, COMPLETED, "Started after the VM rebooted (boot id changed)", out, "reboot")
             return
         if event.is_started and not was_started:
-            if not_before is not None and now < not_before:
-                rec["approved"] = True
-                out.append(Change(APPROVED, rec["id"], rec["event"],
-                                  "Started at %s, before its NotBefore %s: approved" % (
-                                      format_iso(_datetime(now)), format_iso(_datetime(not_before)))))
-            out.append(Change(STARTED_CHANGE, rec["id"], rec["event"], "%s Started" % event.event_type))
+            started = _start_changes(now, not_before, event, rec["event"])
+            rec["approved"] = started[0].kind == APPROVED
+            out.extend(started)
         elif rec["signature"] != signature:
             changed = _changed_keys(signature, rec["signature"])
             out.append(Change(UPDATED, rec["id"], rec["event"], "changed: %s" % ", ".join(changed), changed=changed))
@@ -288,12 +296,10 @@ class StatusTracker(object):
         if rec is None:
             rec = {"id": event.event_id, "rank": -1, "status": None, "signature": None, "not_before": None,
                    "first_seen": now}
-            if event.is_finished:
-                pass
-            elif event.is_started:
+            if event.is_started:
                 out.append(Change(APPEARED, event.event_id, described, "%s Started when first reported"
                                   % event.event_type))
-            else:
+            elif not event.is_finished:
                 out.append(Change(APPEARED, event.event_id, described, "%s %s for %s" % (
                     event.event_type, event.status, ", ".join(event.resources) or "no resources")))
         elif rank < rec["rank"] or (rank == rec["rank"] and (rank == 2 or signature == rec["signature"])):
@@ -303,10 +309,7 @@ class StatusTracker(object):
             out.append(Change(UPDATED, event.event_id, described, "changed: %s" % ", ".join(changed),
                               changed=changed))
         if event.is_started and rec["rank"] < 1:
-            if rec["not_before"] is not None and now < rec["not_before"]:
-                out.append(Change(APPROVED, event.event_id, described, "Started at %s, before its NotBefore %s: "
-                                  "approved" % (format_iso(_datetime(now)), format_iso(_datetime(rec["not_before"])))))
-            out.append(Change(STARTED_CHANGE, event.event_id, described, "%s Started" % event.event_type))
+            out.extend(_start_changes(now, rec["not_before"], event, described))
         if event.is_finished:
             result = CANCELLED if event.status == CANCELED else COMPLETED
             out.append(Change(GONE, event.event_id, described, "%s: the control plane says %s"

@@ -24,6 +24,7 @@ def self_signed(directory, name="tls"):
             .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + datetime.timedelta(hours=1))
             .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
             .sign(key, hashes.SHA256()))
     certfile, keyfile = "%s/%s.crt" % (directory, name), "%s/%s.key" % (directory, name)
     with open(certfile, "wb") as handle:

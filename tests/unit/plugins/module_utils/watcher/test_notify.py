@@ -7,9 +7,7 @@ server (aiosmtpd) with STARTTLS and AUTH. Secrets never appear in errors; failur
 
 from __future__ import annotations
 
-import datetime
 import http.server
-import ipaddress
 import json
 import threading
 
@@ -19,6 +17,7 @@ from ansible_collections.imds.scheduled_events.plugins.module_utils.watcher impo
 from ansible_collections.imds.scheduled_events.plugins.module_utils.watcher.notify import (
     Email, Notifier, Redactor, Syslog, Webhook, safe_url, summary_line)
 from ansible_collections.imds.scheduled_events.tests.unit.utils.loopback import refused_port, smtp_controller
+from ansible_collections.imds.scheduled_events.tests.unit.utils.tls import self_signed
 
 TRANSITION = {"vm": "myvm", "event_id": "4CAEA225-A741-474D-A72E-428C86FCD853", "event_type": "Reboot",
               "transition": "held", "state": "held", "detail": "held: puppet, systemd:ansible-pull.timer",
@@ -109,35 +108,13 @@ def test_redactor_replaces_longest_first():
     assert redact("x abcdef abc y") == "x *** *** y"
 
 
-def _certificate(tmp_path):
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(hours=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-            .sign(key, hashes.SHA256()))
-    cert_file = tmp_path / "smtp.crt"
-    key_file = tmp_path / "smtp.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return str(cert_file), str(key_file)
-
-
 @pytest.fixture
 def smtp_server(tmp_path):
     import ssl
     from aiosmtpd import controller as controller_mod
     from aiosmtpd.smtp import AuthResult
 
-    cert, key = _certificate(tmp_path)
+    cert, key = self_signed(str(tmp_path), "smtp")
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
 
