@@ -10,6 +10,8 @@ import os
 import shutil
 import subprocess
 
+from harness import debian_tools
+
 # executable -> Debian package providing it
 REQUIRED_TOOLS = {
     "debootstrap": "debootstrap",
@@ -21,7 +23,6 @@ REQUIRED_TOOLS = {
     "umount": "mount",
 }
 
-APT_TIMEOUT = 900
 CAP_SYS_ADMIN = 21
 
 
@@ -103,13 +104,9 @@ def ensure_host_ready(install=True):
         if shutil.which("apt-get") is None:
             raise HarnessUnavailable(f"skipped: needs {', '.join(missing)} and there is no apt-get to install them")
         packages = sorted({REQUIRED_TOOLS[tool] for tool in missing})
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        install_cmd = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages]
-        if run(install_cmd, timeout=APT_TIMEOUT, check=False, env=env).returncode != 0:
-            run(["apt-get", "update", "-q"], timeout=APT_TIMEOUT, check=False, env=env)
-            proc = run(install_cmd, timeout=APT_TIMEOUT, check=False, env=env)
-            if proc.returncode != 0:
-                raise HarnessUnavailable(f"skipped: could not apt-get install {' '.join(packages)}:\n{proc.stderr[-2000:]}")
+        proc = debian_tools.apt_install(packages, quiet=False)
+        if proc.returncode != 0:
+            raise HarnessUnavailable(f"skipped: could not apt-get install {' '.join(packages)}:\n{proc.stderr[-2000:]}")
         missing = missing_tools()
     if missing:
         raise HarnessUnavailable(f"skipped: needs tools not installed here: {', '.join(missing)}")

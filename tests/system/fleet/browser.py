@@ -24,6 +24,8 @@ import tempfile
 import time
 import urllib.request
 
+from harness import debian_tools  # pylint: disable=import-error  # tests/ is on sys.path (tests/system/conftest.py)
+
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--disable-default-apps", "--disable-extensions",
@@ -40,15 +42,7 @@ def find_chromium():
 
 def ensure_chromium():
     """The chromium binary, installing Debian's package when missing and root; None when impossible."""
-    path = find_chromium()
-    if path or os.geteuid() != 0 or not shutil.which("apt-get"):
-        return path
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    subprocess.run(["apt-get", "update", "-qq"], env=env, check=False, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL, timeout=600)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"], env=env, check=False,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=1200)
-    return find_chromium()
+    return find_chromium() or debian_tools.ensure("chromium")["chromium"]
 
 
 def _run(binary, args, timeout=90):
