@@ -102,8 +102,8 @@ def key_url_problem(url):
 
 
 class Policy(object):
-    """What a token must say: one of `audiences`, one of `issuers`, the tenant (`tid`, when the token has one),
-    `role`, and `exp`/`nbf` within `leeway` seconds."""
+    """What a token must say: one of `audiences`, one of `issuers`, the tenant (`tid`), `role`, and `exp`/`nbf`
+    within `leeway` seconds."""
 
     def __init__(self, tenant_id, audiences, issuers=None, role=EVENT_GRID_ROLE, leeway=DEFAULT_LEEWAY):
         self.tenant_id = tenant_id.lower()
@@ -136,7 +136,7 @@ def verify(token, key, policy, now):
     try:
         claims = jwt.decode(token, key, algorithms=[ALGORITHM], audience=list(policy.audiences), options={
             "verify_signature": True, "verify_aud": True, "verify_iss": False, "verify_exp": False,
-            "verify_nbf": False, "verify_iat": False, "require": ["aud", "iss", "exp", "nbf"]})
+            "verify_nbf": False, "verify_iat": False, "require": ["aud", "iss", "exp", "nbf", "tid"]})
     except jwt.InvalidSignatureError:
         raise TokenRefused("bad signature (not signed by the key its kid names)")
     except jwt.InvalidAudienceError:
@@ -150,7 +150,7 @@ def verify(token, key, policy, now):
     if claims.get("iss") not in policy.issuers:
         raise TokenRefused("wrong issuer %s (not one of %s)" % (loggable(claims.get("iss")), ", ".join(policy.issuers)))
     tenant = claims.get("tid")
-    if tenant is not None and (not isinstance(tenant, str) or tenant.lower() != policy.tenant_id):
+    if not isinstance(tenant, str) or tenant.lower() != policy.tenant_id:
         raise TokenRefused("wrong tenant (tid) %s" % loggable(tenant))
     expires, not_before = claims.get("exp"), claims.get("nbf")
     if not _is_time(expires) or not _is_time(not_before):
@@ -251,6 +251,10 @@ class KeySet(object):
         if self.attempted is None:
             return 0.0
         return max(0.0, KEYS_MIN_INTERVAL - (now - self.attempted))
+
+    def fresh(self):
+        """Whether the last fetch succeeded (a kid it did not list is unknown; else the keys may be out of date)."""
+        return self.fetched is not None and self.fetched == self.attempted
 
     def attempt(self, now):
         self.attempted = now

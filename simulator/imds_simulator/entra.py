@@ -9,14 +9,15 @@ tokens with it, and the control API serves the configuration and the keys on loo
 Its issuers are Azure's (https://sts.windows.net/<tenant>/ and https://login.microsoftonline.com/<tenant>/v2.0), so
 a receiver configured for a tenant needs only the OpenID configuration's URL changed.
 
-PyJWT and cryptography are imported on first use only: the simulator runs without them as long as no subscription
-asks for Entra tokens (docs/simulator.md).
+The tokens are signed with ``cryptography`` (RSASSA-PKCS1-v1_5 with SHA-256, which is RS256), imported on first
+use only: the simulator runs without it as long as no subscription asks for Entra tokens (docs/simulator.md).
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import threading
 import time
 
@@ -31,16 +32,17 @@ LOGIN = "https://login.microsoftonline.com"
 
 
 class EntraUnavailable(RuntimeError):
-    """PyJWT or cryptography is missing."""
+    """The Python package cryptography is missing."""
 
 
-def _libraries():
+def _crypto():
+    """cryptography's RSA, padding and hashes modules."""
     try:
-        import jwt  # pylint: disable=import-outside-toplevel
-        from cryptography.hazmat.primitives.asymmetric import rsa  # pylint: disable=import-outside-toplevel
+        from cryptography.hazmat.primitives import hashes  # pylint: disable=import-outside-toplevel
+        from cryptography.hazmat.primitives.asymmetric import padding, rsa  # pylint: disable=import-outside-toplevel
     except ImportError as exc:
-        raise EntraUnavailable(f"Microsoft Entra tokens need the Python packages PyJWT and cryptography ({exc})")
-    return jwt, rsa
+        raise EntraUnavailable(f"Microsoft Entra tokens need the Python package cryptography ({exc})")
+    return rsa, padding, hashes
 
 
 def issuer(tenant, version=1):
@@ -64,7 +66,7 @@ class Authority:
             self._add_key()
 
     def _add_key(self):
-        _jwt, rsa = _libraries()
+        rsa, _padding, _hashes = _crypto()
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         numbers = key.public_key().public_numbers()
         digest = hashlib.sha256(_b64(numbers.n).encode("ascii")).digest()
@@ -125,18 +127,28 @@ class Authority:
     def sign(self, claims, kid=None, headers=None):
         """A token with any ``claims``, signed RS256 - the tokens Event Grid sends, and wrong ones for tests. The
         header names ``kid`` (default the newest key's); it is signed with that key when this authority has it,
-        else with the newest (a foreign signature under a known kid). ``headers`` add to the JOSE header."""
-        jwt, _rsa = _libraries()
+        else with the newest (a foreign signature under a known kid). ``headers`` add to the JOSE header. Any JSON
+        goes, wrong types included: no library checks what is signed here."""
+        _rsa, padding, hashes = _crypto()
         with self._lock:
             self._ensure_key()
             keys = dict(self._keys)
             newest = self._keys[0]
         kid = kid or newest[0]
-        header = {"typ": "JWT", "kid": kid, "x5t": kid}
+        header = {"alg": "RS256", "typ": "JWT", "kid": kid, "x5t": kid}
         header.update(headers or {})
-        return jwt.encode(claims, keys.get(kid, newest[1]), algorithm="RS256", headers=header)
+        signing_input = f"{_b64_json(header)}.{_b64_json(claims)}".encode("ascii")
+        signature = keys.get(kid, newest[1]).sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
+        return f"{signing_input.decode('ascii')}.{_b64_bytes(signature)}"
 
 
 def _b64(number):
-    raw = number.to_bytes((number.bit_length() + 7) // 8, "big")
+    return _b64_bytes(number.to_bytes((number.bit_length() + 7) // 8, "big"))
+
+
+def _b64_bytes(raw):
     return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def _b64_json(value):
+    return _b64_bytes(json.dumps(value, separators=(",", ":")).encode("ascii"))

@@ -38,8 +38,8 @@ description:
     key set comes from the tenant's OpenID configuration, is kept a day, fetched again when a token names an
     unknown C(kid), but never more than once a minute), its C(iss) is one of O(entra_issuers), its C(aud) one of
     O(entra_audience), its C(exp) and C(nbf) hold within O(entra_leeway) seconds, and its C(roles) hold
-    O(entra_role). A token whose C(kid) is unknown while the keys may not be fetched again yet, or while they cannot
-    be fetched, gets 503 with C(Retry-After) (Event Grid retries it; it does not retry a 401).
+    O(entra_role). While the keys cannot be fetched (and none are known), a token gets 503 with C(Retry-After)
+    (Event Grid retries it; it does not retry a 401).
   - A peer (IPv4 address, IPv6 /64) that failed to authenticate O(auth_failures_per_minute) times within a minute
     gets 429 with C(Retry-After) for its further failures; an authenticated request is never refused so.
   - A body larger than O(max_body_bytes) (declared or chunked) or with more than O(max_events) events gets 413.
@@ -220,6 +220,7 @@ ARGS = {
 }
 ENTRA_ARGS = sorted(name for name in ARGS if name.startswith("entra_"))
 MAX_ORIGIN_CHARS = 255
+MAX_OTHER_TYPES = 100  # event types said once at warning level; beyond, at debug level
 
 logger = logging.getLogger(__name__)
 
@@ -363,13 +364,12 @@ class Receiver(object):  # pylint: disable=too-many-instance-attributes
             fetched_now = await self.fetch_keys(kid)
         key = self.keys.get(kid)
         if key is None:
-            if fetched_now:
-                raise entra.TokenRefused("unknown key id %s (not in the tenant's keys, fetched just now)"
-                                         % loggable(kid))
+            if fetched_now or self.keys.fresh():
+                raise entra.TokenRefused("unknown key id %s (not in the tenant's keys, fetched %s)" % (
+                    loggable(kid), "just now" if fetched_now else "less than a minute ago"))
             wait = max(1, int(math.ceil(self.keys.wait(self.monotonic()))))
-            raise entra.TokenRefused("unknown key id %s, and the tenant's keys were not fetched now (a fetch failed "
-                                     "or was made less than %d s ago): try again in %d s"
-                                     % (loggable(kid), entra.KEYS_MIN_INTERVAL, wait), status=503, retry_after=wait)
+            raise entra.TokenRefused("unknown key id %s, and the tenant's keys could not be fetched: try again in "
+                                     "%d s" % (loggable(kid), wait), status=503, retry_after=wait)
         entra.verify(token, key, self.policy, self.clock())
 
     async def fetch_keys(self, kid=None):
@@ -436,10 +436,12 @@ class Receiver(object):  # pylint: disable=too-many-instance-attributes
         for item in delivery.items:
             if item.kind == OTHER:
                 self.counts["other"] += 1
-                if item.event_type not in self.other_types:
-                    self.other_types.add(item.event_type)
-                    logger.warning("%s: ignoring events of type %s (only scheduled events are handled)", SOURCE,
-                                   loggable(item.event_type))
+                shown = loggable(item.event_type)  # whatever JSON the sender put there
+                level = logging.DEBUG
+                if shown not in self.other_types and len(self.other_types) < MAX_OTHER_TYPES:
+                    self.other_types.add(shown)
+                    level = logging.WARNING
+                logger.log(level, "%s: ignoring events of type %s (only scheduled events are handled)", SOURCE, shown)
                 continue
             if item.delivery_id is not None and self.recent.seen(item.delivery_id):
                 self.counts["duplicates"] += 1
