@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import re
 import traceback
 import urllib.parse
@@ -166,7 +167,10 @@ def verify(token, key, policy, now):
 
 
 def _is_time(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value  # not NaN
+    """A NumericDate: a number, not a bool, not NaN nor infinite (a token that never expires)."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
 
 
 def jwks_uri_of(body):

@@ -150,7 +150,6 @@ class ControlClient:
         """Return once every due change is delivered or dead-lettered; ControlError (504) if ``timeout`` runs out."""
         return self.call("POST", "/control-plane/event-grid/flush", {"timeout": timeout}, timeout=timeout + 30)
 
-
     # --- Microsoft Entra ID --------------------------------------------------------------------------------------
 
     def entra_openid_configuration_url(self, tenant):

@@ -341,8 +341,8 @@ class Publisher:  # pylint: disable=too-many-instance-attributes
         if entra is None:
             return {}
         tenant = entra.tenant_id or self.world.scenario.control_plane.tenant_id
-        return {"Authorization": "Bearer " + self.authority.token(tenant, entra.application_id_or_uri,
-                                                                 entra.token_version)}
+        token = self.authority.token(tenant, entra.application_id_or_uri, entra.token_version)
+        return {"Authorization": "Bearer " + token}
 
     def _handshake(self, sub):
         """None when the endpoint showed it wants the events, else why not."""

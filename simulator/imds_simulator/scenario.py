@@ -303,8 +303,8 @@ def parse_event_grid_subscription(check, data, path):
         check.fail(join(path, "timeout"), f"must be at most 300, got {timeout:g}")
     entra = _entra_delivery(check, data, path)
     if entra is not None and any(key.lower() == "authorization" for key in headers):
-        check.fail(join(join(path, "headers"), "Authorization"), "Microsoft Entra authentication sends Authorization "
-                                                                   "itself: leave it out of headers")
+        check.fail(join(join(path, "headers"), "Authorization"),
+                   "Microsoft Entra authentication sends Authorization itself: leave it out of headers")
     return EventGridSubscriptionSpec(
         endpoint=endpoint,
         name=name,

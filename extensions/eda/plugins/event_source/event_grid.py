@@ -262,7 +262,7 @@ class Receiver(object):  # pylint: disable=too-many-instance-attributes
         self.recent = RecentIds()
         self.failures = FailedAuthentications(self.args["auth_failures_per_minute"])
         self.keys = entra.KeySet()
-        self._fetching = asyncio.Lock()
+        self._fetching = None  # an asyncio.Lock, made in the server's loop
         self.other_types = set()
         self.counts = {"deliveries": 0, "events": 0, "duplicates": 0, "refused": 0, "limited": 0, "unreadable": 0,
                        "other": 0, "key_fetches": 0}
@@ -376,6 +376,8 @@ class Receiver(object):  # pylint: disable=too-many-instance-attributes
         """Fetch the tenant's keys when they are wanted and allowed (one fetch at a time; a request that waited
         for another's fetch does not fetch again). True when they were fetched successfully meanwhile."""
         before = self.keys.fetched
+        if self._fetching is None:
+            self._fetching = asyncio.Lock()
         async with self._fetching:
             now = self.monotonic()
             if self.keys.fetched != before:

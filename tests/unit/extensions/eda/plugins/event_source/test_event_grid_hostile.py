@@ -11,15 +11,16 @@ they are (raw_request), since no HTTP client sends a newline or a NUL in a heade
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import json
 import logging
 
 import pytest
 
-from ansible_collections.imds.scheduled_events.tests.unit.extensions.eda.plugins.event_source.test_event_grid_auth import (
-    Rig)
+from ansible_collections.imds.scheduled_events.tests.unit.extensions.eda.plugins.event_source import (
+    test_event_grid_auth as auth)
+from ansible_collections.imds.scheduled_events.tests.unit.extensions.eda.plugins.event_source.test_event_grid_auth import (  # noqa: F401
+    logs_fixture)  # pylint: disable=unused-import  # the logs fixture: every record at DEBUG level
 from ansible_collections.imds.scheduled_events.tests.unit.plugins.module_utils.test_event_grid import (
     EMITTED, grid_event)
 from ansible_collections.imds.scheduled_events.tests.unit.utils import hostile
@@ -52,19 +53,15 @@ def check_logs(logs, *secrets_):
 
 
 def run(scenario):
-    async def main():
-        async with Rig(token=SECRET, auth_failures_per_minute=1000000) as rig:
-            await rig.post(rig.token())  # the tenant's keys are there
-            rig.events()
-            return await scenario(rig)
+    """`scenario(rig)` on a receiver with both the shared token and Entra, the tenant's keys fetched already, and no
+    limit on failures (every answer is the one the value itself gets)."""
 
-    return asyncio.run(main())
+    async def with_keys(rig):
+        await rig.post(rig.token())
+        rig.events()
+        return await scenario(rig)
 
-
-@pytest.fixture(name="logs")
-def logs_fixture(caplog):
-    caplog.set_level(logging.DEBUG)
-    return caplog
+    return auth.run(with_keys, token=SECRET, auth_failures_per_minute=1000000)
 
 
 def head(rig, target=b"/", extra=()):
