@@ -19,14 +19,13 @@ import pytest
 
 from ansible_collections.imds.scheduled_events.tests.unit.extensions.eda.plugins.event_source import (
     test_event_grid_auth as auth)
-from ansible_collections.imds.scheduled_events.tests.unit.extensions.eda.plugins.event_source.test_event_grid_auth import (  # noqa: F401
-    logs_fixture)  # pylint: disable=unused-import  # the logs fixture: every record at DEBUG level
 from ansible_collections.imds.scheduled_events.tests.unit.plugins.module_utils.test_event_grid import (
     EMITTED, grid_event)
 from ansible_collections.imds.scheduled_events.tests.unit.utils import hostile
 from ansible_collections.imds.scheduled_events.tests.unit.utils.entra import claims, header_bytes, raw_request
 
 SECRET = "shared-s3cret-0123456789"
+logs_fixture = auth.logs_fixture  # the fixture `logs`: every record of every logger, DEBUG included
 MAX_LINE = 1500  # no log line is longer: values are cut
 
 
