@@ -9,13 +9,15 @@ event's `data.resourceInfo` is a Resource Graph row (id, name, type, location, p
 goes through control_plane.ControlPlaneEvent.from_row like a row read from Resource Graph. Around that, Event Grid
 has its own rules, all handled here without any HTTP: a subscription is validated by a handshake first (a
 SubscriptionValidationEvent, or an OPTIONS request for CloudEvents), events come in JSON arrays, and one event may
-be delivered twice with the same `id`.
+be delivered twice with the same `id`. The shared-secret check and the count of failed authentications per peer
+are here too; Microsoft Entra tokens are entra.py's.
 """
 
 from __future__ import annotations
 
 import collections
 import hmac
+import ipaddress
 import json
 
 from .control_plane import ControlPlaneEvent
@@ -69,11 +71,12 @@ class Delivery(object):
         self.schema = schema
 
 
-def parse_delivery(body, content_type=""):
-    """Read one POST body (bytes). Raises DeliveryError when it is not JSON or not Event Grid's shape at all;
-    events that are not scheduled events, or scheduled events that cannot be read, are items of their kind."""
-    if len(body) > MAX_BODY_BYTES:
-        raise DeliveryError("the body has %d bytes, more than %d" % (len(body), MAX_BODY_BYTES), status=413)
+def parse_delivery(body, content_type="", max_bytes=MAX_BODY_BYTES, max_events=MAX_EVENTS):
+    """Read one POST body (bytes). Raises DeliveryError when it is not JSON or not Event Grid's shape at all, or
+    larger than `max_bytes` or `max_events` (413); events that are not scheduled events, or scheduled events that
+    cannot be read, are items of their kind."""
+    if len(body) > max_bytes:
+        raise DeliveryError("the body has %d bytes, more than %d" % (len(body), max_bytes), status=413)
     try:
         data = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
@@ -85,8 +88,8 @@ def parse_delivery(body, content_type=""):
         data = [data]  # a single CloudEvent (application/cloudevents+json), or a lenient sender
     if not isinstance(data, list):
         raise DeliveryError("the body is a JSON %s, not an array of events" % type(data).__name__)
-    if len(data) > MAX_EVENTS:
-        raise DeliveryError("the body has %d events, more than %d" % (len(data), MAX_EVENTS), status=413)
+    if len(data) > max_events:
+        raise DeliveryError("the body has %d events, more than %d" % (len(data), max_events), status=413)
     items = []
     for raw in data:
         if not isinstance(raw, dict):
@@ -136,21 +139,80 @@ def _depth(value, level=1):
     return level
 
 
-def presented_token(headers, query, param="code"):
-    """The secret a request carries: `Authorization: Bearer <token>`, or the `code` query parameter of the
-    subscription's URL (the form that also reaches the validation handshake)."""
+def presented_tokens(headers, query, param="code"):
+    """The secrets a request carries: (the `Authorization: Bearer <token>` header's, the `code` query parameter's
+    of the subscription's URL - the form that also reaches the validation handshake), each None when absent."""
     auth = headers.get("Authorization") or ""
-    if auth[:7].lower() == "bearer ":
-        return auth[7:].strip()
-    value = query.get(param)
-    return value if isinstance(value, str) else None
+    bearer = auth[7:].strip() if auth[:7].lower() == "bearer " else None
+    code = query.get(param)
+    return bearer or None, code if isinstance(code, str) and code else None
 
 
 def token_matches(expected, presented):
-    """Constant-time comparison, so the secret cannot be guessed from response times."""
+    """Constant-time comparison, so the secret cannot be guessed from response times (a header's undecodable
+    bytes arrive as lone surrogates: compared, never an error)."""
     if not expected or not presented:
         return False
-    return hmac.compare_digest(expected.encode("utf-8"), presented.encode("utf-8"))
+    return hmac.compare_digest(expected.encode("utf-8", "surrogatepass"), presented.encode("utf-8", "surrogatepass"))
+
+
+def peer_key(address):
+    """Whom failed authentications are counted against: the IPv4 address, or the IPv6 /64 (one host has many)."""
+    try:
+        parsed = ipaddress.ip_address(address or "")
+    except ValueError:
+        return str(address)
+    if parsed.version == 6:
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.ip_network("%s/64" % parsed, strict=False))
+    return str(parsed)
+
+
+class FailedAuthentications(object):
+    """Failed authentications per peer within `window` seconds. Once a peer has had `limit` of them, its next
+    failures are answered 429 with the seconds to wait (a success is never counted nor refused). The oldest peers
+    are forgotten beyond `max_peers`, so a sender of many addresses cannot grow it without end."""
+
+    def __init__(self, limit, window=60.0, max_peers=10000):
+        self.limit = int(limit)
+        self.window = float(window)
+        self.max_peers = int(max_peers)
+        self._peers = collections.OrderedDict()  # peer -> [times of its last `limit` failures, when last announced]
+
+    def _recent(self, peer, now):
+        entry = self._peers.get(peer)
+        if entry is not None:
+            while entry[0] and entry[0][0] <= now - self.window:
+                entry[0].popleft()
+        return entry
+
+    def limited(self, peer, now):
+        """Whether the peer is over the limit (then its failures are 429)."""
+        entry = self._recent(peer, now)
+        return entry is not None and len(entry[0]) >= self.limit
+
+    def failed(self, peer, now):
+        """Count one failure. Returns (seconds the peer should wait, or 0 when it is not over the limit; whether
+        to say so at warning level: once a window per peer)."""
+        entry = self._recent(peer, now)
+        if entry is None:
+            entry = self._peers[peer] = [collections.deque(maxlen=self.limit), None]
+        times = entry[0]
+        over = len(times) >= self.limit
+        times.append(now)
+        self._peers.move_to_end(peer)
+        while len(self._peers) > self.max_peers:
+            self._peers.popitem(last=False)
+        if not over:
+            return 0.0, False
+        announce = entry[1] is None or now - entry[1] >= self.window
+        if announce:
+            entry[1] = now
+        return max(0.001, times[0] + self.window - now), announce
+
+    def __len__(self):
+        return len(self._peers)
 
 
 class RecentIds(object):

@@ -108,6 +108,13 @@ def rulebook_event(change, source, **extra):
     return out
 
 
+def loggable(value, limit=80):
+    """A value from a request or an event, fit for a log line: its repr (newlines, terminal escapes and other
+    control characters escaped, never raw), cut to `limit` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 class RepeatedLog(object):
     """A failure that repeats every poll is logged once at `level`, then at DEBUG until it changes or clears."""
 

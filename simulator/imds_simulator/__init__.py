@@ -5,8 +5,9 @@ status, keeps one EventId from Scheduled to Started, and bumps
 DocumentIncarnation on every change of a VM's document. Its optional
 control-plane face (ARM, Resource Graph, a managed-identity token endpoint)
 serves the same world, Completed and Canceled included, and its Event Grid
-face pushes the same changes to webhook subscribers. Stdlib + PyYAML only;
-loopback only. See docs/simulator.md.
+face pushes the same changes to webhook subscribers. Stdlib + PyYAML only
+(cryptography for the Entra tokens of Event Grid, imported then); loopback only.
+See docs/simulator.md.
 """
 
 __version__ = "0.1.0"

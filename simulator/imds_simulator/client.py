@@ -150,6 +150,19 @@ class ControlClient:
         """Return once every due change is delivered or dead-lettered; ControlError (504) if ``timeout`` runs out."""
         return self.call("POST", "/control-plane/event-grid/flush", {"timeout": timeout}, timeout=timeout + 30)
 
+    # --- Microsoft Entra ID --------------------------------------------------------------------------------------
+
+    def entra_openid_configuration_url(self, tenant):
+        """Where the simulator serves ``tenant``'s OpenID configuration (a receiver's Entra key source)."""
+        return "%s/entra/%s/v2.0/.well-known/openid-configuration" % (self.url, urllib.parse.quote(tenant, safe=""))
+
+    def entra_keys(self, tenant):
+        return self.call("GET", "/entra/%s/discovery/v2.0/keys" % urllib.parse.quote(tenant, safe=""))["keys"]
+
+    def rotate_entra_keys(self, keep=1):
+        """A new key signs Event Grid's tokens from now on; returns the published kids, newest first."""
+        return self.call("POST", "/entra/keys/rotate", {"keep": keep})["kids"]
+
 
 def _query(**params):
     given = [(k, v if isinstance(v, str) else repr(v)) for k, v in params.items() if v is not None]

@@ -13,6 +13,7 @@ import urllib.parse
 
 from . import scenario as scenario_mod
 from .listener import BaseHandler
+from .entra import EntraUnavailable
 from .reply import json_reply
 from .world import RESOURCE_KINDS, Conflict, NotFound
 
@@ -57,6 +58,9 @@ class ControlService:
             ("DELETE", r"/control-plane/event-grid/subscriptions/(?P<sub_id>[^/]+)", self.eg_unsubscribe),
             ("GET", r"/control-plane/event-grid/deliveries", self.eg_deliveries),
             ("POST", r"/control-plane/event-grid/flush", self.eg_flush),
+            ("GET", r"/entra/(?P<tenant>[^/]+)/v2\.0/\.well-known/openid-configuration", self.entra_configuration),
+            ("GET", r"/entra/(?P<tenant>[^/]+)/discovery/v2\.0/keys", self.entra_keys),
+            ("POST", r"/entra/keys/rotate", self.entra_rotate),
         ]
 
     @property
@@ -86,6 +90,8 @@ class ControlService:
                 return json_reply(404, {"error": str(exc)})
             except Conflict as exc:
                 return json_reply(409, {"error": str(exc)})
+            except EntraUnavailable as exc:
+                return json_reply(501, {"error": str(exc)})
             if method != "GET":
                 self.sim.settle()
             return reply
@@ -317,6 +323,27 @@ class ControlService:
             return json_reply(504, {"error": f"Event Grid deliveries still pending after {timeout:g} s",
                                     "pending": publisher.pending()})
         return json_reply(200, {"flushed": True, "deliveries": len(publisher.delivery_log())})
+
+    # -- Microsoft Entra ID (the tokens of Event Grid subscriptions with Entra authentication) ----------------------
+
+    def entra_configuration(self, data, query, tenant):
+        """GET /entra/{tenant}/v2.0/.well-known/openid-configuration: Azure's issuer, and jwks_uri on this port."""
+        del data, query
+        jwks_uri = f"{self.sim.control_url}/entra/{urllib.parse.quote(tenant, safe='')}/discovery/v2.0/keys"
+        return json_reply(200, self.sim.event_grid.authority.openid_configuration(tenant, jwks_uri))
+
+    def entra_keys(self, data, query, tenant):
+        """GET /entra/{tenant}/discovery/v2.0/keys: the signing keys (one key set whatever the tenant)."""
+        del data, query, tenant
+        return json_reply(200, self.sim.event_grid.authority.jwks())
+
+    def entra_rotate(self, data, query):
+        """POST /entra/keys/rotate {"keep"?: n}: a new key signs from now on; the n newest old ones stay published."""
+        del query
+        check = scenario_mod.Checker("request body")
+        check.mapping(data, "", ("keep",))
+        keep = check.integer(data, "", "keep", 1, minimum=0, maximum=10)
+        return json_reply(200, {"kids": self.sim.event_grid.authority.rotate(keep)})
 
     def reset(self, data, query):
         """POST /reset: back to the scenario's initial state (clock 0, request log and rate limits cleared)."""

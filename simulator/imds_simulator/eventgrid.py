@@ -6,13 +6,15 @@ changes while anyone subscribes (World.take_changes). A Publisher takes them, on
 moves a scaled clock's world along when nobody asks it anything) and at once on ``flush``, makes one Event Grid
 event of each change and queues it for every subscription. Each subscription has a worker thread of its own:
 it POSTs batches with the aeg-* headers, retries and dead-letters, in the order of the changes. The validation
-handshake happens when subscribing. No lock of the world is held while HTTP is spoken, only the standard library
+handshake happens when subscribing. A subscription with Microsoft Entra authentication sends Event Grid's bearer
+token (entra.py) with every request. No lock of the world is held while HTTP is spoken, only the standard library
 speaks it, and only loopback endpoints are accepted (scenario.parse_event_grid_subscription).
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import datetime
 import http.client
 import itertools
@@ -23,6 +25,7 @@ import time
 import urllib.parse
 import uuid
 
+from .entra import Authority
 from .world import Conflict, NotFound
 
 EVENT_TYPE = "Microsoft.ResourceNotifications.MaintenanceResources.ScheduledEventEmitted"
@@ -85,7 +88,8 @@ class Subscription:
                 "max_events_per_batch": spec.max_events_per_batch, "headers": dict(spec.headers),
                 "validate": spec.validate, "duplicate_every": spec.duplicate_every, "max_attempts": spec.max_attempts,
                 "retry_delays": list(spec.retry_delays), "insecure_skip_verify": spec.insecure_skip_verify,
-                "timeout": spec.timeout, "provisioningState": self.state, "failure": self.failure,
+                "timeout": spec.timeout, "entra": dataclasses.asdict(spec.entra) if spec.entra else None,
+                "provisioningState": self.state, "failure": self.failure,
                 "created_wall_time": self.created, "pending_events": sum(len(batch) for batch in list(self.queue)),
                 "delivered_events": self.events_delivered, "dead_lettered_events": self.events_dead_lettered}
 
@@ -93,13 +97,15 @@ class Subscription:
 class Publisher:  # pylint: disable=too-many-instance-attributes
     """Event Grid for the world's control-plane changes: subscriptions, deliveries, the delivery log.
 
+    ``authority`` signs the bearer tokens of subscriptions with Microsoft Entra authentication (entra.py).
     ``wait(seconds, stop_event)`` waits out a retry delay (default: ``stop_event.wait``, so a deleted subscription
     stops at once; tests inject a sleep that returns at once). ``poll`` is how often, in real seconds, the ticker
     takes the world's changes. The delivery log keeps the last ``log_size`` attempts.
     """
 
-    def __init__(self, world, wall=time.time, wait=None, poll=0.1, log_size=10000):
+    def __init__(self, world, wall=time.time, wait=None, poll=0.1, log_size=10000, authority=None):
         self.world = world
+        self.authority = authority or Authority()
         self._wall = wall
         self._wait = wait or (lambda seconds, stop: stop.wait(seconds))
         self._poll = poll
@@ -159,7 +165,10 @@ class Publisher:  # pylint: disable=too-many-instance-attributes
     # -- subscriptions ---------------------------------------------------------
 
     def subscribe(self, spec):
-        """Create a subscription: the handshake (unless ``validate`` is off), then the changes that come later."""
+        """Create a subscription: the handshake (unless ``validate`` is off), then the changes that come later.
+        EntraUnavailable when it asks for Entra tokens and PyJWT or cryptography is missing."""
+        if spec.entra is not None:
+            self.authority.kids()  # the key exists (and the libraries do) before anything is sent
         with self._cond:
             taken = set(self._subs)
             name = spec.name
@@ -323,7 +332,17 @@ class Publisher:  # pylint: disable=too-many-instance-attributes
         if not cloud:
             headers["aeg-data-version"] = data_version
         headers.update(sub.spec.headers)
+        headers.update(self._authorization(sub))
         return headers
+
+    def _authorization(self, sub):
+        """Microsoft Entra authentication: Event Grid's bearer token for the webhook's app, on every request."""
+        entra = sub.spec.entra
+        if entra is None:
+            return {}
+        tenant = entra.tenant_id or self.world.scenario.control_plane.tenant_id
+        token = self.authority.token(tenant, entra.application_id_or_uri, entra.token_version)
+        return {"Authorization": "Bearer " + token}
 
     def _handshake(self, sub):
         """None when the endpoint showed it wants the events, else why not."""
@@ -332,6 +351,7 @@ class Publisher:  # pylint: disable=too-many-instance-attributes
             # CloudEvents 1.0 abuse protection: OPTIONS, and the endpoint names the origin it allows.
             headers = {"WebHook-Request-Origin": ORIGIN}
             headers.update(spec.headers)
+            headers.update(self._authorization(sub))
             status, error, answer, got = self._send(sub, "OPTIONS", None, headers)
             allowed = got.get("webhook-allowed-origin")
             ok = status == 200 and allowed is not None and allowed.strip() in (ORIGIN, "*")

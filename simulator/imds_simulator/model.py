@@ -45,6 +45,18 @@ class ScaleSetSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class EntraDeliverySpec:
+    """Microsoft Entra authentication of a subscription's deliveries: a bearer token for the webhook's app.
+
+    ``tenant_id`` None means the scenario's ``control_plane.tenant_id``; ``token_version`` 1 or 2 picks the issuer.
+    """
+
+    application_id_or_uri: str
+    tenant_id: t.Optional[str] = None
+    token_version: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
 class EventGridSubscriptionSpec:
     """A webhook subscription to the Event Grid system topic (see eventgrid.py); ``endpoint`` is loopback.
 
@@ -62,6 +74,7 @@ class EventGridSubscriptionSpec:
     retry_delays: t.Tuple[float, ...] = (0.2, 0.5, 1.0, 2.0)
     insecure_skip_verify: bool = False
     timeout: float = 30.0
+    entra: t.Optional[EntraDeliverySpec] = None
 
 
 @dataclasses.dataclass(frozen=True)

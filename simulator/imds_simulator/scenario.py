@@ -17,8 +17,8 @@ import yaml
 
 from . import document
 from .clock import parse_iso8601
-from .model import (ARM_FAULT_KINDS, FAULT_KINDS, ControlPlaneSpec, EventGridSubscriptionSpec, EventSpec, FaultSpec,
-                    ScaleSetSpec, Scenario, Settings, VMSpec)
+from .model import (ARM_FAULT_KINDS, FAULT_KINDS, ControlPlaneSpec, EntraDeliverySpec, EventGridSubscriptionSpec,
+                    EventSpec, FaultSpec, ScaleSetSpec, Scenario, Settings, VMSpec)
 
 GUID = re.compile(r"^[0-9A-Fa-f]{8}-(?:[0-9A-Fa-f]{4}-){3}[0-9A-Fa-f]{12}$")
 VM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -32,7 +32,8 @@ _VM_KEYS = ("name", "availability_set", "update_domain", "fault_domain", "port",
 _SCALE_SET_KEYS = ("name", "instances", "subscription", "resource_group", "location")
 _CONTROL_PLANE_KEYS = ("opted_in", "features_registered", "retention", "management_group", "tenant_id", "event_grid")
 EVENT_GRID_KEYS = ("endpoint", "name", "schema", "max_events_per_batch", "headers", "validate", "duplicate_every",
-                   "max_attempts", "retry_delays", "insecure_skip_verify", "timeout")
+                   "max_attempts", "retry_delays", "insecure_skip_verify", "timeout", "entra")
+ENTRA_KEYS = ("tenant_id", "application_id_or_uri", "token_version")
 EVENT_GRID_SCHEMAS = ("EventGridSchema", "CloudEventSchemaV1_0")
 EVENT_GRID_NAME = re.compile(r"^[A-Za-z0-9-]{3,64}$")
 HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -300,6 +301,10 @@ def parse_event_grid_subscription(check, data, path):
     timeout = check.number(data, path, "timeout", EventGridSubscriptionSpec.timeout, positive=True)
     if timeout > 300:
         check.fail(join(path, "timeout"), f"must be at most 300, got {timeout:g}")
+    entra = _entra_delivery(check, data, path)
+    if entra is not None and any(key.lower() == "authorization" for key in headers):
+        check.fail(join(join(path, "headers"), "Authorization"),
+                   "Microsoft Entra authentication sends Authorization itself: leave it out of headers")
     return EventGridSubscriptionSpec(
         endpoint=endpoint,
         name=name,
@@ -312,6 +317,24 @@ def parse_event_grid_subscription(check, data, path):
         retry_delays=tuple(float(delay) for delay in delays),
         insecure_skip_verify=check.get(data, path, "insecure_skip_verify", "bool", False),
         timeout=timeout,
+        entra=entra,
+    )
+
+
+def _entra_delivery(check, data, path):
+    """A subscription's ``entra`` mapping (Azure's Microsoft Entra authentication of webhook deliveries), or None."""
+    entra = check.get(data, path, "entra", "any", None)
+    if entra is None:
+        return None
+    where = join(path, "entra")
+    check.mapping(entra, where, ENTRA_KEYS)
+    app = check.get(entra, where, "application_id_or_uri", "str")
+    if not app.strip() or len(app) > 256 or not app.isprintable():
+        check.fail(join(where, "application_id_or_uri"), "expected the app's id or id URI (printable, at most 256)")
+    return EntraDeliverySpec(
+        application_id_or_uri=app,
+        tenant_id=_subscription(check, entra, where, "tenant_id"),
+        token_version=check.integer(entra, where, "token_version", 1, minimum=1, maximum=2),
     )
 
 

@@ -9,8 +9,10 @@
   starts, ends, and restore_after_maintenance runs once it is gone; a peer's event and a Freeze say nothing.
 - fleet_page_on_redeploy and fleet_post_maintenance_check with the event_grid source, fed by the simulator's Event
   Grid face over https on loopback (the validation handshake, batches, every batch delivered twice): one page for the
-  production Redeploy only; the post-maintenance check on the VMs of the event that Completed, not of the cancelled
-  one; a wrong token refused.
+  production Redeploy only, over a subscription with Microsoft Entra authentication (the simulator's tenant signs
+  Event Grid's tokens, the receiver fetches its keys from the simulator); the post-maintenance check on the VMs of the
+  event that Completed, not of the cancelled one, over the shared token; a wrong token, and a token for another app,
+  refused.
 The triggered playbooks run for real on localhost (aliases named like the VMs). Timings are printed (the closing note
 of the issue quotes them), never asserted: each wait only bounds a hang.
 """
@@ -106,18 +108,23 @@ def fleet_sim():
         yield simulator
 
 
+TENANT = "72f988bf-0000-4000-8000-00000000c0de"  # the simulator's default tenant
+WEBHOOK_APP = "api://eda-webhook"
+
+
 def receiver_vars(tmp_path, token):
     certfile, keyfile = self_signed(str(tmp_path))
     return {"event_grid_host": "127.0.0.1", "event_grid_port": 0, "event_grid_token": token,
             "event_grid_certfile": certfile, "event_grid_keyfile": keyfile}, certfile
 
 
-def subscribe(engine, control, token):
-    """Subscribe the simulator's Event Grid to the receiver the rulebook started (its port is in the log)."""
+def subscribe(engine, control, token, entra=None):
+    """Subscribe the simulator's Event Grid to the receiver the rulebook started (its port is in the log), with the
+    token in the URL, or with Microsoft Entra authentication (`entra`: the simulator's subscription option)."""
     match = engine.wait_for_log(re.compile(r"listening on https://127\.0\.0\.1:(\d+)/"), what="the receiver")
-    url = "https://127.0.0.1:%s/?code=%s" % (match.group(1), token)
-    record = control.subscribe_event_grid(url, max_events_per_batch=10, duplicate_every=1,
-                                          insecure_skip_verify=True)
+    url = "https://127.0.0.1:%s/" % match.group(1)
+    record = control.subscribe_event_grid(url if entra else url + "?code=" + token, max_events_per_batch=10,
+                                          duplicate_every=1, insecure_skip_verify=True, entra=entra)
     assert record["provisioningState"] == "Succeeded", (record, engine.describe())  # the handshake, answered
     return url
 
@@ -126,17 +133,23 @@ def test_fleet_page_on_redeploy(fleet_sim, tmp_path):
     control = ControlClient(fleet_sim.control_url)
     token = secrets.token_urlsafe(16)
     rulebook_vars, certfile = receiver_vars(tmp_path, token)
-    rulebook_vars["production_resource_groups"] = ["prod-web", "prod-db"]
+    rulebook_vars.update(production_resource_groups=["prod-web", "prod-db"], event_grid_entra_tenant_id=TENANT,
+                         event_grid_entra_audience=[WEBHOOK_APP],
+                         event_grid_entra_openid_configuration_url=control.entra_openid_configuration_url(TENANT))
     pager = Pager()
     hosts = write_inventory(tmp_path / "inventory.json", {"all": {"localhost": dict(LOCAL, pager_url=pager.url)}})
     try:
         with Rulebook("imds.scheduled_events.fleet_page_on_redeploy", hosts, tmp_path,
                       extra_vars=rulebook_vars) as engine:
-            url = subscribe(engine, control, token)
-            wrong = requests.post(url.replace(token, "not-the-token"), json=[], verify=certfile, timeout=30)
+            url = subscribe(engine, control, token, entra={"application_id_or_uri": WEBHOOK_APP})
+            engine.wait_for_log("signing key(s) of tenant %s" % TENANT, what="the tenant's keys")
+            wrong = requests.post(url + "?code=not-the-token", json=[], verify=certfile, timeout=30)
             assert wrong.status_code == 401
-            refused = control.subscribe_event_grid(url.replace(token, "not-the-token"), insecure_skip_verify=True)
+            refused = control.subscribe_event_grid(url + "?code=not-the-token", insecure_skip_verify=True)
             assert refused["provisioningState"] == "Failed" and "answered 401" in refused["failure"], refused
+            other_app = control.subscribe_event_grid(url, insecure_skip_verify=True,
+                                                     entra={"application_id_or_uri": "api://another-app"})
+            assert other_app["provisioningState"] == "Failed" and "answered 401" in other_app["failure"], other_app
             # Not for paging: a Redeploy outside production, a Reboot in production. Then the production Redeploy.
             control.inject(id=DEV_REDEPLOY, type="Redeploy", resources=["dev_0"], at=10, notice=600)
             control.inject(id=DB_REBOOT, type="Reboot", resources=["db_0"], at=10, notice=900)
@@ -160,6 +173,8 @@ def test_fleet_page_on_redeploy(fleet_sim, tmp_path):
     assert any(d["duplicate"] for d in deliveries) and all(d["status"] == 200 for d in deliveries), deliveries
     log = engine.log()
     assert token not in log and "failed=0" in log and "Traceback" not in log, engine.describe()
+    assert "eyJ" not in log, engine.describe()  # no JWT (each begins with the base64 of '{"')
+    assert "wrong audience (not one of entra_audience)" in log, engine.describe()
     print("\nevent_grid source: event appeared in the simulator -> page_on_call's first task (the page) %.2f s"
           % (page["time"] - appeared_at))
 

@@ -6,14 +6,20 @@ the simulator runs on a manual clock with a sleep that returns at once, and ever
 from __future__ import annotations
 
 import json
+import os
 import re
 import ssl
+import subprocess
+import sys
+import textwrap
 import threading
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from ansible_collections.imds.scheduled_events.tests.unit.utils.tls import self_signed
+import imds_simulator
 from imds_simulator import ControlClient, ControlError, ScenarioError
 from imds_simulator.scenario import parse_scenario
 
@@ -487,6 +493,14 @@ def test_endpoints_that_are_not_loopback_are_refused(sim, endpoint):
     ({"endpoint": "http://127.0.0.1/", "max_attempts": 31}, "must be at most 30"),
     ({"endpoint": "http://127.0.0.1/", "name": "x"}, "invalid subscription name"),
     ({"endpoint": "http://127.0.0.1/", "secret": "x"}, "unknown key 'secret'"),
+    ({"endpoint": "http://127.0.0.1/", "entra": {}}, "entra.application_id_or_uri: is required"),
+    ({"endpoint": "http://127.0.0.1/", "entra": {"application_id_or_uri": "api://x", "tenant_id": "contoso"}},
+     "'contoso' is not a subscription id (a GUID)"),
+    ({"endpoint": "http://127.0.0.1/", "entra": {"application_id_or_uri": "api://x", "token_version": 3}},
+     "must be at most 2"),
+    ({"endpoint": "http://127.0.0.1/", "entra": {"application_id_or_uri": "a\nb"}}, "the app's id or id URI"),
+    ({"endpoint": "http://127.0.0.1/", "entra": {"application_id_or_uri": "api://x"},
+      "headers": {"Authorization": "Bearer x"}}, "sends Authorization itself"),
     ({}, "endpoint: is required"),
 ])
 def test_subscription_bodies_are_checked(sim, body, problem):
@@ -609,3 +623,105 @@ def test_scenario_event_grid_entries_are_checked(event_grid, where, problem):
     with pytest.raises(ScenarioError) as caught:
         parse_scenario(scenario(event_grid=event_grid))
     assert caught.value.path == where and problem in caught.value.message
+
+
+# -- Microsoft Entra authentication ----------------------------------------------------------------------------------
+
+TENANT = "72f988bf-0000-4000-8000-00000000c0de"  # the scenario's default control_plane.tenant_id
+SIMULATOR = os.path.dirname(os.path.dirname(os.path.abspath(imds_simulator.__file__)))
+
+
+def entra_keys(control, tenant=TENANT):
+    """The signing keys as a receiver finds them: the OpenID configuration, then its jwks_uri."""
+    import jwt  # pylint: disable=import-outside-toplevel
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    configuration = json.load(opener.open(control.entra_openid_configuration_url(tenant), timeout=30))
+    assert configuration["issuer"] == f"https://login.microsoftonline.com/{tenant}/v2.0"
+    keys = json.load(opener.open(configuration["jwks_uri"], timeout=30))["keys"]
+    return dict((key["kid"], jwt.algorithms.RSAAlgorithm.from_jwk(key)) for key in keys)
+
+
+def verified(token, keys, audience):
+    import jwt  # pylint: disable=import-outside-toplevel
+    return jwt.decode(token, keys[jwt.get_unverified_header(token)["kid"]], algorithms=["RS256"], audience=audience)
+
+
+def bearer(request):
+    scheme, _space, token = request["headers"]["authorization"].partition(" ")
+    assert scheme == "Bearer"
+    return token
+
+
+def test_entra_subscriptions_send_event_grids_token_with_every_request(sim, receiver):
+    _client, control = sim()
+    hook = receiver()
+    record = control.subscribe_event_grid(hook.url, entra={"application_id_or_uri": "api://eda-webhook"})
+    assert record["provisioningState"] == "Succeeded"
+    assert record["entra"] == {"application_id_or_uri": "api://eda-webhook", "tenant_id": None, "token_version": 1}
+    control.inject(id=E1, type="Reboot", resources=["c"])
+    control.event_grid_flush()
+    assert [r["headers"]["aeg-event-type"] for r in hook.requests] == ["SubscriptionValidation", "Notification"]
+    tokens = [bearer(request) for request in hook.requests]
+    assert tokens[0] == tokens[1]  # one token until it nears its expiry, as Event Grid keeps it
+    claims = verified(tokens[0], entra_keys(control), "api://eda-webhook")
+    assert claims["iss"] == f"https://sts.windows.net/{TENANT}/" and claims["tid"] == TENANT
+    assert claims["roles"] == ["AzureEventGridSecureWebhookSubscriber"] and claims["ver"] == "1.0"
+    assert claims["exp"] - claims["nbf"] == 3600 and claims["appid"] == "4962773b-9cdb-44cf-a8bf-237846a00ab7"
+
+
+def test_entra_v2_tokens_and_the_cloud_events_handshake(sim, receiver):
+    _client, control = sim()
+    hook = receiver()
+    tenant = "3f1e2d4c-5b6a-4798-8a9b-0c1d2e3f4a5b"
+    app = "6a0b8c1d-2e3f-4a5b-8c7d-9e0f1a2b3c4d"
+    record = control.subscribe_event_grid(hook.url, schema="CloudEventSchemaV1_0", entra={
+        "application_id_or_uri": app, "tenant_id": tenant, "token_version": 2})
+    assert record["provisioningState"] == "Succeeded"
+    [options] = hook.requests
+    assert options["method"] == "OPTIONS"
+    claims = verified(bearer(options), entra_keys(control, tenant), app)
+    assert claims["iss"] == f"https://login.microsoftonline.com/{tenant}/v2.0" and claims["tid"] == tenant
+    assert claims["azp"] == "4962773b-9cdb-44cf-a8bf-237846a00ab7" and claims["ver"] == "2.0"
+
+
+def test_rotated_keys_sign_the_next_tokens_and_stay_published(sim, receiver):
+    _client, control = sim()
+    hook = receiver()
+    control.subscribe_event_grid(hook.url, entra={"application_id_or_uri": "api://eda-webhook"})
+    import jwt  # pylint: disable=import-outside-toplevel
+    first = jwt.get_unverified_header(bearer(hook.requests[0]))["kid"]
+    kids = control.rotate_entra_keys()
+    assert kids[1] == first and len(kids) == 2
+    control.inject(id=E1, type="Reboot", resources=["c"])
+    control.event_grid_flush()
+    token = bearer(hook.requests[-1])
+    assert jwt.get_unverified_header(token)["kid"] == kids[0]
+    assert verified(token, entra_keys(control), "api://eda-webhook")["aud"] == "api://eda-webhook"
+    assert [key["kid"] for key in control.entra_keys(TENANT)] == kids
+    newest = control.rotate_entra_keys(keep=0)
+    assert len(newest) == 1 and newest[0] not in kids
+
+
+def test_the_simulator_runs_without_cryptography_until_a_subscription_asks_for_entra(tmp_path):
+    """Only Entra tokens need cryptography: without it the simulator starts and delivers, and an Entra
+    subscription is refused with 501 saying what is missing."""
+    script = tmp_path / "no_crypto.py"
+    script.write_text(textwrap.dedent('''
+        import sys
+        sys.modules["cryptography"] = None  # as if it were not installed
+        from imds_simulator import ControlClient, ControlError, Simulator
+        with Simulator.from_scenario({"name": "x", "vms": [{"name": "a"}]}, port=0, control_port=0) as sim:
+            control = ControlClient(sim.control_url)
+            print(control.subscribe_event_grid("http://127.0.0.1:9/", validate=False)["provisioningState"])
+            try:
+                control.subscribe_event_grid("http://127.0.0.1:9/", validate=False,
+                                             entra={"application_id_or_uri": "api://x"})
+            except ControlError as exc:
+                print(exc)
+    '''))
+    guard = os.path.join(os.path.dirname(SIMULATOR), "tests", "guard")  # the network guard, as for every process
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False,
+                          env=dict(os.environ, PYTHONPATH=os.pathsep.join([guard, SIMULATOR])))
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "Succeeded" and "501" in lines[1] and "need the Python package cryptography" in lines[1]

@@ -129,16 +129,47 @@ def test_what_is_not_a_delivery_is_refused_with_a_status(raw, status, message):
     assert caught.value.status == status
 
 
-def test_tokens_from_the_header_or_the_query():
-    assert eg.presented_token({"Authorization": "Bearer s3cret"}, {}) == "s3cret"
-    assert eg.presented_token({"Authorization": "bearer  s3cret "}, {}) == "s3cret"
-    assert eg.presented_token({}, {"code": "s3cret"}) == "s3cret"
-    assert eg.presented_token({}, {"key": "s3cret"}, param="key") == "s3cret"
-    assert eg.presented_token({"Authorization": "Basic x"}, {}) is None
+def test_tokens_from_the_header_and_the_query():
+    assert eg.presented_tokens({"Authorization": "Bearer s3cret"}, {}) == ("s3cret", None)
+    assert eg.presented_tokens({"Authorization": "bearer  s3cret "}, {"code": "c0de"}) == ("s3cret", "c0de")
+    assert eg.presented_tokens({}, {"code": "s3cret"}) == (None, "s3cret")
+    assert eg.presented_tokens({}, {"key": "s3cret"}, param="key") == (None, "s3cret")
+    assert eg.presented_tokens({"Authorization": "Basic x"}, {"code": ""}) == (None, None)
     assert eg.token_matches("s3cret", "s3cret")
     assert not eg.token_matches("s3cret", "s3cre")
     assert not eg.token_matches("s3cret", None)
     assert not eg.token_matches(None, "x")
+    assert not eg.token_matches("s3cret", "s3cret\udcff")  # undecodable header bytes: compared, no error
+
+
+@pytest.mark.parametrize("address, key", [
+    ("192.0.2.7", "192.0.2.7"),
+    ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
+    ("2001:db8:1:2:ffff::1", "2001:db8:1:2::/64"),
+    ("::ffff:192.0.2.7", "192.0.2.7"),
+    (None, "None"),
+    ("not an address", "not an address"),
+])
+def test_failures_are_counted_per_address_or_ipv6_64(address, key):
+    assert eg.peer_key(address) == key
+
+
+def test_the_peers_counted_are_bounded():
+    failures = eg.FailedAuthentications(1, max_peers=3)
+    for n in range(10):
+        failures.failed("192.0.2.%d" % n, 0)
+    assert len(failures) == 3 and failures.limited("192.0.2.9", 0) and not failures.limited("192.0.2.0", 0)
+
+
+def test_max_bytes_and_events_are_arguments():
+    raw = body([grid_event("a"), grid_event("b")])
+    with pytest.raises(eg.DeliveryError, match="2 events, more than 1") as caught:
+        eg.parse_delivery(raw, max_events=1)
+    assert caught.value.status == 413
+    with pytest.raises(eg.DeliveryError, match="more than 100") as caught:
+        eg.parse_delivery(raw, max_bytes=100)
+    assert caught.value.status == 413
+    assert len(eg.parse_delivery(raw, max_events=2).items) == 2
 
 
 def test_recent_ids_forget_the_oldest_beyond_the_limit():
