@@ -1,0 +1,153 @@
+# -*- coding: utf-8 -*-
+# Copyright: imds.scheduled_events contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""The daemon when it cannot do its whole job, against the simulator on 127.0.0.1: without a VM name (IMDS has no
+compute/name, as Microsoft's mock), with IMDS silent for long, with an unreadable hold record. It says so in the log,
+in `imds-watcher status` and in the metrics, and stays on the safe side: it holds, and approves nothing it cannot
+attribute."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+
+from ansible_collections.imds.scheduled_events.plugins.module_utils.watcher.cli import main
+from ansible_collections.imds.scheduled_events.tests.unit.plugins.module_utils.watcher.helpers import TRUST, UID
+
+REBOOT_ID = "4CAEA225-A741-474D-A72E-428C86FCD853"
+PEER_ID = "9D8C7B6A-5F4E-4D3C-8B2A-1F0E9D8C7B6A"
+MINE = {"id": REBOOT_ID, "type": "Reboot", "resources": ["myvm"], "at": 3, "notice": 900, "started_for": 600}
+PEERS = {"id": PEER_ID, "type": "Reboot", "resources": ["myvm-peer"], "at": 3, "notice": 900, "cancel_at": 120}
+APPROVE_ALL = {"rules": [{"name": "all", "when": "`true`"}]}
+# An IMDS without the compute endpoint (Microsoft's mock server; images that block it).
+NO_COMPUTE = {"kind": "status", "code": 404, "path": "/metadata/instance"}
+DEGRADED = "imds_scheduled_events_degraded{reason=\"%s\"} %d\n"
+
+
+class Records(logging.Handler):
+    def __init__(self):
+        logging.Handler.__init__(self, logging.DEBUG)
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append((record.levelno, record.getMessage()))
+
+    def said(self, text, level=logging.WARNING):
+        return [m for lvl, m in self.lines if lvl == level and text in m]
+
+
+def logged(rig):
+    records = Records()
+    rig.logger.addHandler(records)
+    rig.logger.setLevel(logging.DEBUG)
+    return records
+
+
+def status(rig):
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["--config", rig.write_config(vm_name=None), "--secrets", "", "status"], stdout=out, stderr=err,
+                trust=TRUST, hold_options={"owner_uid": UID})
+    assert code == 0, err.getvalue()
+    out_json = io.StringIO()
+    main(["--config", rig.write_config(vm_name=None), "--secrets", "", "status", "--json"], stdout=out_json,
+         stderr=err, trust=TRUST, hold_options={"owner_uid": UID})
+    return out.getvalue(), json.loads(out_json.getvalue())
+
+
+def metrics(rig):
+    return (rig.tmp / "metrics" / "imds_scheduled_events.prom").read_text()
+
+
+def test_without_a_vm_name_it_polls_holds_every_event_approves_none_and_says_so(rig_factory):
+    rig = rig_factory([MINE, PEERS], faults=[NO_COMPUTE])
+    records = logged(rig)
+    try:
+        daemon = rig.daemon(vm_name=None, approval=APPROVE_ALL)
+        for dummy in range(10):
+            rig.tick(daemon)
+    finally:
+        rig.logger.removeHandler(records)
+    # it polls and holds both events, its own and the peer's, since it cannot tell them apart
+    assert sorted(r["id"] for r in rig.holds().status()["reasons"]) == sorted([PEER_ID, REBOOT_ID])
+    assert rig.event(REBOOT_ID).approved_by == [] and rig.event(PEER_ID).approved_by == []
+    assert daemon.machine.record(REBOOT_ID)["scope"] == "unknown"
+    # it says so: one warning (not one per tick), the status, the metric
+    assert len(records.said("DEGRADED (vm_name_unknown)")) == 1
+    text, data = status(rig)
+    assert "THE WATCHER IS DEGRADED" in text and "vm_name_unknown since" in text and "none is approved" in text
+    assert "Fix: set vm_name in the config" in text
+    assert set(data["degraded"]) == {"vm_name_unknown"} and "404" in data["degraded"]["vm_name_unknown"]["detail"]
+    assert DEGRADED % ("vm_name_unknown", 1) in metrics(rig)
+    assert DEGRADED % ("imds_unreachable", 0) in metrics(rig) and DEGRADED % ("hold_record_unreadable", 0) in metrics(rig)
+    # it keeps asking for its name, with backoff: 1, 2, 4 ... seconds, not at every tick
+    asked = [r["sim_time"] for r in rig.sim.request_log.query(vm="myvm") if "/metadata/instance" in r["path"]]
+    assert asked == [1.0, 2.0, 4.0, 8.0]
+
+
+def test_once_imds_names_it_its_own_events_are_approved_and_the_peers_stay_held_until_gone(rig_factory):
+    rig = rig_factory([MINE, PEERS], faults=[NO_COMPUTE])
+    records = logged(rig)
+    try:
+        daemon = rig.daemon(vm_name=None, approval=APPROVE_ALL)
+        for dummy in range(6):
+            rig.tick(daemon)
+        rig.control("DELETE", "/faults")  # compute/name answers from now on
+        ticks = 0
+        while daemon.vm.name is None and ticks < 70:  # asked again within the backoff's cap
+            rig.tick(daemon)
+            ticks += 1
+        rig.tick(daemon)
+    finally:
+        rig.logger.removeHandler(records)
+    assert daemon.vm.name == "myvm"
+    assert rig.event(REBOOT_ID).approved_by == ["myvm"] and rig.event(PEER_ID).approved_by == []
+    assert records.said("no longer degraded (vm_name_unknown)", logging.INFO)
+    assert DEGRADED % ("vm_name_unknown", 0) in metrics(rig)
+    text, data = status(rig)
+    assert "DEGRADED" not in text and data["degraded"] == {}
+    peer = daemon.machine.record(PEER_ID)
+    assert peer["held"] and peer["scope"] == "other_vms"  # not released for being a peer's: only once it is gone
+    while rig.sim.world.now() < 125:
+        rig.tick(daemon)
+    assert rig.transitions(PEER_ID)[-1] == "released"
+    assert [e["outcome"] for e in rig.journal() if e["event_id"] == PEER_ID and e["transition"] == "gone"] == ["cancelled"]
+    assert [r["id"] for r in rig.holds().status()["reasons"]] == [REBOOT_ID]
+
+
+def test_imds_silent_for_long_and_an_unreadable_hold_record_are_said(rig_factory):
+    rig = rig_factory([])
+    records = logged(rig)
+    try:
+        daemon = rig.daemon(max_backoff=5)
+        rig.tick(daemon)
+        rig.control("POST", "/faults", {"kind": "status", "code": 500})
+        for dummy in range(23):  # 5 s apart once backed off: 110 s without an answer
+            rig.tick(daemon, seconds=5.0)
+        assert DEGRADED % ("imds_unreachable", 0) in metrics(rig)
+        rig.tick(daemon, seconds=10.0)  # past max(120, 12 x max_backoff) seconds
+        assert DEGRADED % ("imds_unreachable", 1) in metrics(rig)
+        assert records.said("DEGRADED (imds_unreachable)")
+        rig.control("DELETE", "/faults")
+        rig.tick(daemon)
+        assert DEGRADED % ("imds_unreachable", 0) in metrics(rig)
+        assert records.said("no longer degraded (imds_unreachable)", logging.INFO)
+        os.chmod(str(rig.tmp / "holds"), 0o777)  # a hold record anyone could replace is not trusted
+        rig.tick(daemon)
+        rig.tick(daemon)
+        assert DEGRADED % ("hold_record_unreadable", 1) in metrics(rig)
+        assert len(records.said("DEGRADED (hold_record_unreadable)")) == 1
+        text, data = status_of_unreadable(rig)
+        assert "hold_record_unreadable since" in text and "imds-hold status" in text
+    finally:
+        rig.logger.removeHandler(records)
+
+
+def status_of_unreadable(rig):
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["--config", rig.write_config(), "--secrets", "", "status"], stdout=out, stderr=err, trust=TRUST,
+                hold_options={"owner_uid": UID})
+    assert code == 1  # the hold record cannot be read by status either
+    return out.getvalue(), err.getvalue()
