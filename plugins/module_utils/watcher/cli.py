@@ -28,7 +28,7 @@ from ..hold.manager import HoldManager
 from . import config as config_mod
 from .config import DEFAULT_CONFIG_FILE, DEFAULT_SECRETS_FILE, ConfigError, Trust, load
 from .daemon import Daemon
-from .health import describe as describe_health
+from .health import as_list as degraded_list, describe as describe_health
 from .hooks import PHASES, HookRunner
 from .journal import Journal
 from .machine import iso
@@ -141,8 +141,7 @@ def status(files, stdout, stderr, as_json, last, hold_options, refused=None):
         code = 1
     recent = Journal(files["journal_file"]).timelines(last)
     if as_json:
-        data = {"pending": pending, "holds": holds, "recent": recent, "degraded": degraded,
-                "state_saved": (state or {}).get("saved")}
+        data = {"pending": pending, "holds": holds, "recent": recent, "degraded": degraded_list(degraded)}
         if refused:
             data["config_refused"] = refused
         stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")

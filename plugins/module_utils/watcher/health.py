@@ -108,15 +108,25 @@ class Health(object):
 
 
 
-def describe(conditions):
-    """Lines for people, from a saved {reason: {"since", "detail"}}: what is wrong, what follows, what to do."""
-    lines = []
+def as_list(conditions):
+    """A saved {reason: {"since", "detail"}} as the list `status --json` and watcher_info return: reason, since
+    (ISO-8601 UTC), detail, consequence, fix."""
+    out = []
     for reason in sorted(conditions or {}):
         rec = conditions[reason] if isinstance(conditions[reason], dict) else {}
         since = rec.get("since")
-        lines.append("%s since %s: %s; %s." % (
-            reason, iso(since) if isinstance(since, (int, float)) and not isinstance(since, bool) else "?",
-            rec.get("detail") or "?", CONSEQUENCES.get(reason, "the watcher cannot do its whole job")))
-        if reason in FIXES:
-            lines.append("    Fix: %s." % FIXES[reason])
+        out.append({"reason": reason, "detail": rec.get("detail"), "consequence": CONSEQUENCES.get(reason),
+                    "fix": FIXES.get(reason),
+                    "since": iso(since) if isinstance(since, (int, float)) and not isinstance(since, bool) else None})
+    return out
+
+
+def describe(conditions):
+    """Lines for people, from a saved {reason: {"since", "detail"}}: what is wrong, what follows, what to do."""
+    lines = []
+    for item in as_list(conditions):
+        lines.append("%s since %s: %s; %s." % (item["reason"], item["since"] or "?", item["detail"] or "?",
+                                              item["consequence"] or "the watcher cannot do its whole job"))
+        if item["fix"]:
+            lines.append("    Fix: %s." % item["fix"])
     return lines

@@ -13,9 +13,16 @@ import io
 import json
 import logging
 import os
+import re
 
+import pytest
+
+from ansible_collections.imds.scheduled_events.plugins.module_utils.imds import ImdsClient
 from ansible_collections.imds.scheduled_events.plugins.module_utils.watcher.cli import main
+from ansible_collections.imds.scheduled_events.plugins.module_utils.watcher.daemon import Daemon
 from ansible_collections.imds.scheduled_events.tests.unit.plugins.module_utils.watcher.helpers import TRUST, UID
+from ansible_collections.imds.scheduled_events.tests.unit.utils import hostile
+from ansible_collections.imds.scheduled_events.tests.unit.utils.scripted_server import ScriptedServer, answer
 
 REBOOT_ID = "4CAEA225-A741-474D-A72E-428C86FCD853"
 PEER_ID = "9D8C7B6A-5F4E-4D3C-8B2A-1F0E9D8C7B6A"
@@ -79,7 +86,8 @@ def test_without_a_vm_name_it_polls_holds_every_event_approves_none_and_says_so(
     text, data = status(rig)
     assert "THE WATCHER IS DEGRADED" in text and "vm_name_unknown since" in text and "none is approved" in text
     assert "Fix: set vm_name in the config" in text
-    assert set(data["degraded"]) == {"vm_name_unknown"} and "404" in data["degraded"]["vm_name_unknown"]["detail"]
+    assert [d["reason"] for d in data["degraded"]] == ["vm_name_unknown"] and "404" in data["degraded"][0]["detail"]
+    assert data["degraded"][0]["since"] == "2025-06-15T15:00:01Z"
     assert DEGRADED % ("vm_name_unknown", 1) in metrics(rig)
     assert DEGRADED % ("imds_unreachable", 0) in metrics(rig) and DEGRADED % ("hold_record_unreadable", 0) in metrics(rig)
     # it keeps asking for its name, with backoff: 1, 2, 4 ... seconds, not at every tick
@@ -107,7 +115,7 @@ def test_once_imds_names_it_its_own_events_are_approved_and_the_peers_stay_held_
     assert records.said("no longer degraded (vm_name_unknown)", logging.INFO)
     assert DEGRADED % ("vm_name_unknown", 0) in metrics(rig)
     text, data = status(rig)
-    assert "DEGRADED" not in text and data["degraded"] == {}
+    assert "DEGRADED" not in text and data["degraded"] == []
     peer = daemon.machine.record(PEER_ID)
     assert peer["held"] and peer["scope"] == "other_vms"  # not released for being a peer's: only once it is gone
     while rig.sim.world.now() < 125:
@@ -151,3 +159,33 @@ def status_of_unreadable(rig):
                 hold_options={"owner_uid": UID})
     assert code == 1  # the hold record cannot be read by status either
     return out.getvalue(), err.getvalue()
+
+
+@pytest.mark.parametrize("value", hostile.strings("CANARY"), ids=hostile.ids(hostile.strings("CANARY")))
+def test_what_imds_answers_instead_of_a_name_stays_one_line_of_data(rig_factory, tmp_path, value):
+    """The answer to compute/name reaches the log, the state file and `status` as the degraded reason's detail."""
+    canary = str(tmp_path / "canary")
+    body = value.value.replace("CANARY", canary).encode("utf-8", "surrogatepass")  # bytes, as a server sends
+    rig = rig_factory([])
+    records = logged(rig)
+    server = ScriptedServer()
+    try:
+        server.script(answer(404, body), answer(200, {"DocumentIncarnation": 1, "Events": []}))
+        client = ImdsClient(endpoint=server.endpoint, retries=0, timeout=30, first_timeout=30, clock=rig.time.now,
+                            sleep=rig.time.sleep)
+        options = dict(rig.daemon_options(), client=client)
+        daemon = Daemon(rig.config(vm_name=None), trust=TRUST, **options)
+        daemon.start()
+        rig.tick(daemon)
+    finally:
+        server.stop()
+        rig.logger.removeHandler(records)
+    text, data = status(rig)
+    saved = (rig.tmp / "state" / "watcher-state.json").read_text()
+    hostile.assert_no_trace(canary, text, saved, metrics(rig), json.dumps(records.lines))
+    assert [d["reason"] for d in data["degraded"]] == ["vm_name_unknown"]
+    assert not re.search("[\x00-\x09\x0b-\x1f\x7f]", text)  # one line per item: no control characters
+    assert re.findall(r"^imds_scheduled_events_degraded\{.*$", metrics(rig), re.M) == [
+        'imds_scheduled_events_degraded{reason="hold_record_unreadable"} 0',
+        'imds_scheduled_events_degraded{reason="imds_unreachable"} 0',
+        'imds_scheduled_events_degraded{reason="vm_name_unknown"} 1']
