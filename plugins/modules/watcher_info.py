@@ -14,9 +14,9 @@ description:
     C(imds-hold), C(imds-drift-guard) and the watcher daemon, and returns every held target (systemd units, puppet,
     the guard, operator commands) with the reasons that hold it, who set them and since when.
   - Reports whether the watcher service is running (C(systemctl is-active)), or V(unknown) where systemd does not run.
-  - Says whether the watcher is degraded, that is cannot do its whole job (RV(degraded)): this VM's name unknown,
-    IMDS unreachable for long, the hold record unreadable; read from the watcher's state file, as the daemon last
-    saved it.
+  - Says whether the watcher is degraded, that is cannot do its whole job (RV(degraded)), because this VM's name is
+    unknown, IMDS is unreachable for long, or the hold record is unreadable. It is read from the watcher's state
+    file, as the daemon last saved it.
   - Returns the last entries of the watcher's journal, a JSON-lines file written by the watcher daemon. The file is
     read from its end, at most O(journal_max_bytes), and lines that are not JSON objects are skipped and counted, so
     a half-written line or a damaged file never fails the task.
@@ -253,8 +253,8 @@ degraded:
   description:
     - What keeps the watcher from its whole job, as the daemon last saved it; empty when nothing does, or when it
       never ran.
-    - C(reason) is V(vm_name_unknown) (no C(vm_name) configured and IMDS does not name the VM: every event is held,
-      none approved), V(imds_unreachable) (no successful poll for max(120 s, 12 x C(max_backoff))) or
+    - C(reason) is V(vm_name_unknown) (no C(vm_name) configured and IMDS does not name the VM, so every event is held,
+      and none approved), V(imds_unreachable) (no successful poll for max(120 s, 12 x C(max_backoff))) or
       V(hold_record_unreadable) (nothing can be held or released).
   returned: always
   type: list
