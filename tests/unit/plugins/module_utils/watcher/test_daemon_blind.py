@@ -9,6 +9,7 @@ attribute."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -46,22 +47,35 @@ class Records(logging.Handler):
         return [m for lvl, m in self.lines if lvl == level and text in m]
 
 
+@contextlib.contextmanager
 def logged(rig):
     records = Records()
     rig.logger.addHandler(records)
     rig.logger.setLevel(logging.DEBUG)
-    return records
+    try:
+        yield records
+    finally:
+        rig.logger.removeHandler(records)
 
 
-def status(rig):
-    out, err = io.StringIO(), io.StringIO()
-    code = main(["--config", rig.write_config(vm_name=None), "--secrets", "", "status"], stdout=out, stderr=err,
-                trust=TRUST, hold_options={"owner_uid": UID})
-    assert code == 0, err.getvalue()
-    out_json = io.StringIO()
-    main(["--config", rig.write_config(vm_name=None), "--secrets", "", "status", "--json"], stdout=out_json,
-         stderr=err, trust=TRUST, hold_options={"owner_uid": UID})
-    return out.getvalue(), json.loads(out_json.getvalue())
+def status(rig, code=0, **config):
+    """(`imds-watcher status`, `status --json` parsed) with the rig's config and these overrides."""
+    path = rig.write_config(**dict({"vm_name": None}, **config))
+    outputs = []
+    for extra in ([], ["--json"]):
+        out, err = io.StringIO(), io.StringIO()
+        assert main(["--config", path, "--secrets", "", "status"] + extra, stdout=out, stderr=err, trust=TRUST,
+                    hold_options={"owner_uid": UID}) == code, err.getvalue()
+        outputs.append(out.getvalue())
+    return outputs[0], json.loads(outputs[1])
+
+
+def blind(rig, ticks):
+    """A daemon without a VM name and with a policy that approves everything, after `ticks` ticks."""
+    daemon = rig.daemon(vm_name=None, approval=APPROVE_ALL)
+    for dummy in range(ticks):
+        rig.tick(daemon)
+    return daemon
 
 
 def metrics(rig):
@@ -70,13 +84,8 @@ def metrics(rig):
 
 def test_without_a_vm_name_it_polls_holds_every_event_approves_none_and_says_so(rig_factory):
     rig = rig_factory([MINE, PEERS], faults=[NO_COMPUTE])
-    records = logged(rig)
-    try:
-        daemon = rig.daemon(vm_name=None, approval=APPROVE_ALL)
-        for dummy in range(10):
-            rig.tick(daemon)
-    finally:
-        rig.logger.removeHandler(records)
+    with logged(rig) as records:
+        daemon = blind(rig, 10)
     # it polls and holds both events, its own and the peer's, since it cannot tell them apart
     assert sorted(r["id"] for r in rig.holds().status()["reasons"]) == sorted([PEER_ID, REBOOT_ID])
     assert rig.event(REBOOT_ID).approved_by == [] and rig.event(PEER_ID).approved_by == []
@@ -97,19 +106,14 @@ def test_without_a_vm_name_it_polls_holds_every_event_approves_none_and_says_so(
 
 def test_once_imds_names_it_its_own_events_are_approved_and_the_peers_stay_held_until_gone(rig_factory):
     rig = rig_factory([MINE, PEERS], faults=[NO_COMPUTE])
-    records = logged(rig)
-    try:
-        daemon = rig.daemon(vm_name=None, approval=APPROVE_ALL)
-        for dummy in range(6):
-            rig.tick(daemon)
+    with logged(rig) as records:
+        daemon = blind(rig, 6)
         rig.control("DELETE", "/faults")  # compute/name answers from now on
         ticks = 0
         while daemon.vm.name is None and ticks < 70:  # asked again within the backoff's cap
             rig.tick(daemon)
             ticks += 1
         rig.tick(daemon)
-    finally:
-        rig.logger.removeHandler(records)
     assert daemon.vm.name == "myvm"
     assert rig.event(REBOOT_ID).approved_by == ["myvm"] and rig.event(PEER_ID).approved_by == []
     assert records.said("no longer degraded (vm_name_unknown)", logging.INFO)
@@ -127,8 +131,7 @@ def test_once_imds_names_it_its_own_events_are_approved_and_the_peers_stay_held_
 
 def test_imds_silent_for_long_and_an_unreadable_hold_record_are_said(rig_factory):
     rig = rig_factory([])
-    records = logged(rig)
-    try:
+    with logged(rig) as records:
         daemon = rig.daemon(max_backoff=5)
         rig.tick(daemon)
         rig.control("POST", "/faults", {"kind": "status", "code": 500})
@@ -147,18 +150,9 @@ def test_imds_silent_for_long_and_an_unreadable_hold_record_are_said(rig_factory
         rig.tick(daemon)
         assert DEGRADED % ("hold_record_unreadable", 1) in metrics(rig)
         assert len(records.said("DEGRADED (hold_record_unreadable)")) == 1
-        text, data = status_of_unreadable(rig)
-        assert "hold_record_unreadable since" in text and "imds-hold status" in text
-    finally:
-        rig.logger.removeHandler(records)
-
-
-def status_of_unreadable(rig):
-    out, err = io.StringIO(), io.StringIO()
-    code = main(["--config", rig.write_config(), "--secrets", "", "status"], stdout=out, stderr=err, trust=TRUST,
-                hold_options={"owner_uid": UID})
-    assert code == 1  # the hold record cannot be read by status either
-    return out.getvalue(), err.getvalue()
+    text, data = status(rig, code=1, vm_name="myvm")  # the hold record cannot be read by status either
+    assert "hold_record_unreadable since" in text and "imds-hold status" in text
+    assert [d["reason"] for d in data["degraded"]] == ["hold_record_unreadable"] and data["holds"] is None
 
 
 @pytest.mark.parametrize("value", hostile.strings("CANARY"), ids=hostile.ids(hostile.strings("CANARY")))
@@ -167,19 +161,17 @@ def test_what_imds_answers_instead_of_a_name_stays_one_line_of_data(rig_factory,
     canary = str(tmp_path / "canary")
     body = value.value.replace("CANARY", canary).encode("utf-8", "surrogatepass")  # bytes, as a server sends
     rig = rig_factory([])
-    records = logged(rig)
     server = ScriptedServer()
     try:
-        server.script(answer(404, body), answer(200, {"DocumentIncarnation": 1, "Events": []}))
-        client = ImdsClient(endpoint=server.endpoint, retries=0, timeout=30, first_timeout=30, clock=rig.time.now,
-                            sleep=rig.time.sleep)
-        options = dict(rig.daemon_options(), client=client)
-        daemon = Daemon(rig.config(vm_name=None), trust=TRUST, **options)
-        daemon.start()
-        rig.tick(daemon)
+        with logged(rig) as records:
+            server.script(answer(404, body), answer(200, {"DocumentIncarnation": 1, "Events": []}))
+            client = ImdsClient(endpoint=server.endpoint, retries=0, timeout=30, first_timeout=30,
+                                clock=rig.time.now, sleep=rig.time.sleep)
+            daemon = Daemon(rig.config(vm_name=None), trust=TRUST, **dict(rig.daemon_options(), client=client))
+            daemon.start()
+            rig.tick(daemon)
     finally:
         server.stop()
-        rig.logger.removeHandler(records)
     text, data = status(rig)
     saved = (rig.tmp / "state" / "watcher-state.json").read_text()
     hostile.assert_no_trace(canary, text, saved, metrics(rig), json.dumps(records.lines))
