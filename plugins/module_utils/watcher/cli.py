@@ -28,7 +28,7 @@ from ..hold.manager import HoldManager
 from . import config as config_mod
 from .config import DEFAULT_CONFIG_FILE, DEFAULT_SECRETS_FILE, ConfigError, Trust, load
 from .daemon import Daemon
-from .health import as_list as degraded_list, describe as describe_health
+from .health import as_list as degraded_list, describe as describe_health, moment
 from .hooks import PHASES, HookRunner
 from .journal import Journal
 from .machine import iso
@@ -176,7 +176,7 @@ def format_refused(refused, files):
 
 def format_degraded(degraded, saved):
     lines = ["!!! THE WATCHER IS DEGRADED: it cannot do its whole job (as the daemon last saved it, %s). !!!"
-             % (iso(saved) if isinstance(saved, (int, float)) and not isinstance(saved, bool) else "at an unknown time")]
+             % (moment(saved) or "at an unknown time")]
     lines.extend("  " + one_line(line) for line in describe_health(degraded))
     return "\n".join(lines) + "\n"
 

@@ -107,6 +107,10 @@ class Health(object):
         return dict((reason, dict(rec)) for reason, rec in self.conditions.items())
 
 
+def moment(value):
+    """Epoch seconds read back from a file as ISO-8601 UTC; None when it is not a time."""
+    return iso(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
 
 def as_list(conditions):
     """A saved {reason: {"since", "detail"}} as the list `status --json` and watcher_info return: reason, since
@@ -114,10 +118,8 @@ def as_list(conditions):
     out = []
     for reason in sorted(conditions or {}):
         rec = conditions[reason] if isinstance(conditions[reason], dict) else {}
-        since = rec.get("since")
-        out.append({"reason": reason, "detail": rec.get("detail"), "consequence": CONSEQUENCES.get(reason),
-                    "fix": FIXES.get(reason),
-                    "since": iso(since) if isinstance(since, (int, float)) and not isinstance(since, bool) else None})
+        out.append({"reason": reason, "since": moment(rec.get("since")), "detail": rec.get("detail"),
+                    "consequence": CONSEQUENCES.get(reason), "fix": FIXES.get(reason)})
     return out
 
 
@@ -125,8 +127,9 @@ def describe(conditions):
     """Lines for people, from a saved {reason: {"since", "detail"}}: what is wrong, what follows, what to do."""
     lines = []
     for item in as_list(conditions):
-        lines.append("%s since %s: %s; %s." % (item["reason"], item["since"] or "?", item["detail"] or "?",
-                                              item["consequence"] or "the watcher cannot do its whole job"))
+        lines.append("%s since %s: %s; %s." % (
+            item["reason"], item["since"] or "?", item["detail"] or "?",
+            item["consequence"] or "the watcher cannot do its whole job"))
         if item["fix"]:
             lines.append("    Fix: %s." % item["fix"])
     return lines
