@@ -380,7 +380,7 @@ class Machine(object):
         state = rec["state"]
         if state in (GONE, POST_HOOKS, RELEASING):
             return  # over; a late reappearance is judged once it is released
-        if scope_before == Scope.UNKNOWN and rec["scope"] != Scope.UNKNOWN and state != IGNORED:
+        if scope_before == Scope.UNKNOWN and self.vm.known and state != IGNORED:
             self._note(now, rec, "this VM is %s: the event's scope is %s%s" % (
                 self.vm.name, rec["scope"], "; it stays held until it is gone, and is never approved from here"
                 if rec["scope"] == Scope.OTHER_VMS else ""), out)
