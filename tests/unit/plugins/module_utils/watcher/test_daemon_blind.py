@@ -90,6 +90,7 @@ def test_without_a_vm_name_it_polls_holds_every_event_approves_none_and_says_so(
     assert sorted(r["id"] for r in rig.holds().status()["reasons"]) == sorted([PEER_ID, REBOOT_ID])
     assert rig.event(REBOOT_ID).approved_by == [] and rig.event(PEER_ID).approved_by == []
     assert daemon.machine.record(REBOOT_ID)["scope"] == "unknown"
+    assert rig.syslog[0].startswith("(this VM, name unknown) Reboot ")
     # it says so: one warning (not one per tick), the status, the metric
     assert len(records.said("DEGRADED (vm_name_unknown)")) == 1
     text, data = status(rig)
