@@ -12,10 +12,12 @@ Microsoft's own Windows service approves everything it sees; this is the fix.
 
 from __future__ import annotations
 
+from .events import Scope
 from .imds import ImdsError
 
 # Reasons an event is not approved; stable strings that playbooks may test.
 NOT_THIS_VM = "does not list this VM"
+NAME_UNKNOWN = "this VM's name is unknown"
 SHARED = "also lists other VMs"
 ALREADY_STARTED = "already started"
 ALREADY_FINISHED = "already finished"  # Completed or Canceled: only the control plane says so
@@ -53,6 +55,10 @@ def plan(document, vm, selection, requested_ids=None, allow_shared=False):
     not in the document are reported as missing rather than silently ignored."""
     approve, skipped = [], []
     for event in selection.apply(document.events, vm):
+        if event.scope(vm) == Scope.UNKNOWN:  # it may list only other VMs: approving would start theirs
+            skipped.append(Skip(event.event_id, NAME_UNKNOWN, "cannot tell whether it lists this VM: "
+                                + ", ".join(event.resources)))
+            continue
         if not event.affects(vm):
             if requested_ids is not None:  # picked by name: say why not; otherwise it was never a candidate
                 skipped.append(Skip(event.event_id, NOT_THIS_VM, "lists only " + ", ".join(event.resources)))

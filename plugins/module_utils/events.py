@@ -135,7 +135,13 @@ def normalize_resource_name(name):
 
 class ThisVm(object):
     """The VM asking, known by its Azure resource name (compute/name), never by its
-    OS hostname: scale-set hostnames ("vmss000000") differ from resource names ("vmss_0")."""
+    OS hostname: scale-set hostnames ("vmss000000") differ from resource names ("vmss_0").
+
+    ThisVm.unknown() is a VM whose name could not be learnt (Microsoft's mock has no compute/name; some images
+    block it): no resource names it, and an event that lists any resource is of Scope.UNKNOWN to it, neither
+    "this VM" nor "other VMs"."""
+
+    known = True
 
     def __init__(self, name):
         if not name or not str(name).strip():
@@ -143,11 +149,19 @@ class ThisVm(object):
         self.name = str(name).strip()
         self._key = normalize_resource_name(self.name)
 
+    @classmethod
+    def unknown(cls):
+        vm = cls.__new__(cls)
+        vm.known = False
+        vm.name = None
+        vm._key = None
+        return vm
+
     def is_named(self, resource_name):
-        return normalize_resource_name(resource_name) == self._key
+        return self.known and normalize_resource_name(resource_name) == self._key
 
     def __repr__(self):
-        return "ThisVm(%r)" % self.name
+        return "ThisVm(%r)" % self.name if self.known else "ThisVm.unknown()"
 
 
 class NamedVms(object):
@@ -171,6 +185,7 @@ class Scope(object):
     SHARED = "shared"            # this VM and others: approving it starts them all
     OTHER_VMS = "other_vms"      # only other VMs (availability set or placement-group peers)
     NONE = "none"                # Resources is empty
+    UNKNOWN = "unknown"          # this VM's name is unknown: it may or may not be among Resources
 
 
 class Event(object):
@@ -252,6 +267,8 @@ class Event(object):
     def scope(self, vm):
         if not self.resources:
             return Scope.NONE
+        if not getattr(vm, "known", True):
+            return Scope.UNKNOWN
         mine = [r for r in self.resources if vm.is_named(r)]
         if not mine:
             return Scope.OTHER_VMS
@@ -260,6 +277,7 @@ class Event(object):
         return Scope.SHARED
 
     def affects(self, vm):
+        """Known to list this VM: never when this VM's name is unknown (Scope.UNKNOWN)."""
         return self.scope(vm) in (Scope.THIS_VM, Scope.SHARED)
 
     def other_resources(self, vm):
@@ -284,8 +302,9 @@ class Event(object):
         out["seconds_until_start"] = self.seconds_until_start(now)
         if vm is not None:
             scope = self.scope(vm)
-            out["affects_this_vm"] = scope in (Scope.THIS_VM, Scope.SHARED)
-            out["shared"] = scope == Scope.SHARED
+            unknown = scope == Scope.UNKNOWN  # null: with this VM's name unknown, nobody can say
+            out["affects_this_vm"] = None if unknown else scope in (Scope.THIS_VM, Scope.SHARED)
+            out["shared"] = None if unknown else scope == Scope.SHARED
             out["scope"] = scope
         if self.problems:
             out["problems"] = list(self.problems)

@@ -218,6 +218,9 @@ def _read_watcher(name, watcher, row, holds, approvals):
     journal = watcher.get("journal") or {}
     row["journal_unparseable"] = int(journal.get("unparseable") or 0)
     row["problems"].extend(_text(p) for p in watcher.get("problems") or [])
+    row["problems"].extend("the watcher is degraded (%s) since %s: %s" % (_text(d.get("reason")), _text(d.get("since")),
+                                                                          _text(d.get("detail")))
+                           for d in watcher.get("degraded") or [] if isinstance(d, dict))
     status = watcher.get("holds") or {}
     phases = dict((t.get("key"), t.get("phase")) for t in status.get("targets") or [] if isinstance(t, dict))
     row["held_targets"] = sorted(k for k in phases if k)

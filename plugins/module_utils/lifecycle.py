@@ -7,8 +7,8 @@
 IMDS lists the pending events and never says one is over: it just vanishes, often across the reboot it caused.
 Event Grid and Resource Graph do say Completed or Canceled, but Event Grid delivers out of order and more than
 once. Every source of events (the watcher, the Event-Driven Ansible sources) turns what it sees into these
-changes here, so a rulebook reacts to the same words whichever source saw the event, and a vanished event is
-judged completed or cancelled by one rule (outcome()).
+changes here, so a rulebook reacts to the same words whichever source saw the event, and an event that left the
+document is judged completed, cancelled or vanished by one rule (outcome()).
 
 Pure: no clock reads, no I/O except read_boot_id(). Like the rest of module_utils it imports nothing from ansible.
 """
@@ -30,9 +30,13 @@ CHANGES = (APPEARED, UPDATED, APPROVED, STARTED_CHANGE, GONE)
 
 COMPLETED = "completed"
 CANCELLED = "cancelled"
-OUTCOMES = (COMPLETED, CANCELLED)
+VANISHED = "vanished"
+OUTCOMES = (COMPLETED, CANCELLED, VANISHED)
 
 REBOOTING_TYPES = ("Reboot", "Redeploy")
+# Events whose effect this VM sees as a new boot: a reboot, a move to another host, a Spot eviction (the VM is
+# deallocated, and it boots again only when its owner starts it).
+RESTARTING_TYPES = REBOOTING_TYPES + ("Preempt",)
 BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
 DEFAULT_CONFIRM_POLLS = 3
 FINISHED_RETENTION = 24 * 3600.0
@@ -56,18 +60,45 @@ def read_boot_id(path=BOOT_ID_FILE):
         return None
 
 
-def outcome(started, approved, boot_seen, boot_now, not_before, missing_since, adopted=False):
-    """Completed or cancelled, for an event that vanished from IMDS.
+def outcome(started, approved, boot_seen, boot_now, not_before, missing_since, adopted=False, event_type=None,
+            due=False, seen=True):
+    """What became of an event that left the IMDS document: COMPLETED, CANCELLED or VANISHED.
 
-    Cancelled: vanished while Scheduled, never approved or seen Started, no reboot since it was last seen, and
-    before its NotBefore. Anything else ran, even if no look saw it Started. Times are epoch seconds."""
-    if started or approved or adopted:
+    - completed: it was seen Started. Or, in the boot it was last seen in, it was approved or left at or after
+      its NotBefore (the platform starts events then). Or, across a new boot, it is a RESTARTING_TYPES event that
+      was approved or seen still listed at or after its NotBefore (`due`): the new boot was its effect.
+    - vanished: it left across a new boot (the boot id changed since it was last seen) otherwise, never seen to
+      start: a stop and deallocation clears pending events, an owner's reboot is not the event's, or it ran
+      while nobody looked; nobody can tell. Also an event adopted from the hold record after the state was lost
+      (`adopted`) and never `seen` since.
+    - cancelled: it left while Scheduled, never seen Started nor approved, in the boot it was last seen in,
+      before its NotBefore: Azure withdrew it.
+    Times are epoch seconds."""
+    if started:
         return COMPLETED
+    if adopted and not seen:
+        return VANISHED
     if boot_seen not in (None, boot_now):
+        if event_type in RESTARTING_TYPES and (approved or due):
+            return COMPLETED
+        return VANISHED
+    if approved:
         return COMPLETED
     if not_before is not None and missing_since is not None and missing_since >= not_before:
         return COMPLETED
     return CANCELLED
+
+
+def gone_detail(result, detail):
+    """The line a `gone` says: the outcome, why it is over, and for VANISHED what was not seen."""
+    if result == VANISHED:
+        detail += "; it was not seen to start, and the VM restarted (or the watcher lost its history) since"
+    return "%s: %s" % (result, detail)
+
+
+def is_due(event, now):
+    """Listed and not Started at or after its NotBefore: the platform starts it now (`due` of outcome())."""
+    return not event.is_started and event.not_before is not None and now >= event.not_before.timestamp()
 
 
 def _datetime(now):
@@ -185,6 +216,8 @@ class DocumentTracker(object):
             rec["not_before"] = event.not_before.timestamp()
         if event.is_started:
             rec["started"] = True
+        if is_due(event, now):
+            rec["due"] = True
 
     def _new(self, now, key, event, out):
         finished = self.finished.get(key)
@@ -237,13 +270,13 @@ class DocumentTracker(object):
         if rec["missing"] < self.confirm_polls:
             return
         result = outcome(rec["started"], rec["approved"], rec["boot_seen"], self.boot_id, rec["not_before"],
-                         rec["missing_since"])
+                         rec["missing_since"], event_type=rec.get("type"), due=rec.get("due", False))
         self._gone(now, key, rec, result, "gone from the document for %d successful polls" % rec["missing"], out,
                    "gone")
 
     def _gone(self, now, key, rec, result, detail, out, via):
         if rec["emitted"]:
-            out.append(Change(GONE, rec["id"], rec["event"], "%s: %s" % (result, detail), outcome=result))
+            out.append(Change(GONE, rec["id"], rec["event"], gone_detail(result, detail), outcome=result))
         del self.events[key]
         self.finished[key] = {"time": now, "outcome": result, "via": via}
 

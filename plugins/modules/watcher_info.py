@@ -14,6 +14,9 @@ description:
     C(imds-hold), C(imds-drift-guard) and the watcher daemon, and returns every held target (systemd units, puppet,
     the guard, operator commands) with the reasons that hold it, who set them and since when.
   - Reports whether the watcher service is running (C(systemctl is-active)), or V(unknown) where systemd does not run.
+  - Says whether the watcher is degraded, that is cannot do its whole job (RV(degraded)), because this VM's name is
+    unknown, IMDS is unreachable for long, or the hold record is unreadable. It is read from the watcher's state
+    file, as the daemon last saved it.
   - Returns the last entries of the watcher's journal, a JSON-lines file written by the watcher daemon. The file is
     read from its end, at most O(journal_max_bytes), and lines that are not JSON objects are skipped and counted, so
     a half-written line or a damaged file never fails the task.
@@ -41,6 +44,11 @@ options:
         and C(detail).
     type: path
     default: /var/lib/imds-scheduled-events/journal.jsonl
+  watcher_state_file:
+    description:
+      - The watcher daemon's state file, for RV(degraded). A missing file (the watcher never ran) means not degraded.
+    type: path
+    default: /var/lib/imds-scheduled-events/watcher-state.json
   journal_entries:
     description:
       - How many of the latest journal entries to return. V(0) returns none (the file is not read).
@@ -88,6 +96,11 @@ EXAMPLES = r"""
   ansible.builtin.debug:
     msg: "imds-watcher is {{ watcher.service.state }} on {{ inventory_hostname }}"
   when: watcher.service.state not in ['active', 'unknown']
+
+- name: Alert when the watcher cannot do its whole job (for example, it does not know this VM's name)
+  ansible.builtin.debug:
+    msg: "imds-watcher on {{ inventory_hostname }}: {{ item.reason }} since {{ item.since }}: {{ item.detail }}"
+  loop: "{{ watcher.degraded }}"
 
 - name: Events and watcher state in one module run (what the fleet_report role does)
   imds.scheduled_events.watcher_info:
@@ -236,6 +249,41 @@ journal:
     unparseable: 0
     truncated: false
     size: 2048
+degraded:
+  description:
+    - What keeps the watcher from its whole job, as the daemon last saved it; empty when nothing does, or when it
+      never ran.
+    - C(reason) is V(vm_name_unknown) (no C(vm_name) configured and IMDS does not name the VM, so every event is held,
+      and none approved), V(imds_unreachable) (no successful poll for max(120 s, 12 x C(max_backoff))) or
+      V(hold_record_unreadable) (nothing can be held or released).
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    reason:
+      description: V(vm_name_unknown), V(imds_unreachable) or V(hold_record_unreadable).
+      type: str
+    since:
+      description: When it began (ISO-8601 UTC).
+      type: str
+    detail:
+      description: What is wrong, one line.
+      type: str
+    consequence:
+      description: What the watcher does, or cannot do, meanwhile.
+      type: str
+    fix:
+      description: What to do about it.
+      type: str
+  sample:
+    - reason: vm_name_unknown
+      since: "2026-04-11T22:00:01Z"
+      detail: "vm_name is not configured and IMDS does not name this VM: IMDS GET /metadata/instance/compute/name
+        answered 404 Not Found"
+      consequence: drift correction is held for every event in the document, since whose it is cannot be told, and
+        none is approved
+      fix: set vm_name in the config (the role's watcher_vm_name) to this VM's Azure resource name, or let the VM
+        reach IMDS's /metadata/instance/compute/name
 event_info:
   description:
     - What M(imds.scheduled_events.event_info) returns for this VM without filters (C(events), C(pending),
@@ -243,7 +291,7 @@ event_info:
   returned: when O(include_events=true)
   type: dict
 problems:
-  description: What could not be read, one line each (the hold record, the journal, systemctl, IMDS).
+  description: What could not be read, one line each (the hold record, the journal, the watcher's state, systemctl, IMDS).
   returned: always
   type: list
   elements: str
@@ -262,8 +310,11 @@ from ansible_collections.imds.scheduled_events.plugins.module_utils.hold.common 
 from ansible_collections.imds.scheduled_events.plugins.module_utils.hold.manager import HoldManager
 from ansible_collections.imds.scheduled_events.plugins.module_utils.imds import ImdsError
 from ansible_collections.imds.scheduled_events.plugins.module_utils.waiting import wait_for_events
+from ansible_collections.imds.scheduled_events.plugins.module_utils.watcher.health import as_list as degraded_list
+from ansible_collections.imds.scheduled_events.plugins.module_utils.watcher.state import StateStore
 
 DEFAULT_JOURNAL = "/var/lib/imds-scheduled-events/journal.jsonl"
+DEFAULT_WATCHER_STATE = "/var/lib/imds-scheduled-events/watcher-state.json"
 SYSTEMD_RUNTIME = "/run/systemd/system"
 
 
@@ -273,6 +324,17 @@ def read_holds(state_file):
         return HoldManager(state_file=state_file).status(), None
     except (HoldError, OSError) as exc:
         return {}, "hold record %s: %s" % (state_file, exc)
+
+
+def read_degraded(path):
+    """(the watcher's degraded list, problem or None) from its state file; never raises."""
+    try:
+        state, problem = StateStore(path).read()
+    except OSError as exc:
+        return [], "watcher state %s: %s" % (path, exc.strerror or exc)
+    if problem:
+        return [], "watcher state %s: %s" % (path, problem)
+    return degraded_list((state or {}).get("degraded")), None
 
 
 def read_journal(path, entries, max_bytes):
@@ -354,6 +416,7 @@ def main():
             IMDS_ARGUMENT_SPEC,
             state_file=dict(type="path", default=DEFAULT_STATE_FILE),
             journal_file=dict(type="path", default=DEFAULT_JOURNAL),
+            watcher_state_file=dict(type="path", default=DEFAULT_WATCHER_STATE),
             journal_entries=dict(type="int", default=20),
             journal_max_bytes=dict(type="int", default=1024 * 1024),
             service=dict(type="str", default="imds-watcher.service"),
@@ -375,8 +438,11 @@ def main():
     service, problem = service_state(module, params["service"])
     if problem:
         problems.append(problem)
+    degraded, problem = read_degraded(params["watcher_state_file"])
+    if problem:
+        problems.append(problem)
     result = dict(changed=False, held=holds.get("held") if holds else None, state_file=params["state_file"],
-                  holds=holds, service=service, journal=journal)
+                  holds=holds, service=service, journal=journal, degraded=degraded)
     if params["include_events"]:
         result["event_info"], problem = read_events(module)
         if problem:

@@ -6,8 +6,9 @@ wrapped by imds-drift-guard) and a real puppet agent as the holds, against the I
   policy, started by the simulator, a real reboot of the container, and after it the release of exactly the prior
   state, with the whole lifecycle in the journal.
 - Freeze (auto-approved), Preempt (held and approved), a cancelled event, a reboot before the event (the timer
-  that comes back at boot is stopped again), an event for another VM only (nothing held) and an event shared with
-  another VM (held, never approved early).
+  that comes back at boot is stopped again), a deallocation while an event is Scheduled (it vanished), a watcher
+  that cannot learn its VM's name (it holds a peer's event, approves nothing, says so), an event for another VM
+  only (nothing held) and an event shared with another VM (held, never approved early).
 - kill -9 of the daemon at random points of a lifecycle, repeated: systemd restarts it, nothing is released early,
   nothing stays held after the event.
 - watcher_state=absent releases what the watcher holds, leaves an operator's hold alone, and is idempotent.
@@ -390,6 +391,60 @@ def test_a_reboot_before_the_event_keeps_drift_correction_held(clean, control):
     status = wait_released(vm, event_id)
     assert recent(status, event_id)["outcome"] == "cancelled"
     assert unit_state(vm, TIMER) == {"ActiveState": "active", "UnitFileState": "enabled"}
+
+
+def test_deallocated_while_scheduled_the_event_vanished(clean, control):
+    """The owner stops and deallocates the VM while a Reboot is Scheduled: the platform clears its pending events, and
+    after the restart the event is gone, never Started, with a new boot id. Post-hooks are told `vanished`."""
+    vm = clean
+    event_id = new_event_id()
+    control.inject(id=event_id, type="Reboot", resources=["myvm"], notice=900, source="Platform")
+    wait_state(vm, event_id, ["ready"])
+    assert_held(vm, event_id)
+    control.reboot_vm("myvm", 3600)  # stopped: IMDS no longer answers it (a failed poll teaches nothing)
+    control.cancel(event_id)  # what the deallocation does to its pending events
+    boot_before = vm.boot_id()
+    vm.reboot()
+    assert vm.boot_id() != boot_before
+    control.advance(3601)  # started again an hour later, past NotBefore
+    status = wait_released(vm, event_id)
+    record = recent(status, event_id)
+    assert record["outcome"] == "vanished", record
+    assert "not seen to start" in [s for s in record["timeline"] if s["transition"] == "gone"][0]["detail"]
+    assert "post Reboot %s vanished" % event_id in hooks_log(vm)
+    assert control.approvals(event_id) == []
+
+
+def test_without_its_name_the_watcher_holds_every_event_approves_none_and_says_so(clean, control):
+    """IMDS without the compute endpoint (Microsoft's mock; images that block it) and no vm_name: the watcher polls,
+    holds a peer's event it cannot tell from its own, approves nothing, and says so; once IMDS names the VM it goes
+    back to normal, and the peer's event stays held until it is gone."""
+    vm = clean
+    event_id = new_event_id()
+    control.add_fault(kind="status", code=404, path="/metadata/instance", vm="myvm")
+    try:
+        vm.ssh(["systemctl", "restart", SERVICE])
+        wait_for(lambda: [d["reason"] for d in watcher_status(vm)["degraded"]] == ["vm_name_unknown"],
+                 what="the watcher to say it does not know its name", vm=vm)
+        # a peer's short Freeze: the short-freeze rule matches it, but nobody may approve a peer's event from here
+        control.inject(id=event_id, type="Freeze", resources=["peervm"], notice=600, duration=5)
+        record = wait_state(vm, event_id, ["ready"])
+        assert record["scope"] == "unknown" and record["held"]
+        assert_held(vm, event_id)
+        wait_polls(control, 4)
+        assert control.approvals(event_id) == []
+        text = vm.ssh([IMDS_WATCHER, "status"]).stdout
+        assert "THE WATCHER IS DEGRADED" in text and "vm_name_unknown since" in text, text
+        metrics = vm.ssh(["cat", "/var/lib/prometheus/node-exporter/imds_scheduled_events.prom"]).stdout
+        assert 'imds_scheduled_events_degraded{reason="vm_name_unknown"} 1' in metrics
+    finally:
+        control.clear_faults()
+    wait_for(lambda: watcher_status(vm)["degraded"] == [], what="the watcher to learn its name", vm=vm)
+    record = pending(watcher_status(vm), event_id)
+    assert record["scope"] == "other_vms" and record["held"]  # a peer's after all: held until it is gone
+    assert control.approvals(event_id) == []
+    control.cancel(event_id)
+    assert recent(wait_released(vm, event_id), event_id)["outcome"] == "cancelled"
 
 
 def test_event_for_another_vm_only_holds_nothing(clean, control):

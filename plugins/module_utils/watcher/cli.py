@@ -28,6 +28,7 @@ from ..hold.manager import HoldManager
 from . import config as config_mod
 from .config import DEFAULT_CONFIG_FILE, DEFAULT_SECRETS_FILE, ConfigError, Trust, load
 from .daemon import Daemon
+from .health import as_list as degraded_list, describe as describe_health, moment
 from .hooks import PHASES, HookRunner
 from .journal import Journal
 from .machine import iso
@@ -131,6 +132,7 @@ def status(files, stdout, stderr, as_json, last, hold_options, refused=None):
         stderr.write("%s: the state file %s is unusable: %s\n" % (PROG, files["state_file"], problem))
         code = 1
     pending = sorted((state or {}).get("events", {}).values(), key=lambda r: r.get("first_seen") or 0)
+    degraded = (state or {}).get("degraded") or {}
     try:
         holds = HoldManager(state_file=files["hold_state_file"], **hold_options).status()
     except (HoldError, OSError) as exc:
@@ -139,13 +141,16 @@ def status(files, stdout, stderr, as_json, last, hold_options, refused=None):
         code = 1
     recent = Journal(files["journal_file"]).timelines(last)
     if as_json:
-        data = {"pending": pending, "holds": holds, "recent": recent}
+        data = {"pending": pending, "holds": holds, "recent": recent, "degraded": degraded_list(degraded)}
         if refused:
             data["config_refused"] = refused
         stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
         return code
     if refused:
         stdout.write(format_refused(refused, files))
+        stdout.write("\n")
+    if degraded:
+        stdout.write(format_degraded(degraded, state.get("saved")))
         stdout.write("\n")
     stdout.write(format_pending(pending))
     stdout.write("\n")
@@ -166,6 +171,13 @@ def format_refused(refused, files):
         "  Shown below from %s: hold record %s, journal %s." % (where, files["hold_state_file"],
                                                                 files["journal_file"]),
     ]
+    return "\n".join(lines) + "\n"
+
+
+def format_degraded(degraded, saved):
+    lines = ["!!! THE WATCHER IS DEGRADED: it cannot do its whole job (as the daemon last saved it, %s). !!!"
+             % (moment(saved) or "at an unknown time")]
+    lines.extend("  " + one_line(line) for line in describe_health(degraded))
     return "\n".join(lines) + "\n"
 
 

@@ -41,9 +41,10 @@ from ..hold.common import HoldError
 from ..hold.manager import HoldManager, Reason
 from ..imds import DEFAULT_FIRST_TIMEOUT, DEFAULT_TIMEOUT, ImdsClient, ImdsError, poll_delay
 from ..lifecycle import read_boot_id
+from . import health as health_mod
 from .hooks import HookRunner
 from .journal import Journal
-from .machine import GONE, HOLDER, POST_HOOKS, RELEASED, RELEASING, Machine, Result
+from .machine import GONE, HOLDER, POST_HOOKS, RELEASED, RELEASING, Machine, Result, iso
 from .metrics import Metrics
 from .notify import Notifier
 from .state import StateStore
@@ -119,6 +120,9 @@ class Daemon(object):
         self.deferred = {}  # event id -> Reason: slow targets still to hold for an urgent event
         self.machine = None
         self.vm = None
+        self.naming = health_mod.NameSearch()
+        self.health = health_mod.Health()
+        self.answered = self.clock()  # the last successful poll, or the start
         self.failures = 0
         self.last_error = None
         self.last_request = None
@@ -193,6 +197,7 @@ class Daemon(object):
             self.logger.info("imds: answering again after %d failed poll(s)", self.failures)
         self.failures = 0
         self.last_error = None
+        self.answered = self.clock()
         self.metrics.set("last_successful_poll_timestamp_seconds", round(self.clock(), 3))
         self.execute(self.machine.observe(self.clock(), document=document))
         self.hold_deferred()
@@ -220,15 +225,22 @@ class Daemon(object):
         self.last_error = message
 
     def _ensure_machine(self):
+        """The machine, from the first tick on. This VM's name is the config's, else IMDS's (compute/name); while
+        IMDS does not give it, the machine runs without it (health.VM_NAME_UNKNOWN) and it is asked again later."""
+        if self.vm is None or (not self.vm.known and self.naming.due(self.monotonic())):
+            self.vm = self._this_vm()
+            if self.machine is not None and self.vm.known:
+                self.machine.identify(self.vm)
+                self.logger.info("watcher: this VM is %s (compute/name, after %d failed request(s))", self.vm.name,
+                                 self.naming.failures)
         if self.machine is not None:
             return
-        name = self.config["vm_name"] or self._request(self.client.compute_name)
-        self.vm = ThisVm(name)
         self.machine = Machine(self.vm, self.boot_id, policy=self.config.policy,
                                confirm_polls=self.config["confirm_polls"], peer_events=self.config["peer_events"],
                                event_types=self.config["event_types"], state=self._loaded)
         self._saved = _significant(self.machine.state) if self._loaded else None
-        self.logger.info("watcher: this VM is %s; %d event(s) from the saved state", name, len(self.machine.events))
+        self.logger.info("watcher: this VM is %s; %d event(s) from the saved state", self.vm.name or "not named yet",
+                         len(self.machine.events))
         try:
             status = self.holds.status()
         except (HoldError, OSError) as exc:
@@ -237,6 +249,16 @@ class Daemon(object):
         reasons = [r for r in status.get("reasons", []) if r.get("holder") == HOLDER and r.get("event_id")]
         self._complete_holds(reasons)
         self.execute(self.machine.adopt(self.clock(), reasons))
+
+    def _this_vm(self):
+        if self.config["vm_name"]:
+            return ThisVm(self.config["vm_name"])
+        try:
+            return ThisVm(self._request(self.client.compute_name))
+        except ImdsError as exc:
+            self.naming.failed(self.monotonic(), exc)
+            self.logger.debug("imds: this VM's name: %s (asked again in %g s)", exc, self.naming.delay())
+            return ThisVm.unknown()
 
     def _complete_holds(self, reasons):
         """After a restart, before the machine goes on: a reason of this watcher may hold fewer targets than are
@@ -267,30 +289,46 @@ class Daemon(object):
                                   problem)
 
     def _after_tick(self):
+        self._hold_reason_metrics()
+        self._assess()
         if self.machine is not None:
             self.metrics.set("events_pending", len(self.machine.events))
             self.metrics.set("holds_active", len(self.machine.holds_active()))
             self.metrics.set_events(self.machine.events.values())
+            self.machine.degraded(self.health.as_dict())
             self.save()
         for channel, count in self.notifier.failures.items():
             self.metrics.set("notification_failures_total", count, channel=channel)
-        if self.config["metrics_file"]:
-            self._hold_reason_metrics()
         self._write_metrics()
 
+    def _assess(self):
+        """What keeps the watcher from its whole job (health.py): logged when it begins, changes and ends."""
+        now = self.clock()
+        silent = now - self.answered
+        problems = {
+            health_mod.VM_NAME_UNKNOWN: None if self.vm is None or self.vm.known else
+            "vm_name is not configured and IMDS does not name this VM: %s" % self.naming.last_error,
+            health_mod.IMDS_UNREACHABLE: None if silent < health_mod.unreachable_after(self.config["max_backoff"])
+            else "no successful poll since %s" % iso(self.answered),
+            health_mod.HOLD_RECORD_UNREADABLE: self._reasons_problem,
+        }
+        for reason, problem in sorted(problems.items()):
+            said = self.health.update(now, reason, problem)
+            if said is not None:
+                self.logger.log(logging.WARNING if said[0] else logging.INFO, "%s", said[1])
+        self.metrics.set_degraded(self.health.conditions)
+
     def _hold_reason_metrics(self):
-        """The age of every reason in the hold record (the watcher's and anyone else's). An unreadable record keeps
-        the last series and is logged once per distinct problem."""
+        """The age of every reason in the hold record (the watcher's and anyone else's), read at every tick: an
+        unreadable record keeps the last series, and the watcher is degraded (health.HOLD_RECORD_UNREADABLE)."""
         try:
             reasons = self.holds.status().get("reasons", [])
         except (HoldError, OSError, ValueError) as exc:
-            problem = str(exc)
-            if problem != self._reasons_problem:
-                self.logger.warning("metrics: cannot read the hold record for the hold reasons' ages: %s", problem)
-            self._reasons_problem = problem
+            self._reasons_problem = str(exc)
             return
         self._reasons_problem = None
-        self.metrics.set_hold_reasons(reasons, self.clock())
+        if self.config["metrics_file"]:
+            self.metrics.set_hold_reasons(reasons, self.clock())
 
     def _write_metrics(self):
         path = self.config["metrics_file"]
@@ -432,6 +470,8 @@ class Daemon(object):
     def _journal(self, entry):
         if entry["transition"] in ("detected", "reappeared"):
             self.metrics.inc("events_seen_total", type=entry.get("event_type") or "unknown")
+        elif entry["transition"] == "gone" and entry.get("outcome"):
+            self.metrics.inc("events_gone_total", outcome=entry["outcome"])
         level = logging.WARNING if entry["transition"].endswith("_failed") or entry["transition"] == "blocked" \
             else logging.INFO
         self.logger.log(level, "event %s %s: %s: %s", entry.get("event_type"), entry["event_id"], entry["transition"],

@@ -30,7 +30,6 @@ import time
 from .config import Trust
 
 PHASES = ("pre", "post")
-OUTCOMES = ("completed", "cancelled")
 DEFAULT_TIMEOUT = 300
 MAX_OUTPUT = 8192
 SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -103,6 +102,8 @@ def _data(value):
 
 
 def hook_environment(phase, event, vm_name, outcome=None):
+    """`outcome`, for post hooks: lifecycle.OUTCOMES (completed, cancelled, vanished); `vm_name` None (empty) while
+    this VM's name is unknown."""
     resources = event.get("Resources") or []
     if not isinstance(resources, list):
         resources = [resources]
@@ -119,7 +120,7 @@ def hook_environment(phase, event, vm_name, outcome=None):
         "IMDS_EVENT_SCOPE": _data(event.get("scope") or ""),
     }
     if phase == "post":
-        env["IMDS_EVENT_OUTCOME"] = _data(outcome or "completed")
+        env["IMDS_EVENT_OUTCOME"] = _data(outcome)
     return env
 
 

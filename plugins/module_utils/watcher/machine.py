@@ -26,7 +26,7 @@ from ..approval import Plan, plan as approval_plan
 from ..events import KNOWN_EVENT_TYPES, EventFilter, Scope, format_iso
 # The outcomes are this machine's words too (journal, hooks' IMDS_EVENT_OUTCOME): re-exported.
 from ..lifecycle import (  # pylint: disable=unused-import
-    CANCELLED, COMPLETED, REBOOTING_TYPES, outcome as lifecycle_outcome)
+    CANCELLED, COMPLETED, REBOOTING_TYPES, VANISHED, gone_detail, is_due, outcome as lifecycle_outcome)
 
 FORMAT = "imds-scheduled-events/watcher"
 VERSION = 1
@@ -280,6 +280,17 @@ class Machine(object):
         handler(now, result, out)
         return self._step(out)
 
+    def degraded(self, conditions):
+        """What keeps the watcher from its whole job now (health.Health.as_dict()), saved with the events so that
+        `imds-watcher status` and watcher_info can say it."""
+        self.state["degraded"] = conditions
+
+    def identify(self, vm):
+        """This VM's name, learnt after the machine started without it (ThisVm.unknown()). From the next document
+        on, events are attributed as usual; nothing held is released for it: an event that turns out to list only
+        other VMs stays held until it is gone (like one whose Resources stop listing this VM), never approved."""
+        self.vm = vm
+
     def adopt(self, now, reasons):
         """Holds the hold record says this watcher set for events this state does not know (its state
         was lost or corrupt). The record is the truth: they are tracked again, released only when the
@@ -313,7 +324,7 @@ class Machine(object):
             "id": event_id, "type": None, "status": None, "scope": None, "resources": [], "event": None,
             "state": DETECTED, "since": now, "first_seen": now, "last_seen": None, "missing": 0,
             "missing_since": None, "held": False, "adopted": False, "boot_seen": self.boot_id, "boot_held": None,
-            "started": False, "approved": False, "rule": None, "pre_hooks": None, "post_hooks": None,
+            "started": False, "approved": False, "due": False, "rule": None, "pre_hooks": None, "post_hooks": None,
             "outcome": None, "pending": None, "attempts": 0, "retry_at": None, "error": None, "notes": [],
             "timeline": [],
         }
@@ -334,6 +345,8 @@ class Machine(object):
         rec["missing_since"] = None
         if event.is_started:
             rec["started"] = True
+        if is_due(event, now):
+            rec["due"] = True
 
     def _new(self, now, event, out):
         finished = self.state["finished"].get(_key(event.event_id))
@@ -353,16 +366,24 @@ class Machine(object):
         if not wanted:
             self._transition(now, rec, IGNORED, why, out)
             return
+        if rec["scope"] == Scope.UNKNOWN:
+            self._note(now, rec, "held because this VM's name is unknown, so whose event this is cannot be told; "
+                                 "nothing is approved until the name is known", out)
         self._drive(now, rec, out)
 
     def _present(self, now, rec, event, out):
         boot_before = rec.get("boot_seen")
         was_scheduled = not rec["started"]
+        scope_before = rec.get("scope")
         self._refresh(now, rec, event)
         rec["boot_seen"] = self.boot_id
         state = rec["state"]
         if state in (GONE, POST_HOOKS, RELEASING):
             return  # over; a late reappearance is judged once it is released
+        if scope_before == Scope.UNKNOWN and self.vm.known and state != IGNORED:
+            self._note(now, rec, "this VM is %s: the event's scope is %s%s" % (
+                self.vm.name, rec["scope"], "; it stays held until it is gone, and is never approved from here"
+                if rec["scope"] == Scope.OTHER_VMS else ""), out)
         if state == IGNORED:
             wanted, dummy = self._wanted(event)
             if wanted:
@@ -398,9 +419,10 @@ class Machine(object):
         self._over(now, rec, self._outcome(rec), detail, out, via="gone")
 
     def _outcome(self, rec):
-        """Completed or cancelled, by the rule every source shares (lifecycle.outcome)."""
+        """Completed, cancelled or vanished, by the rule every source shares (lifecycle.outcome)."""
         return lifecycle_outcome(rec["started"], rec["approved"], rec.get("boot_seen"), self.boot_id,
-                                 rec.get("not_before"), rec["missing_since"], adopted=rec.get("adopted"))
+                                 rec.get("not_before"), rec["missing_since"], adopted=rec.get("adopted"),
+                                 event_type=rec["type"], due=rec.get("due", False), seen=rec["last_seen"] is not None)
 
     def _over(self, now, rec, outcome, detail, out, via):
         rec["outcome"] = outcome
@@ -408,7 +430,7 @@ class Machine(object):
         rec["pending"] = None
         rec["retry_at"] = None
         rec["attempts"] = 0
-        self._transition(now, rec, GONE, "%s: %s" % (outcome, detail), out)
+        self._transition(now, rec, GONE, gone_detail(outcome, detail), out)
         self._drive(now, rec, out)
 
     # --- issuing actions ---------------------------------------------------------------------
@@ -457,6 +479,8 @@ class Machine(object):
     def _approvals(self, now, document, out):
         """One POST for every event that is held, passed its pre-hooks, matches a rule and that
         approval.py allows from this VM (never other-VM-only; shared only if the rule says so)."""
+        if not self.vm.known:
+            return  # whose events these are cannot be told: approving one might start another VM's maintenance
         chosen, rules = [], {}
         for rec in self.pending():
             if rec["state"] != READY or rec["pending"] or (rec["retry_at"] is not None and now < rec["retry_at"]):

@@ -22,6 +22,8 @@ from __future__ import annotations
 import datetime
 
 from ..files import write_atomically
+from ..lifecycle import OUTCOMES
+from .health import REASONS
 
 PREFIX = "imds_scheduled_events_"
 # The watcher's release: the collection's version (galaxy.yml; a unit test keeps them equal).
@@ -32,6 +34,10 @@ MAX_LABEL = 128
 # name: (type, help)
 METRICS = {
     "events_seen_total": ("counter", "Scheduled events detected, by event type."),
+    "events_gone_total": ("counter", "Events over (gone from the document), by outcome: completed, cancelled or "
+                                     "vanished."),
+    "degraded": ("gauge", "1 while the watcher cannot do its whole job, by reason (vm_name_unknown, imds_unreachable, "
+                          "hold_record_unreadable), else 0."),
     "events_pending": ("gauge", "Events being tracked (detected and not yet released or forgotten)."),
     "holds_active": ("gauge", "Events for which drift correction is held."),
     "approvals_total": ("counter", "Events approved (started early) by policy."),
@@ -56,7 +62,8 @@ METRICS = {
                                          "file was written."),
 }
 # Failure counters present at 0 from the first file: increase() then counts the first failure too.
-ZEROED = (("action_failures_total", "action", ("approve", "hold", "release")), ("hook_failures_total", "phase", ("post", "pre")))
+ZEROED = (("action_failures_total", "action", ("approve", "hold", "release")), ("hook_failures_total", "phase", ("post", "pre")),
+          ("events_gone_total", "outcome", OUTCOMES), ("degraded", "reason", REASONS))
 # Rewritten as a whole from the tracked events / the hold record: a series leaves with its event or reason.
 EVENT_FAMILIES = ("event_info", "event_not_before_timestamp_seconds", "event_detected_timestamp_seconds",
                   "event_state_since_timestamp_seconds")
@@ -110,6 +117,11 @@ class Metrics(object):
         """The process's identity: its start time and version, written from the first file on."""
         self.values["watcher_info"] = {(("version", _label(version)),): 1}
         self.set("watcher_start_time_seconds", round(now, 3))
+
+    def set_degraded(self, reasons):
+        """1 for each reason that holds now (health.Health's conditions), 0 for the others."""
+        for reason in REASONS:
+            self.set("degraded", 1 if reason in reasons else 0, reason=reason)
 
     def set_events(self, records):
         """One series per tracked event (the machine's records), replacing the last tick's: a forgotten event's

@@ -60,7 +60,7 @@ def safe_url(url):
 
 def summary_line(transition):
     """One line for syslog and the mail's subject."""
-    return "%s %s %s: %s (%s)" % (transition.get("vm"), transition.get("event_type") or "event",
+    return "%s %s %s: %s (%s)" % (transition.get("vm") or "(this VM, name unknown)", transition.get("event_type") or "event",
                                   transition.get("event_id"), transition.get("transition"),
                                   " ".join(str(transition.get("detail") or "").split())[:300])
 

@@ -6,7 +6,7 @@
 
 It polls IMDS through the collection's one client (no proxy, the 5 requests/s budget, the two-minute first
 call) and turns documents into lifecycle changes with the watcher's rules (module_utils/lifecycle.py): one event
-when an event appears, is updated, approved, started, and when it is gone (completed or cancelled). An unchanged
+when an event appears, is updated, approved, started, and when it is gone (completed, cancelled or vanished). An unchanged
 document emits nothing; an IMDS failure is logged and the next poll backs off (1, 2, 4 ... up to max_backoff
 seconds) without ending the rulebook.
 """
@@ -20,10 +20,14 @@ description:
   - Polls the Instance Metadata Service's scheduled-events document of the VM it runs on and emits one event per
     lifecycle change of each scheduled event (C(appeared), C(updated), C(approved), C(started), C(gone)).
   - Every event has C(change), C(event_id), C(scheduled_event) (the keys of M(imds.scheduled_events.event_info)'s
-    events), C(outcome) (C(completed) or C(cancelled), for C(gone) only), C(detail), C(source) (C(imds)) and C(vm).
-  - C(gone) is judged like the watcher does, since IMDS never says an event is over - completed when it was seen
-    Started or approved, when the VM rebooted meanwhile, or when it vanished after its NotBefore; otherwise
-    cancelled. C(approved) means it was seen Started while its NotBefore was still ahead.
+    events), C(outcome) (C(completed), C(cancelled) or C(vanished), for C(gone) only), C(detail), C(source) (C(imds))
+    and C(vm).
+  - C(gone) is judged like the watcher does, since IMDS never says an event is over. C(completed) when it was seen
+    Started; in the same boot, when it was approved or left after its NotBefore; across a new boot, when it is a
+    Reboot, Redeploy or Preempt that was approved or still listed at its NotBefore (the new boot was its effect).
+    C(vanished) when it left across a new boot otherwise, never seen to start (a stop and deallocation clears
+    pending events; it may also have run unseen). Otherwise C(cancelled). C(approved) means it was seen Started
+    while its NotBefore was still ahead.
 options:
   endpoint:
     description: IMDS base URL. Defaults to the E(IMDS_ENDPOINT) environment variable, then http://169.254.169.254.

@@ -40,6 +40,14 @@ def test_plan_with_names_explains_every_refusal():
     assert plan.missing == ["x"]
 
 
+def test_nothing_is_approved_for_a_vm_whose_name_is_unknown():
+    """Approving an event starts it for every VM it lists: without this VM's name, any event may be a peer's."""
+    plan = approval.plan(DOC, ThisVm.unknown(), EventFilter(), allow_shared=True)
+    assert plan.approve_ids == []
+    assert [(s.event_id, s.reason) for s in plan.skipped] == [(i, approval.NAME_UNKNOWN) for i in (A, B, C, D)]
+    assert plan.skipped[2].detail == "cannot tell whether it lists this VM: peer"
+
+
 class Client(object):
     def __init__(self, post_error=None, document=None):
         self.post_error = post_error

@@ -170,6 +170,18 @@ def test_scope_of_an_event(resources, scope):
     assert ev.other_resources(vm) == [r for r in resources if r.lower().lstrip("_") != "myvm"]
 
 
+@pytest.mark.parametrize("resources, scope", [(["myvm"], Scope.UNKNOWN), (["peer"], Scope.UNKNOWN), ([], Scope.NONE)])
+def test_an_unknown_vm_cannot_tell_whose_an_event_is(resources, scope):
+    ev = Document.from_json({"Events": [event(Resources=resources)]}).events[0]
+    vm = ThisVm.unknown()
+    assert not vm.known and vm.name is None and not vm.is_named("myvm") and repr(vm) == "ThisVm.unknown()"
+    assert ev.scope(vm) == scope and ev.affects(vm) is False  # never known to list this VM
+    described = ev.describe(vm)
+    assert described["scope"] == scope
+    if scope == Scope.UNKNOWN:  # nobody can say: null, not false
+        assert described["affects_this_vm"] is None and described["shared"] is None
+
+
 def test_for_vm_keeps_own_and_shared_events_only():
     doc = Document.from_json({"Events": [
         event(EventId="00000000-0000-4000-8000-000000000001", Resources=["myvm"]),

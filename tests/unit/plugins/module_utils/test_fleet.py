@@ -145,6 +145,16 @@ def test_separately_registered_event_info():
     assert report["events"][0]["hosts"] == ["a"] and report["hosts"][1]["status"] == fleet.UNREACHABLE
 
 
+def test_a_degraded_watcher_is_a_host_problem():
+    """watcher_info says when a watcher cannot do its whole job (it does not know its VM's name: it holds every event
+    and approves none); the report shows it for that host."""
+    result = watcher("a", [ev(REBOOT, ["a"])])
+    result["degraded"] = [{"reason": "vm_name_unknown", "since": "2050-04-11T21:00:00Z", "detail": "404 Not Found"}]
+    report = fleet.build_report({"a": {"watcher": result}}, now=NOW)
+    problem = "the watcher is degraded (vm_name_unknown) since 2050-04-11T21:00:00Z: 404 Not Found"
+    assert report["hosts"][0]["problems"] == [problem] and report["problems"] == ["a: " + problem]
+
+
 def test_unreadable_event_result_is_a_host_problem_not_a_crash():
     hosts = {"a": {"watcher": watcher("a", [{"EventType": "Reboot"}])}}
     row = fleet.build_report(hosts, now=NOW)["hosts"][0]

@@ -46,20 +46,35 @@ def tracker(**kwargs):
 
 # --- the shared outcome rule ---------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("started, approved, boot_seen, not_before, missing_since, adopted, expected", [
-    (False, False, "boot-1", 600.0, 100.0, False, "cancelled"),    # vanished early, nothing else: cancelled
-    (True, False, "boot-1", 600.0, 100.0, False, "completed"),     # seen Started
-    (False, True, "boot-1", 600.0, 100.0, False, "completed"),     # approved
-    (False, False, "boot-0", 600.0, 100.0, False, "completed"),    # the VM rebooted since it was last seen
-    (False, False, "boot-1", 600.0, 600.0, False, "completed"),    # vanished at or after NotBefore
-    (False, False, "boot-1", None, 100.0, False, "cancelled"),     # no NotBefore known
-    (False, False, None, 600.0, 100.0, False, "cancelled"),        # boot never known: no reboot to judge by
-    (False, False, "boot-1", 600.0, 100.0, True, "completed"),     # adopted from a hold record
+# What a look at an event left: started, approved, the boot it was last seen in, NotBefore, when it went missing.
+SEEN = {"started": False, "approved": False, "boot_seen": "boot-1", "not_before": 600.0, "missing_since": 100.0}
+
+
+@pytest.mark.parametrize("facts, expected", [
+    ({}, "cancelled"),                                              # left early, nothing else: Azure withdrew it
+    ({"started": True}, "completed"),                               # seen Started
+    ({"approved": True}, "completed"),                              # approved, in the same boot
+    ({"missing_since": 600.0}, "completed"),                        # left at or after NotBefore, in the same boot
+    ({"not_before": None}, "cancelled"),                            # no NotBefore known
+    ({"boot_seen": None}, "cancelled"),                             # boot never known: no restart to judge by
+    # across a new boot, never seen Started: the new boot is its effect only for a restarting event that was
+    # approved or still listed at its NotBefore; anything else vanished (a stop and deallocation clears events)
+    ({"boot_seen": "boot-0", "event_type": "Reboot"}, "vanished"),
+    ({"boot_seen": "boot-0", "event_type": "Reboot", "missing_since": 4000.0}, "vanished"),  # deallocated for long
+    ({"boot_seen": "boot-0", "event_type": "Reboot", "approved": True}, "completed"),
+    ({"boot_seen": "boot-0", "event_type": "Redeploy", "due": True}, "completed"),
+    ({"boot_seen": "boot-0", "event_type": "Preempt", "due": True}, "completed"),  # evicted, started again later
+    ({"boot_seen": "boot-0", "event_type": "Freeze", "approved": True}, "vanished"),  # a Freeze restarts nothing
+    ({"boot_seen": "boot-0", "event_type": "Terminate", "due": True}, "vanished"),  # deleted VMs do not come back
+    ({"boot_seen": "boot-0", "event_type": "Reboot", "started": True}, "completed"),
+    # adopted from a hold record after the state was lost: judged by what was seen since; never seen, it vanished
+    ({"adopted": True}, "cancelled"),
+    ({"adopted": True, "seen": False, "boot_seen": None, "not_before": None}, "vanished"),
+    ({"adopted": True, "seen": False, "started": True}, "completed"),
 ])
-def test_outcome_is_one_rule_for_every_source(started, approved, boot_seen, not_before, missing_since, adopted,
-                                              expected):
-    assert lifecycle.outcome(started, approved, boot_seen, "boot-1", not_before, missing_since,
-                             adopted=adopted) == expected
+def test_outcome_is_one_rule_for_every_source(facts, expected):
+    facts = dict(SEEN, **facts)
+    assert lifecycle.outcome(boot_now="boot-1", **facts) == expected
 
 
 def test_read_boot_id(tmp_path):
@@ -139,12 +154,26 @@ def test_a_reboot_seen_started_again_after_the_boot_id_changed_is_over():
     assert after.observe(T0 + 93, doc()) == []
 
 
-def test_gone_across_a_reboot_is_completed():
+def test_gone_across_a_restart_unseen_started_vanished():
+    """A stop and deallocation by the VM's owner: Azure clears the pending events, the VM boots again later (here an
+    hour later, past NotBefore), and the event is gone without having started."""
     track = tracker()
-    track.observe(T0, doc(entry(type_="Freeze", not_before=600)))
-    after = lifecycle.DocumentTracker(VM, "boot-2", confirm_polls=2, state=track.snapshot())
-    after.observe(T0 + 5, doc())
-    assert kinds(after.observe(T0 + 6, doc())) == [("gone", "completed")]
+    track.observe(T0, doc(entry(not_before=600)))
+    saved = json.loads(json.dumps(track.snapshot()))
+    after = lifecycle.DocumentTracker(VM, "boot-2", confirm_polls=2, state=saved)
+    after.observe(T0 + 3600, doc())
+    changes = after.observe(T0 + 3601, doc())
+    assert kinds(changes) == [("gone", "vanished")]
+    assert changes[0].detail.startswith("vanished: gone from the document for 2 successful polls; it was not seen")
+
+
+def test_a_reboot_still_listed_at_its_not_before_is_completed_by_the_new_boot():
+    track = tracker()
+    track.observe(T0, doc(entry(not_before=10)))
+    track.observe(T0 + 10, doc(entry(not_before=10)))  # due: the platform starts it now, and reboots the VM
+    after = lifecycle.DocumentTracker(VM, "boot-2", confirm_polls=2, state=json.loads(json.dumps(track.snapshot())))
+    after.observe(T0 + 90, doc())
+    assert kinds(after.observe(T0 + 91, doc())) == [("gone", "completed")]
 
 
 def test_a_restart_with_the_saved_state_neither_repeats_nor_forgets():

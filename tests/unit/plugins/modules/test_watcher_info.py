@@ -17,6 +17,9 @@ import pytest
 from ansible_collections.imds.scheduled_events.plugins.module_utils import imds
 from ansible_collections.imds.scheduled_events.plugins.module_utils.hold.backends import CommandBackend, GuardBackend
 from ansible_collections.imds.scheduled_events.plugins.module_utils.hold.manager import HoldManager, Reason
+from ansible_collections.imds.scheduled_events.plugins.module_utils.watcher.health import CONSEQUENCES, FIXES
+from ansible_collections.imds.scheduled_events.plugins.module_utils.watcher.machine import new_state
+from ansible_collections.imds.scheduled_events.plugins.module_utils.watcher.state import StateStore
 from ansible_collections.imds.scheduled_events.plugins.modules import watcher_info
 from ansible_collections.imds.scheduled_events.tests.unit.utils.module_runner import run_module
 from ansible_collections.imds.scheduled_events.tests.unit.utils.scripted_server import ScriptedServer, answer
@@ -72,6 +75,7 @@ def hold(state_file, reason_id, text, event_id=None, holder="alice"):
 def run(state_file, journal=None, **args):
     args.setdefault("state_file", state_file)
     args.setdefault("journal_file", journal or os.path.join(os.path.dirname(state_file), "journal.jsonl"))
+    args.setdefault("watcher_state_file", os.path.join(os.path.dirname(state_file), "watcher-state.json"))
     return run_module(watcher_info.main, args)
 
 
@@ -88,7 +92,27 @@ def test_nothing_held_without_a_state_file(state_file):
     assert result["journal"] == {"path": os.path.join(os.path.dirname(state_file), "journal.jsonl"), "present": False,
                                  "entries": [], "unparseable": 0, "truncated": False, "size": 0}
     assert result["service"] == {"name": "imds-watcher.service", "state": "unknown", "systemd": False}
-    assert result["problems"] == [] and "event_info" not in result
+    assert result["problems"] == [] and "event_info" not in result and result["degraded"] == []
+
+
+def test_says_when_the_watcher_is_degraded(state_file):
+    """The daemon saves what keeps it from its whole job with its state: a watcher that does not know this VM's name
+    holds every event and approves none, which a fleet must see."""
+    saved = os.path.join(os.path.dirname(state_file), "watcher-state.json")
+    state = new_state()
+    state["degraded"] = {"vm_name_unknown": {"since": 1775944801.0, "detail": "vm_name is not configured and IMDS "
+                                             "does not name this VM: IMDS GET ... answered 404 Not Found"}}
+    StateStore(saved).save(state)
+    failed, result = run(state_file)
+    assert not failed and result["problems"] == []
+    assert result["degraded"] == [{
+        "reason": "vm_name_unknown", "since": "2026-04-11T22:00:01Z", "detail": state["degraded"]["vm_name_unknown"][
+            "detail"], "consequence": CONSEQUENCES["vm_name_unknown"], "fix": FIXES["vm_name_unknown"]}]
+    with open(saved, "w") as handle:
+        handle.write("{torn")
+    failed, result = run(state_file)
+    assert not failed and result["degraded"] == []
+    assert len(result["problems"]) == 1 and result["problems"][0].startswith("watcher state %s: " % saved)
 
 
 def test_missing_state_directory_is_nothing_held(tmp_path):

@@ -53,14 +53,15 @@ def policy(*rules):
 class Driver(object):
     """Plays the daemon for a Machine. `answers` says how each kind of action ends (True: ok)."""
 
-    def __init__(self, rules=(), boot=BOOT_A, auto=True, **options):
+    def __init__(self, rules=(), boot=BOOT_A, auto=True, vm=VM, **options):
         self.policy = policy(*rules) if rules else None
+        self.vm = vm
         self.boot = boot
         self.options = options
         self.now = T0
         self.auto = auto
         self.answers = {"hold": True, "pre": True, "post": True, "approve": True, "release": True}
-        self.machine = Machine(VM, boot, self.policy, **options)
+        self.machine = Machine(vm, boot, self.policy, **options)
         self.actions = []       # every action decision issued, in order
         self.outstanding = []   # issued and not answered (auto=False, or crashed)
         self.journal = []
@@ -134,7 +135,7 @@ class Driver(object):
         self.outstanding = []
         if boot is not None:
             self.boot = boot
-        self.machine = Machine(VM, self.boot, self.policy, state=state, **self.options)
+        self.machine = Machine(self.vm, self.boot, self.policy, state=state, **self.options)
         return self
 
     # --- reading ---------------------------------------------------------------------------

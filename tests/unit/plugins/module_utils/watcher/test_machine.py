@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from ansible_collections.imds.scheduled_events.plugins.module_utils.events import ThisVm
 from ansible_collections.imds.scheduled_events.plugins.module_utils.watcher import machine as m
 from ansible_collections.imds.scheduled_events.plugins.module_utils.watcher.machine import Machine, Result
 from ansible_collections.imds.scheduled_events.tests.unit.plugins.module_utils.watcher.helpers import (
@@ -52,14 +53,42 @@ def test_reboot_lifecycle_across_the_reboot_it_causes():
 
 
 def test_reboot_gone_after_the_reboot_is_confirmed_like_any_other():
-    d = Driver()
+    d = Driver(rules=[("reboot", "EventType=='Reboot'")])
     d.poll(event())
-    d.restart(boot=BOOT_B)
+    assert d.state() == m.APPROVED
+    d.restart(boot=BOOT_B)  # approved, then the VM rebooted before any poll saw it Started: its reboot
     d.poll()
     d.poll()
     assert not d.kinds("release")
     d.poll()
     assert d.kinds("release") and d.journal[-1]["outcome"] == m.COMPLETED
+    assert d.kinds("hooks")[-1].outcome == m.COMPLETED
+
+
+def test_deallocated_by_its_owner_the_pending_event_vanished():
+    """Stopped and deallocated while the Reboot was Scheduled (not approved, NotBefore ahead): Azure clears pending
+    events; when the VM boots again (an hour later, past NotBefore) the event is gone without having started."""
+    d = Driver()
+    d.poll(event())
+    d.restart(boot=BOOT_B)
+    for dummy in range(3):
+        d.poll(advance=1200.0)
+    post = d.kinds("hooks")[-1]
+    assert post.phase == "post" and post.outcome == m.VANISHED
+    gone = [e for e in d.journal if e["transition"] == "gone"][0]
+    assert gone["outcome"] == m.VANISHED and "not seen to start" in gone["detail"]
+    assert d.journal[-1]["transition"] == "released" and d.journal[-1]["outcome"] == m.VANISHED
+    assert [n["outcome"] for n in d.notified if n["transition"] == "gone"] == [m.VANISHED]
+
+
+def test_a_reboot_seen_at_its_not_before_then_gone_across_the_reboot_completed():
+    d = Driver()
+    d.poll(event(not_before=T0 + 5))
+    d.poll(event(not_before=T0 + 5), advance=5.0)  # still Scheduled at NotBefore: the platform starts it now
+    d.restart(boot=BOOT_B)
+    for dummy in range(3):
+        d.poll()
+    assert d.kinds("hooks")[-1].outcome == m.COMPLETED
 
 
 def test_started_in_this_boot_after_an_unrelated_reboot_is_not_over():
@@ -476,3 +505,46 @@ def test_this_vm_rebooting_says_nothing_about_a_peer_reboot():
     d.restart(boot=BOOT_B)
     d.poll(event(OTHER_ID, resources=["myvm-peer"], status="Started"))
     assert d.state(OTHER_ID) == m.STARTED and not d.kinds("release")
+
+
+# --- blind: this VM's name is unknown --------------------------------------------------------------------------------
+
+
+def test_without_a_name_every_event_is_held_and_none_approved():
+    d = Driver(rules=[APPROVE_ALL], vm=ThisVm.unknown())
+    d.poll(event(), freeze(resources=["myvm-peer"]), event(PREEMPT_ID, "Preempt", not_before=T0 + 31))
+    assert sorted(a.event_id for a in d.kinds("hold")) == sorted([REBOOT_ID, FREEZE_ID, PREEMPT_ID])
+    for dummy in range(5):
+        d.poll(event(), freeze(resources=["myvm-peer"]), event(PREEMPT_ID, "Preempt", not_before=T0 + 31))
+    assert not d.kinds("approve")
+    assert set(d.state(i) for i in (REBOOT_ID, FREEZE_ID, PREEMPT_ID)) == {m.READY}
+    rec = d.machine.record(FREEZE_ID)
+    assert rec["scope"] == "unknown" and rec["event"]["affects_this_vm"] is None
+    assert any("name is unknown" in n for n in rec["notes"])
+    assert d.transitions(FREEZE_ID).count("note") == 1  # said once, not every poll
+    assert all(e["vm"] is None for e in d.journal)
+
+
+def test_once_the_name_is_learnt_its_own_events_are_approved_and_peers_stay_held_until_gone():
+    d = Driver(rules=[APPROVE_ALL], vm=ThisVm.unknown())
+    peer = freeze(resources=["myvm-peer"])
+    d.poll(event(), peer)
+    d.machine.identify(VM)
+    d.poll(event(), peer)
+    assert [a.event_ids for a in d.kinds("approve")] == [[REBOOT_ID]]  # never the peer's
+    assert d.state(FREEZE_ID) == m.READY and d.machine.record(FREEZE_ID)["held"]
+    assert "this VM is myvm: the event's scope is other_vms; it stays held until it is gone, and is never approved " \
+        "from here" in d.machine.record(FREEZE_ID)["notes"]
+    d.poll(event(status="Started"), peer)
+    for dummy in range(3):
+        d.poll(event(status="Started"))
+    assert [a.event_id for a in d.kinds("release")] == [FREEZE_ID]  # by the normal rule: gone for confirm_polls
+    assert [(h.event_id, h.outcome) for h in d.kinds("hooks") if h.phase == "post"] == [(FREEZE_ID, m.CANCELLED)]
+
+
+def test_without_a_name_a_started_reboot_after_a_reboot_is_not_taken_for_this_vms():
+    d = Driver(vm=ThisVm.unknown())
+    d.poll(event(resources=["myvm-peer"]))
+    d.restart(boot=BOOT_B)
+    d.poll(event(resources=["myvm-peer"], status="Started"))  # maybe a peer's: its reboot says nothing about it
+    assert d.state() == m.STARTED and not d.kinds("release")

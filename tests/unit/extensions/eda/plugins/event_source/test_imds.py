@@ -179,6 +179,23 @@ def test_the_reboot_it_caused_ends_it_across_a_restart(rig):
     assert [after.poll() for dummy in range(3)] == [[], [], []]
 
 
+def test_an_event_gone_across_a_restart_without_starting_vanished(rig):
+    """Stopped and deallocated by its owner while the Reboot was Scheduled: Azure clears pending events, and when the
+    VM boots again (past NotBefore) the event is gone without having started. Not `completed`: `vanished`."""
+    state = str(rig.tmp / "state.json")
+    src = rig.source(state_file=state, event_types=["Reboot"])
+    rig.advance(10)
+    assert changes(src.poll()) == [("appeared", REBOOT, None)]
+    src.after_poll()
+    ControlClient(rig.sim.control_url).cancel(REBOOT)  # what the deallocation did to it
+    rig.advance(3600)
+    rig.boot_file.write_text("boot-2\n")
+    after = rig.source(state_file=state, event_types=["Reboot"])
+    events = [e for dummy in range(3) for e in after.poll()]
+    assert changes(events) == [("gone", REBOOT, "vanished")]
+    assert events[0]["detail"].startswith("vanished: gone from the document for 3 successful polls; it was not seen")
+
+
 def test_an_unreadable_state_file_is_moved_aside(rig, caplog):
     state = rig.tmp / "state.json"
     state.write_text("[]")
