@@ -26,7 +26,9 @@ from .files import write_atomically
 from .lifecycle import CHANGES, GONE, OUTCOMES
 
 ARGUMENT_KINDS = ("str", "bool", "float", "int", "list", "path", "secret")
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+# What ansible-core cannot load from the extra vars ansible-rulebook writes: a lone surrogate, and a character beyond
+# U+FFFF (the rules engine, drools-jpy, hands it back as two surrogates)
+_UNLOADABLE = re.compile("[\ud800-\udfff\U00010000-\U0010ffff]")
 
 
 class ArgumentError(ValueError):
@@ -123,11 +125,12 @@ def unreadable_event(source, problem, **extra):
 
 
 def valid_text(value):
-    """`value` with every lone surrogate in its strings replaced by U+FFFD. JSON's \\u escapes can spell one, no UTF-8
-    text can hold one, and ansible-core cannot load extra vars that do (libyaml refuses the escape yaml.dump writes):
-    ansible-rulebook's playbook would not run at all."""
+    """`value` with U+FFFD in place of every lone surrogate (JSON's \\u escapes can spell one; no UTF-8 text holds one)
+    and every character beyond U+FFFF (ansible-rulebook 1.3.2's rules engine, drools-jpy, gives the event back to
+    Python with such a character split into two surrogates). ansible-core cannot load extra vars holding a surrogate
+    (libyaml refuses the escape yaml.dump writes for it), so the rulebook's playbook would not run at all."""
     if isinstance(value, str):
-        return _LONE_SURROGATE.sub("\ufffd", value)
+        return _UNLOADABLE.sub("\ufffd", value)
     if isinstance(value, dict):
         return dict((valid_text(k), valid_text(v)) for k, v in value.items())
     if isinstance(value, (list, tuple)):
