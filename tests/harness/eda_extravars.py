@@ -42,7 +42,7 @@ from harness.eda import LOCAL, Pager, record_tasks, records, write_inventory  # 
 from unit.utils import hostile  # noqa: E402  pylint: disable=wrong-import-position
 
 # ansible-core cannot load extra vars that hold a lone surrogate (libyaml refuses the \\uDCFF that yaml.dump writes),
-# so no playbook would run at all: the sources never queue one (module_utils/sources.py replaces it with U+FFFD).
+# so no playbook would run at all: the sources never queue one (module_utils/sources.valid_text: U+FFFD instead).
 UNLOADABLE = ("lone-surrogate",)
 EXAMPLE_MARK = "<!-- tested: tests/harness/eda_extravars.py runs the next yaml block"
 GUID = "9B1D2C3E-0000-4000-8000-0000000000AA"
