@@ -160,8 +160,8 @@ def read_rulebook_event(event):
     except DocumentError as exc:
         raise ValueError("its scheduled_event cannot be read: %s" % exc)
     if event.get("event_id") != found.event_id:
-        raise ValueError("its event_id %.80r is not its scheduled_event's EventId %.80r" % (event.get("event_id"),
-                                                                                         found.event_id))
+        raise ValueError("its event_id %.80r is not its scheduled_event's EventId %.80r"
+                         % (event.get("event_id"), found.event_id))
     return found
 
 

@@ -244,7 +244,7 @@ def run_cases(args):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--collection", required=True, help="the collection's root (it has playbooks/)")
     parser.add_argument("--imds-endpoint", required=True)
     parser.add_argument("--imds-control", required=True, help="the simulator's control API")
