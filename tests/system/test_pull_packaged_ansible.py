@@ -10,6 +10,10 @@ ansible-galaxy from a tarball built from this checkout.
 - The watcher role applied by the VM's own ansible-playbook to the VM itself (-c local), on Debian 12 (2.14) and
   13 (2.19): it converges, is idempotent, the service it starts polls the simulator, and watcher_state=absent
   removes it. Not on Debian 11, whose Ansible 2.10 the collection does not claim.
+- The playbooks the EDA rulebooks run, on Debian 12 (2.14) and 13 (2.19), by the VM's own ansible-playbook as
+  ansible-rulebook runs them (`-e @env/extravars`) with events whose every field is hostile
+  (tests/harness/eda_extravars.py, from the installed collection: the integration target eda_playbooks runs the same
+  on the matrix cores): nothing runs or is rendered, the values arrive intact, hosts are selected by exact name.
 
 Nothing is timed: each ansible-pull run is synchronous, and the only wait is a bounded poll for the watcher's polls.
 """
@@ -53,12 +57,18 @@ def vm_names(release):
     return "pull-%s" % release.test_id, "role-%s" % release.test_id
 
 
+def eda_vm_name(release):
+    """The simulator VM whose event the EDA playbooks approve."""
+    return "eda-%s" % release.test_id
+
+
 SCENARIO = {
     "name": "pull-packaged-ansible",
     "description": "One VM per leg for ansible-pull and one for the watcher role; events are injected by the tests.",
     "clock": "manual",
     "seed": 7,
-    "vms": [{"name": name} for suite in PULL_RELEASES for name in vm_names(rootfs_mod.release(suite))],
+    "vms": [{"name": name} for suite in PULL_RELEASES
+            for name in vm_names(rootfs_mod.release(suite)) + (eda_vm_name(rootfs_mod.release(suite)),)],
 }
 
 
@@ -221,3 +231,15 @@ def test_the_watcher_role_applied_locally_by_the_packaged_ansible(vm, sim, contr
     assert apply_role(watcher_state="absent") > 0
     assert vm.ssh(["systemctl", "show", "--property=LoadState", "--value", "imds-watcher.service"]).stdout.strip() \
         == "not-found"
+
+
+@pytest.mark.debian_releases(*CLAIMED)
+def test_the_eda_playbooks_keep_hostile_events_data(vm, sim, control, debian_release):
+    eda_vm = eda_vm_name(debian_release)
+    event_id = str(uuid.uuid4()).upper()
+    control.inject(id=event_id, type="Reboot", resources=[eda_vm], notice=900)  # what drain_and_approve approves
+    proc = vm.ssh(["python3", INSTALLED + "/tests/harness/eda_extravars.py", "--collection", INSTALLED,
+                   "--imds-endpoint", sim.endpoint(eda_vm), "--imds-control", sim.control_url, "--pending", event_id,
+                   "--workdir", "/root/eda-extravars"], timeout=1800, check=False)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-20000:]
+    assert [a["vm"] for a in control.approvals(event_id)] == [eda_vm]

@@ -90,6 +90,13 @@ def strings(canary):
     return [HostileValue(name, value, kind) for name, value, kind in table]
 
 
+def joined(canary, leave_out=()):
+    """Every hostile string in one, a line each (but those named in `leave_out`): for a field that holds one value
+    per run, when a run per value costs too much (a playbook run). Any of them rendered changes the text, any
+    template error fails the run, and any that runs creates the canary, so the field stays data only if all do."""
+    return "\n".join(case.value for case in strings(canary) if case.name not in leave_out)
+
+
 def wrong_types():
     """JSON values of the wrong kind where a string is expected."""
     table = [
