@@ -168,19 +168,14 @@ def _refs(node, skip_definitions):
                 yield from _refs(value, False)
 
 
-def frame_roots(frame_url):
-    """What the frame check uses of a deploymentTemplate.json: everything but the resources (checked one by one,
-    through the provider's schema), and the resourceBase that every resource is checked with."""
-    return [frame_url + "#/definitions/resourceBase", frame_url + "#/properties/$schema",
-            frame_url + "#/properties/parameters", frame_url + "#/properties/variables",
-            frame_url + "#/properties/outputs", frame_url + "#/properties/functions"]
-
-
 def is_template(document):
-    """A JSON document that is an ARM template, or looks like one (top-level resources or contentVersion)."""
-    return isinstance(document, dict) and (
-        "deploymentTemplate.json" in str(document.get("$schema", "")) or "resources" in document
-        or ("contentVersion" in document and "deploymentParameters.json" not in str(document.get("$schema", ""))))
+    """An ARM template: its $schema says so, or it has what only templates have (resources, or a contentVersion
+    outside a parameters file)."""
+    if not isinstance(document, dict):
+        return False
+    schema = str(document.get("$schema", ""))
+    return "deploymentTemplate.json" in schema or "resources" in document or (
+        "contentVersion" in document and "deploymentParameters.json" not in schema)
 
 
 def shipped_templates(deploy_dir=DEPLOY):
@@ -250,6 +245,12 @@ class Schemas(object):
             raise SchemaMissing("; ".join("%s (wanted by %s)" % (m, w) for m, w in sorted(missing.items(),
                                                                                         key=str)))
         return files
+
+    def frame_roots(self, frame_url):
+        """What the checks use of a deploymentTemplate.json: all but its resources (checked one by one, through
+        their providers' schemas), and the resourceBase every resource is checked with."""
+        names = sorted(set(self.resolve(frame_url).get("properties", {})) - {"resources"})
+        return [frame_url + "#/definitions/resourceBase"] + [frame_url + "#/properties/" + name for name in names]
 
     def definition(self, type_name, api_version):
         """The URL of the top-level definition of (type, apiVersion), or None."""
@@ -393,7 +394,7 @@ def check_template(template, name, schemas=None):
             name, template.get("$schema") if isinstance(template, dict) else template)]
     try:
         frame_schema = schemas.resolve(frame_url)
-        validator = schemas.validator(frame_schema, frame_roots(frame_url))
+        validator = schemas.validator(frame_schema, schemas.frame_roots(frame_url))
     except SchemaMissing as missing:
         return ["%s: $.$schema: not in tests/schemas/arm: %s (run %s)" % (name, missing, REFRESH)]
     problems = ["%s: %s" % (name, line) for line in _complaints(validator, _frame(template, frame_schema), "$")]
@@ -442,7 +443,7 @@ def needed_files(schemas, templates):
     for template in templates:
         frame_url = frame_url_of(template)
         if frame_url:
-            roots += frame_roots(frame_url)
+            roots += schemas.frame_roots(frame_url)
         for _path, resource, parent in walk_resources(template.get("resources")):
             if parent is None and isinstance(resource, dict):
                 roots.append((resource.get("type"), resource.get("apiVersion")))
