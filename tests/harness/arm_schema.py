@@ -242,8 +242,8 @@ class Schemas(object):
             node = self.resolve(url)
             queue.extend((_absolute(ref, url), url) for ref in _refs(node, skip_definitions=pointer == ""))
         if missing:
-            raise SchemaMissing("; ".join("%s (wanted by %s)" % (m, w) for m, w in sorted(missing.items(),
-                                                                                        key=str)))
+            wanted = sorted(missing.items(), key=str)
+            raise SchemaMissing("; ".join("%s (wanted by %s)" % (url, by) for url, by in wanted))
         return files
 
     def frame_roots(self, frame_url):
@@ -420,8 +420,8 @@ def check_template(template, name, schemas=None):
         definitions[id(resource)] = definition
         body = dict((k, v) for k, v in resource.items() if k != "resources")
         try:
-            validator = schemas.validator(schemas.resource_schema(definition, frame_url),
-                                         [definition, frame_url + "#/definitions/resourceBase"])
+            roots = [definition, frame_url + "#/definitions/resourceBase"]
+            validator = schemas.validator(schemas.resource_schema(definition, frame_url), roots)
         except SchemaMissing as missing:
             problems.append("%s: %s: schema files not in tests/schemas/arm: %s (run %s)" % (
                 label, path, missing, REFRESH))
