@@ -438,20 +438,22 @@ def check_file(path, schemas=None):
 
 def needed_files(schemas, templates):
     """The schema files that checking the templates (and the PLANNED resources) takes, from a directory laid out like
-    schema.management.azure.com/schemas/ (a clone of Azure/azure-resource-manager-schemas, or the copy)."""
-    roots, absent = [], []
+    schema.management.azure.com/schemas/ (a clone of Azure/azure-resource-manager-schemas, or the copy). A nested
+    resource's schema comes with its parent's."""
+    urls, resources = [], list(PLANNED)
     for template in templates:
         frame_url = frame_url_of(template)
-        if frame_url:
-            roots += schemas.frame_roots(frame_url)
+        urls += schemas.frame_roots(frame_url) if frame_url else []
         for _path, resource, parent in walk_resources(template.get("resources")):
-            if parent is None and isinstance(resource, dict):
-                roots.append((resource.get("type"), resource.get("apiVersion")))
-    for type_name, api_version in [r for r in roots if isinstance(r, tuple)] + list(PLANNED):
-        url = schemas.definition(type_name, api_version)
+            if isinstance(resource, dict) and (parent is None or "/" in str(resource.get("type"))):
+                resources.append((resource.get("type"), resource.get("apiVersion")))
+    absent = set()
+    for type_name, api_version in resources:
+        url = schemas.definition(type_name, api_version) if isinstance(type_name, str) and isinstance(
+            api_version, str) else None
         if url is None:
-            absent.append("%s@%s" % (type_name, api_version))
-        roots.append(url)
+            absent.add("%s@%s" % (type_name, api_version))
+        urls.append(url)
     if absent:
-        raise SchemaMissing("no definition of " + ", ".join(sorted(set(absent))))
-    return schemas.closure([r for r in roots if isinstance(r, str)])
+        raise SchemaMissing("no definition of " + ", ".join(sorted(absent)))
+    return schemas.closure(urls)
