@@ -26,6 +26,7 @@ import base64
 import binascii
 import glob
 import json
+import math
 import os
 import re
 import shutil
@@ -414,8 +415,8 @@ def unsafe_yaml(value):
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        if value != value or value in (float("inf"), float("-inf")):
-            raise BootstrapError("a variable holds %r, which is not a number Ansible can read" % value)
+        if not math.isfinite(value):
+            raise BootstrapError("it holds %r, which is not a number Ansible can read" % value)
         return "!!float %s" % yaml_quoted(repr(value))
     if isinstance(value, dict):
         return "{%s}" % ", ".join("%s: %s" % (yaml_quoted(k) if isinstance(k, str) else unsafe_yaml(k), unsafe_yaml(v))
@@ -689,7 +690,7 @@ def move_secrets(secrets):
             os.unlink(SECRETS_FILE)
             changed = True
         log("the secrets file %s: %s (%s)" % (SECRETS_FILE, "updated" if changed else "unchanged",
-                                             ", ".join(sorted(wanted)) or "no secret"))
+                                              ", ".join(sorted(wanted)) or "no secret"))
     for path, text in secrets.rewrites:
         write_file(path, text, os.stat(path).st_mode & 0o7777)
         log("moved the secrets of %s to %s" % (path, SECRETS_FILE))

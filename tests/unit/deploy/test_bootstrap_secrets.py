@@ -5,6 +5,7 @@ variables reach ansible-playbook marked !unsafe, so Jinja in a hook's content or
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -56,7 +57,6 @@ def extension_script(tmp_path, name="0", **params):
         template = json.load(handle)
     params = dict({"vmName": "vm1", "createVm": False, "bootstrapMethod": "customScript"}, **params)
     extension = Deployment(template, params).resources("Microsoft.Compute/virtualMachines/extensions")[0]
-    import base64
     text = base64.b64decode(extension["properties"]["protectedSettings"]["script"]).decode()
     path = tmp_path / "download" / name / "script.sh"
     path.parent.mkdir(parents=True, mode=0o700)
@@ -178,8 +178,8 @@ def test_secrets_are_refused_with_where_they_went_wrong_never_with_their_value(t
 def test_without_the_extension_secrets_are_added_and_with_it_replaced():
     secrets = bootstrap.Secrets()
     secrets.take({"watcher_smtp_password": "new", "watcher_webhook_secret": ""}, "vars.yml")
-    assert secrets.merged({"webhook_secret": "old", "smtp_password": "old"}) == {"webhook_secret": "old",
-                                                                                  "smtp_password": "new"}
+    expected = {"webhook_secret": "old", "smtp_password": "new"}
+    assert secrets.merged({"webhook_secret": "old", "smtp_password": "old"}) == expected
     secrets.take_line({"webhook_secret": "", "smtp_password": "", "webhook_url": "https://h.example/x"}, "script")
     assert secrets.merged({"webhook_secret": "old"}) == {"webhook_url": "https://h.example/x"}
 
@@ -216,9 +216,11 @@ def test_the_role_variables_read_back_as_written_and_no_string_is_a_template():
         assert not any(is_trusted_as_template(v) for v in templates)
 
 
-def test_text_that_is_not_unicode_is_refused_with_the_variable_named():
+def test_text_that_is_not_unicode_and_numbers_that_are_not_are_refused_with_the_variable_named():
     with pytest.raises(BootstrapError, match=r"the variable watcher_hooks cannot be passed on: it holds a lone surrogate"):
         bootstrap.role_vars_text({"watcher_hooks": [{"content": "before\udcffafter"}]})
+    with pytest.raises(BootstrapError, match=r"the variable watcher_poll_interval cannot be passed on: it holds nan"):
+        bootstrap.role_vars_text({"watcher_poll_interval": float("nan")})
 
 
 def test_jinja_in_the_operators_variables_reaches_the_playbook_as_written(tmp_path):
