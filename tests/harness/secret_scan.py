@@ -21,11 +21,12 @@ def _b64(data):
 def base64_forms(value):
     """The base64 runs that `value` (str) decides alone, at each of the three alignments in a larger document."""
     data = value.encode("utf-8")
-    found = {_b64(data)}
-    for offset in (1, 2):
+    found = {_b64(data)}  # the value alone, padding included
+    for offset in (0, 1, 2):
         encoded = _b64(b"\0" * offset + data)
-        tail = 4 if (offset + len(data)) % 3 else 0
-        found.add(encoded[4:len(encoded) - tail])
+        head = 4 if offset else 0  # the first group mixes in what comes before the value ...
+        tail = 4 if (offset + len(data)) % 3 else 0  # ... the last one what comes after it
+        found.add(encoded[head:len(encoded) - tail])
     return set(form for form in found if len(form) >= MIN_FORM)
 
 

@@ -79,6 +79,17 @@ def assert_only_in_the_secrets_file(machine, found_by, output):  # pylint: disab
     assert not [label for needle, label in found_by.items() if needle in output + json.dumps(dict(os.environ))]
 
 
+def test_the_scan_finds_a_secret_inside_base64_whatever_surrounds_it():
+    """What the leak checks here and in tests/system/test_first_boot.py rely on."""
+    for before in range(6):
+        for after in range(6):
+            document = "x" * before + WEBHOOK_SECRET + "y" * after
+            encoded = base64.b64encode(document.encode()).decode()
+            assert [form for form in secret_scan.base64_forms(WEBHOOK_SECRET) if form in encoded], (before, after)
+    assert not [form for form in secret_scan.base64_forms(WEBHOOK_SECRET)
+                if form in base64.b64encode(SMTP_PASSWORD.encode()).decode()]
+
+
 def test_the_extension_secrets_go_to_the_secrets_file_and_nowhere_else(machine, capsys):  # pylint: disable=redefined-outer-name
     script, text = extension_script(machine["root"], webhookSecret=WEBHOOK_SECRET, smtpPassword=SMTP_PASSWORD,
                                     webhookUrl=WEBHOOK_URL, watcherVariables={
