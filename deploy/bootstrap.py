@@ -202,6 +202,15 @@ class Secrets(object):
             raise BootstrapError("%s must be an http:// or https:// URL" % where)
         self.found[key] = value
 
+    def rewrite(self, path, text):
+        """`path` is to be rewritten as `text`, without its secrets; refused now, before anything changes, when it
+        cannot be (the atomic rewrite needs its directory writable)."""
+        if not os.access(os.path.dirname(os.path.abspath(path)), os.W_OK | os.X_OK) or not os.access(path, os.W_OK):
+            raise BootstrapError("%s holds secrets, which the bootstrap moves to %s, but it cannot rewrite that file "
+                                 "without them (it or its directory is read-only): put the secrets in a file it can "
+                                 "rewrite, or in %s yourself" % (path, SECRETS_FILE, SECRETS_FILE))
+        self.rewrites.append((path, text))
+
     def merged(self, existing):
         """What the secrets file holds after this run."""
         out = {} if self.replace else dict(existing)
@@ -232,7 +241,10 @@ def read_script(path, secrets):
             secrets.take_line(decode_b64_json(secrets_line, "the secrets line of %s" % path), "the secrets of %s" % path)
     except BootstrapError as exc:
         problem = exc
-    write_file(path, "".join(kept), os.stat(path).st_mode & 0o7777)
+    try:
+        write_file(path, "".join(kept), os.stat(path).st_mode & 0o7777)
+    except OSError as exc:
+        raise BootstrapError("cannot take the secrets out of %s: %s" % (path, exc.strerror or exc))
     if problem:
         raise problem
     return settings
@@ -262,7 +274,7 @@ def load_settings(args, secrets, script_settings=None):
         if isinstance(from_file, dict) and isinstance(from_file.get("vars"), dict):
             scrubbed = dict(from_file, vars=secrets.take(from_file["vars"], args.settings))
             if scrubbed != from_file:
-                secrets.rewrites.append((args.settings, json.dumps(scrubbed, indent=2, sort_keys=True) + "\n"))
+                secrets.rewrite(args.settings, json.dumps(scrubbed, indent=2, sort_keys=True) + "\n")
             from_file = scrubbed
         _merge(settings, from_file, args.settings)
     flags = {"collection": args.collection, "ansible": args.ansible}
@@ -377,7 +389,7 @@ def collect_variables(settings, secrets):
         if scrubbed != raw:
             header = "" if path.endswith(".json") else (
                 "# Rewritten by deploy/bootstrap.py of imds.scheduled_events: its secrets are in %s now.\n" % SECRETS_FILE)
-            secrets.rewrites.append((path, header + json.dumps(scrubbed, indent=2, sort_keys=True, default=str) + "\n"))
+            secrets.rewrite(path, header + json.dumps(scrubbed, indent=2, sort_keys=True, default=str) + "\n")
         variables.update(scrubbed)
     return variables
 

@@ -186,6 +186,21 @@ def test_secrets_are_refused_with_where_they_went_wrong_never_with_their_value(t
     assert "is not YAML" in str(caught.value) and "line" in str(caught.value) and "s3cret" not in str(caught.value)
 
 
+def test_a_secret_in_a_file_that_cannot_be_rewritten_is_refused_before_anything_changes(tmp_path, monkeypatch):
+    conf = tmp_path / "readonly"
+    conf.mkdir()
+    vars_file = conf / "vars.yml"
+    vars_file.write_text("watcher_webhook_secret: %s\n" % WEBHOOK_SECRET)
+    writable = os.access
+    monkeypatch.setattr(bootstrap.os, "access", lambda path, mode: path != str(conf) and writable(path, mode))
+    settings = bootstrap.load_settings(bootstrap.parse_args(["--vars", str(vars_file)]), bootstrap.Secrets())
+    with pytest.raises(BootstrapError) as caught:
+        bootstrap.collect_variables(settings, bootstrap.Secrets())
+    assert str(caught.value).startswith("%s holds secrets, which the bootstrap moves to %s, but it cannot rewrite"
+                                        % (vars_file, bootstrap.SECRETS_FILE))
+    assert WEBHOOK_SECRET not in str(caught.value)
+
+
 def test_without_the_extension_secrets_are_added_and_with_it_replaced():
     secrets = bootstrap.Secrets()
     secrets.take({"watcher_smtp_password": "new", "watcher_webhook_secret": ""}, "vars.yml")
