@@ -449,7 +449,7 @@ def test_a_directory_someone_else_may_write_is_refused(tmp_path, flaw, message):
 
 
 def test_an_unusable_pace_directory_falls_back_to_this_process_and_says_so_once(server, make_client, tmp_path,
-                                                                                 monkeypatch, sleep):
+                                                                                monkeypatch, sleep):
     loose = tmp_path / "loose"
     loose.mkdir()
     loose.chmod(0o777)
@@ -486,8 +486,8 @@ def test_a_damaged_pace_file_loses_only_what_it_held(server, make_client, sleep)
     with open(path) as handle:
         head = handle.read().splitlines()[:2]
     with open(path, "w") as handle:
-        handle.write("\n".join(head + ["slot a nan", "slot b inf", "slot c -inf", "answered", "slot torn 10",
-                                        "slot d 10", "\x00\xff garbage"]))
+        junk = ["slot a nan", "slot b inf", "slot c -inf", "answered", "slot torn 10", "slot d 10", "\x00\xff garbage"]
+        handle.write("\n".join(head + junk))
     for dummy in range(5):
         client.get_document()
     assert sleep.calls == []
