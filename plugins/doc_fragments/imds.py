@@ -73,9 +73,9 @@ options:
       - Seconds that one call to IMDS may take in all (a read of the scheduled events, a read of this VM's name, an
         approval), with every attempt, the backoff between them and any wait for a free slot in the budget of five
         requests per second. Must be positive.
-      - While the service may be cold (see O(first_timeout)), its first answer may take up to O(first_timeout) and
-        the time it takes does not count. A call then ends within O(deadline) plus O(first_timeout) (150 seconds by
-        default), else within O(deadline).
+      - While the service may be cold (see O(first_timeout)), its first answer may take up to O(first_timeout), and
+        what it takes beyond O(timeout) does not count. Such a call ends within O(deadline) + O(first_timeout) -
+        O(timeout) (145 seconds with the defaults), any other within O(deadline).
       - "When time runs out, the call fails with the time spent, the number of attempts and the last error, for
         example C(no answer within the 30 s deadline: 5 attempts in 28.6 s; another after 6.2 s of backoff would
         not fit; last: timed out after 5 s)."

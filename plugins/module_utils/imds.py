@@ -13,8 +13,8 @@ Why it looks the way it does:
 - Every call has a deadline that bounds all of it: attempts, backoff, pacing.
   Each attempt is cut off at its timeout however the answer trickles in.
 - The first scheduled-events request may block for up to two minutes while the
-  service enables itself for the VM; it gets that long (and the deadline as
-  much more) unless this user's processes had an answer lately.
+  service enables itself for the VM; it gets that long (beyond the deadline)
+  unless this user's processes had an answer lately.
 - Answers are bounded in size and nesting before they are parsed.
 It imports nothing from ansible: the watcher role installs it on VMs as is.
 """
@@ -457,8 +457,9 @@ class ImdsClient(object):
 
     `deadline` bounds each call (get_document, approve, compute_name) with all its attempts, backoff and pacing.
     While the service may be cold (no answer from scheduled events to this process, nor in the last WARM_FOR seconds
-    to any process of this user), the first scheduled-events request may take `first_timeout`, and the time it takes
-    does not count against the deadline. `warn` reports, once per process, that the pacing file cannot be used."""
+    to any process of this user), the first scheduled-events request may take `first_timeout`, and what it takes
+    beyond `timeout` does not count against the deadline. `warn` reports, once per process, that the pacing file
+    cannot be used."""
 
     def __init__(self, endpoint=None, api_version=DEFAULT_API_VERSION, timeout=DEFAULT_TIMEOUT,
                  first_timeout=DEFAULT_FIRST_TIMEOUT, retries=DEFAULT_RETRIES, backoff=DEFAULT_BACKOFF,
@@ -563,12 +564,12 @@ class ImdsClient(object):
         started = self._clock()
         cold = events and self._is_cold(started)
         stop = None if within is None else started + max(within, 0.0)
-        grace = 0.0  # how long the service took for its first answer: that does not count against the deadline
+        grace = 0.0  # what the service's first answer took beyond `timeout`: that does not count against the deadline
         attempts = 0
         result = None
 
         def end(first=False):
-            at = started + self.deadline + grace + (self.first_timeout if first else 0.0)
+            at = started + self.deadline + (self.first_timeout - self.timeout if first else grace)
             return at if stop is None else min(at, stop)
 
         while True:
@@ -587,7 +588,7 @@ class ImdsClient(object):
             now = self._clock()
             self._update_pace(lambda record: record.finish(token, now, answered and events))
             if first:
-                grace = min(now - sent, self.first_timeout)
+                grace = max(0.0, min(now - sent, self.first_timeout) - self.timeout)
             if answered:
                 return result
             if not result.retryable or attempts > self.retries:

@@ -73,14 +73,15 @@ def _cases():
         # the deadline bounds every attempt, backoff and the cold first request; the message says what happened
         "deadline-no-answer": FaultCase(
             fault={"kind": "delay", "seconds": 300}, retries=100,
-            fails=r"IMDS GET /metadata/scheduledevents: no answer within the 0\.5 s deadline, plus 0\.3 s for the "
-                  r"service's first answer: 1 attempt in \d+\.\d s; another after [\d.]+ s of backoff would not fit; "
-                  r"last: timed out after 0\.3 s$",
+            fails=r"IMDS GET /metadata/scheduledevents: no answer within the 0\.5 s deadline: 1 attempt in \d+\.\d s; "
+                  r"another after [\d.]+ s of backoff would not fit; last: timed out after 0\.3 s$",
             options={"timeout": 0.3, "first_timeout": 0.3, "deadline": 0.5}),
         "deadline-500-forever": FaultCase(
             fault={"kind": "status", "code": 500}, retries=100, status=500, requests=None,
-            fails=r"IMDS GET /metadata/scheduledevents: no answer within the 2 s deadline: \d+ attempts? in \d+\.\d s; "
-                  r"another after [\d.]+ s of backoff would not fit; last: answered 500 ",
+            # (a loaded machine may take longer than `timeout` for the first 500: that part does not count)
+            fails=r"IMDS GET /metadata/scheduledevents: no answer within the 2 s deadline(, plus [\d.]+ s for the "
+                  r"service's first answer)?: \d+ attempts? in \d+\.\d s; another after [\d.]+ s of backoff would "
+                  r"not fit; last: answered 500 ",
             options={"timeout": 0.3, "deadline": 2}),
         "warm-up-2-minutes-scaled": FaultCase(fault={"kind": "warmup", "seconds": 4.0},
                                               options={"timeout": 3.0, "first_timeout": 60.0}),
