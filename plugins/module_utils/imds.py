@@ -94,6 +94,7 @@ ROOT_PACE_DIR = "/run/imds-scheduled-events"
 MAX_HOLD = 600.0    # the longest a request in flight keeps its slot (a crashed process's slot frees after this)
 PACE_POLL = 0.05    # how often a request waiting for a slot held by a request in flight looks again
 LOCK_WAIT = 2.0     # the file's lock is held for microseconds; a holder this slow is stuck
+PACE_FILE_PAD = 4096  # a shorter record is padded with blanks up to the file's size, not truncated
 
 # 404: endpoint updating; 410: back within 70 s; 429: throttled; 5xx: service error.
 RETRY_STATUSES = frozenset([404, 410, 429])
@@ -262,11 +263,17 @@ class SharedPace(Pace):
                     if not chunk:
                         break
                     chunks.append(chunk)
-                record = PaceRecord.parse(b"".join(chunks).decode("ascii", "replace"), self.boot_id)
+                text = b"".join(chunks)
+                record = PaceRecord.parse(text.decode("ascii", "replace"), self.boot_id)
                 result = change(record)
                 data = record.dump(self.boot_id).encode("ascii")
+                if len(data) < len(text) <= PACE_FILE_PAD:
+                    # padded with blanks rather than truncated: ext4 flushes a file truncated and rewritten in
+                    # place to disk on close (auto_da_alloc), milliseconds per request
+                    data += b" " * (len(text) - len(data))
+                elif len(data) < len(text):
+                    os.ftruncate(fd, len(data))
                 os.lseek(fd, 0, os.SEEK_SET)
-                os.ftruncate(fd, 0)
                 os.write(fd, data)
                 return result
             finally:
