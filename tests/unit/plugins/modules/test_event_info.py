@@ -201,3 +201,16 @@ def test_a_read_that_never_gets_an_answer_ends_at_the_deadline(server):
     assert re.match(r"IMDS GET /metadata/scheduledevents: no answer within the 1 s deadline: (\d+) attempts? in "
                     r"\d+\.\d s; (.*; )?last: timed out after [\d.]+ s$",
                     result["msg"]), result["msg"]
+
+
+def test_a_pacing_record_it_cannot_use_is_a_warning_not_a_failure(server, monkeypatch, tmp_path):
+    loose = tmp_path / "pace"
+    loose.mkdir()
+    loose.chmod(0o777)
+    monkeypatch.setenv(imds.PACE_DIR_ENV, str(loose))
+    warnings = []
+    monkeypatch.setattr(basic.AnsibleModule, "warn", lambda self, text: warnings.append(text))
+    server.script(answer(200, DOC))
+    failed, result = run(server)
+    assert not failed and len(result["events"]) == 3
+    assert len(warnings) == 1 and "paced for this process alone" in warnings[0] and str(loose) in warnings[0]
