@@ -54,6 +54,7 @@ def strings(canary):
         ("option-like", "--help -rf --output=/etc/passwd", "shell"),
         # lines and terminals
         ("newlines", "first line\nsecond line\r\nthird\rfourth", "text"),
+        ("header-injection", "subject\r\nBcc: injected@example.invalid\r\nX-Hostile: 1", "text"),
         ("ansi-escapes", "\x1b[31mred\x1b[0m \x1b]0;title\x07 \x1b[2J", "text"),
         ("nul-byte", "before\x00after", "text"),
         ("lone-surrogate", "before\udcffafter", "text"),
