@@ -7,15 +7,20 @@ outputs: the inventory name, the group hostvar, each field of an event (IMDS or 
 and target, of a journal entry, the watcher's service state and problems, an unreachable host's message.
 
 `hosts(value, tag)` gives the build_report() input of three hosts for one value; `tag` keeps the host names of
-several values apart when they share one report (the browser test batches the whole table into one page).
-Standard library only: the system tests import it too.
+several values apart when they share one report: `table_hosts()` puts the whole table into one (the template tests
+and the browser test), and `render()` renders the role's templates from it as the role does.
 """
 
 from __future__ import annotations
 
+import os
 import uuid
 
 NOT_BEFORE = "Mon, 11 Apr 2050 22:26:58 GMT"
+# The elements the HTML template writes itself: any other one came from the data.
+TEMPLATE_TAGS = {"html", "head", "meta", "title", "style", "body", "header", "h1", "p", "time", "main", "div",
+                 "section", "h2", "span", "input", "table", "thead", "tr", "th", "tbody", "td", "ul", "li", "footer",
+                 "script"}
 NOW = "2050-04-11T22:00:00Z"
 
 
@@ -65,3 +70,27 @@ def control_plane(value, tag=""):
     event = dict(imds_event(value, tag + "cp"), EventStatus="Completed")
     event["owner"] = {"subscription": value, "resource_group": value, "vm": value}
     return {"events": [event], "problems": [{"id": value, "problem": value}]}
+
+
+def table_hosts(values):
+    """Every value of the table (a list of hostile.HostileValue) in one build_report() input."""
+    found = {}
+    for case in values:
+        found.update(hosts(case.value, tag="%s/" % case.name))
+    return found
+
+
+TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "roles", "fleet_report",
+                         "templates")
+
+
+def render(name, report):
+    """The fleet_report role's template `name`, rendered from `report` by Ansible's own templating (the template is
+    trusted, the report is data, as the role's lookup('template') renders it)."""
+    from ansible.parsing.dataloader import DataLoader  # pylint: disable=import-outside-toplevel
+    from ansible.template import Templar, trust_as_template  # pylint: disable=import-outside-toplevel
+
+    with open(os.path.join(TEMPLATES, name), encoding="utf-8") as handle:
+        text = handle.read()
+    templar = Templar(loader=DataLoader(), variables={"__fleet_report_data": report})
+    return str(templar.template(trust_as_template(text)))

@@ -15,19 +15,14 @@ from __future__ import annotations
 
 import html
 import html.parser
-import os
 import re
 
 import pytest
 
-from ansible.parsing.dataloader import DataLoader
-from ansible.template import Templar, trust_as_template
 
 from ansible_collections.imds.scheduled_events.plugins.module_utils.fleet import build_report, displayable
 from ansible_collections.imds.scheduled_events.tests.unit.utils import hostile, hostile_fleet
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-TEMPLATES = os.path.join(HERE, "..", "..", "..", "..", "roles", "fleet_report", "templates")
 EVIL = "<x-evil onerror=\"a\">'\"&amp;|`\n"
 
 
@@ -50,11 +45,7 @@ def hostile_report():
     return build_report(hosts, now="2050-04-11T22:00:00Z", title="title" + EVIL)
 
 
-def render(name, report):
-    with open(os.path.join(TEMPLATES, name)) as handle:
-        text = handle.read()
-    templar = Templar(loader=DataLoader(), variables={"__fleet_report_data": report})
-    return templar.template(trust_as_template(text))
+render = hostile_fleet.render
 
 
 class Tags(html.parser.HTMLParser):
@@ -111,10 +102,6 @@ def test_html_of_an_empty_fleet():
 
 # --- the hostile table, every value in every field, in one report ----------------------------------------------
 
-# The tags the HTML template writes itself: any other one came from the data.
-TEMPLATE_TAGS = {"html", "head", "meta", "title", "style", "body", "header", "h1", "p", "time", "main", "div",
-                 "section", "h2", "span", "input", "table", "thead", "tr", "th", "tbody", "td", "ul", "li", "footer",
-                 "script"}
 # What a Markdown table row of the template holds besides the values: the column breaks and plain words.
 MARKDOWN_CONSTRUCTS = re.compile(r"[\\<>\[\]*_`~!]|://|(?i:www\.)")
 NAMES = hostile.ids(hostile.strings("/"))
@@ -122,9 +109,7 @@ NAMES = hostile.ids(hostile.strings("/"))
 
 def table_report(canary):
     values = hostile.strings(canary)
-    hosts = {}
-    for case in values:
-        hosts.update(hostile_fleet.hosts(case.value, tag="%s/" % case.name))
+    hosts = hostile_fleet.table_hosts(values)
     control_plane = hostile_fleet.control_plane(values[0].value, tag="cp/")
     return values, build_report(hosts, now=hostile_fleet.NOW, title=TEMPLATE_TITLE, control_plane=control_plane)
 
@@ -148,7 +133,7 @@ def test_html_of_the_hostile_table(table):
     hostile.assert_no_trace(canary, page)
     parser = Tags()
     parser.feed(page)
-    assert set(tag for tag, attrs in parser.tags) <= TEMPLATE_TAGS, "no element comes from the data"
+    assert set(tag for tag, attrs in parser.tags) <= hostile_fleet.TEMPLATE_TAGS, "no element comes from the data"
     assert not [attrs for tag, attrs in parser.tags if any(name.startswith("on") for name in attrs)]
     assert [tag for tag, attrs in parser.tags].count("script") == 1
     text = "".join(parser.text).replace("\r\n", "\n").replace("\r", "\n")
