@@ -2,7 +2,7 @@
 # Every hostile value (tests/unit/utils/hostile.py) in every field that hosts report to the fleet report and the
 # rolling-approval plan, through real ansible-playbook on this leg's ansible-core: nothing runs, nothing renders,
 # the plan selects only the exact hosts, and the report's files show every value as text (check.py).
-set -eu
+set -eu -o pipefail
 HERE=$(pwd)
 COLLECTION="${ANSIBLE_COLLECTIONS_PATH%%:*}/ansible_collections/imds/scheduled_events"
 export PYTHONPATH="$COLLECTION/tests/guard${PYTHONPATH:+:$PYTHONPATH}"
@@ -12,6 +12,7 @@ export ANSIBLE_LIBRARY="$HERE/library"
 WORK="$OUTPUT_DIR/fleet-hostile"
 rm -rf "$WORK"
 mkdir -p "$WORK"
-python "$HERE/fleet_inputs.py" "$COLLECTION" "$WORK"
+PYTHON=$(command -v python || command -v python3)  # ansible-test puts python on PATH; a VM has python3
+"$PYTHON" "$HERE/fleet_inputs.py" "$COLLECTION" "$WORK"
 ansible-playbook -i "$WORK/inventory.yml" "$HERE/test.yml" -f 10 -e "work_dir=$WORK" "$@" | tee "$WORK/output.log"
-python "$HERE/check.py" "$COLLECTION" "$WORK"
+"$PYTHON" "$HERE/check.py" "$COLLECTION" "$WORK"
