@@ -260,4 +260,5 @@ def test_fleet_values_stay_data_on_the_packaged_ansible(vm):
     proc = vm.ssh("cd %s && ANSIBLE_NOCOLOR=1 OUTPUT_DIR=/root/fleet-hostile ANSIBLE_COLLECTIONS_PATH=/root/.ansible/"
                   "collections bash runme.sh" % target, timeout=900, check=False)
     output = proc.stdout + proc.stderr
-    assert proc.returncode == 0 and "fleet_report_hostile: " in output, output[-20000:]
+    problems = [line[:2000] for line in output.splitlines() if re.search("fatal:|ERROR|Error|Traceback|assert", line)]
+    assert proc.returncode == 0 and "fleet_report_hostile: " in output, "\n".join(problems) + output[-3000:]
