@@ -22,8 +22,6 @@ import functools
 try:
     from ansible.template import trust_as_template  # noqa: F401  pylint: disable=unused-import
 except ImportError:  # ansible-core before 2.19: no data tagging
-    from jinja2 import pass_context
-    from ansible.utils.unsafe_proxy import wrap_var
     DATA_TAGGING = False
 else:
     DATA_TAGGING = True
@@ -33,6 +31,8 @@ def data_filter(func):
     """`func` as a filter whose result is data, never a template, on every supported ansible-core."""
     if DATA_TAGGING:
         return func
+    from jinja2 import pass_context  # pylint: disable=import-outside-toplevel
+    from ansible.utils.unsafe_proxy import wrap_var  # pylint: disable=import-outside-toplevel
 
     @functools.wraps(func)
     def marked(context, *args, **kwargs):

@@ -196,8 +196,8 @@ HOOK = "#!/bin/sh\n# {{ .Values.name }} {% if x %}{{ y }}{% endif %} {# not a co
 # Jinja syntax is legitimate) must arrive as written, on 2.14 (each loop item was rendered again) as on 2.19.
 HOSTILE_ROLE_VARS = ", ".join([
     '"watcher_hooks": [{"name": "templated", "phase": "pre", "content": !unsafe %s}]' % json.dumps(HOOK),
-    '"watcher_hold_commands": [{"name": "echo", "hold": ["/bin/echo", !unsafe "{{ .Values }} {%% raw %%}{{ x }}{%% '
-    'endraw %%}"], "release": ["/bin/true"]}]',
+    '"watcher_hold_commands": [{"name": "echo", "hold": ["/bin/echo", !unsafe "{{ .Values }} {% raw %}{{ x }}{% '
+    'endraw %}"], "release": ["/bin/true"]}]',
     '"watcher_unit_read_write_paths": ["-/srv/100%data"]',
     '"watcher_ansible_pull_guard": "cron"',
     '"watcher_ansible_pull_command": "/usr/bin/ansible-pull --url file:///srv/none --date=+%s local.yml"',

@@ -59,8 +59,9 @@ def hosts(value, tag=""):
     return {
         host_name(value, tag): {"watcher": watcher_result(value, tag), "group": value},
         "%sid-host" % tag: {"watcher": dict(watcher_result("x", tag + "id"), event_info={
-            "this_vm": "vm-%sid" % tag, "events": [{"EventId": value, "EventType": "Reboot", "Resources": ["vm-%sid" % tag],
-                                                     "EventStatus": "Scheduled", "NotBefore": NOT_BEFORE}]})},
+            "this_vm": "vm-%sid" % tag,
+            "events": [{"EventId": value, "EventType": "Reboot", "Resources": ["vm-%sid" % tag],
+                        "EventStatus": "Scheduled", "NotBefore": NOT_BEFORE}]})},
         "%sdown" % tag: {"watcher": {"unreachable": True, "msg": value}},
     }
 

@@ -23,7 +23,6 @@ import hostile_fleet  # noqa: E402  pylint: disable=wrong-import-position,import
 from ansible_collections.imds.scheduled_events.plugins.module_utils.fleet import displayable  # noqa: E402  pylint: disable=wrong-import-position
 
 
-
 class Page(html.parser.HTMLParser):
     def __init__(self):
         super(Page, self).__init__(convert_charrefs=True)

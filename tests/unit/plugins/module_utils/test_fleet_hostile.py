@@ -60,8 +60,9 @@ def test_the_document_keeps_every_value(case):
     host = report["hosts"][0]
     assert (host["host"], host["group"], host["problems"]) == (want, want, [want])
     assert host["watcher_service"] == (want or "unknown")
-    assert [h for h in report["holds"] if h["host"] == want] == [{"host": want, "reason_id": want, "text": want, "holder": want, "since": want,
-                                  "event_id": want, "targets": [want], "phases": [want or "?"]}]
+    assert [h for h in report["holds"] if h["host"] == want] == [{
+        "host": want, "reason_id": want, "text": want, "holder": want, "since": want, "event_id": want,
+        "targets": [want], "phases": [want or "?"]}]
     assert [a for a in report["approvals"] if a["host"] == want] == [
         {"host": want, "event_id": want, "event_type": want, "time": want, "by": want or "imds-watcher on ",
          "detail": want}]
