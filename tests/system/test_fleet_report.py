@@ -327,7 +327,7 @@ def test_markdown_has_the_same_data(fleet, runs):
         assert "\n| %s | " % event_id in text
     for name in vm_names() + UNREACHABLE + [NO_IMDS]:
         assert "\n| %s | " % name in text
-    assert "kernel &lt;script>alert('x')&lt;/script> &amp; &lt;b>patching&lt;/b> &#124; now" in text
+    assert "kernel &lt;script&gt;alert('x')&lt;/script&gt; &amp; &lt;b&gt;patching&lt;/b&gt; &#124; now" in text
 
 
 def test_first_run_alerts_by_email(runs):
