@@ -8,7 +8,6 @@ name, and the reports show every value as text. argv: the collection's root, the
 from __future__ import annotations
 
 import glob
-import html.parser
 import json
 import os
 import re
@@ -21,19 +20,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(ROOT))))
 import hostile  # noqa: E402  pylint: disable=wrong-import-position,import-error
 import hostile_fleet  # noqa: E402  pylint: disable=wrong-import-position,import-error
 from ansible_collections.imds.scheduled_events.plugins.module_utils.fleet import displayable  # noqa: E402  pylint: disable=wrong-import-position
-
-
-class Page(html.parser.HTMLParser):
-    def __init__(self):
-        super(Page, self).__init__(convert_charrefs=True)
-        self.tags = []
-        self.text = []
-
-    def handle_starttag(self, tag, attrs):
-        self.tags.append((tag, dict(attrs)))
-
-    def handle_data(self, data):
-        self.text.append(data)
 
 
 def read(name):
@@ -67,10 +53,9 @@ def main():
         assert rows[host]["group"] == want, host
         assert (holds[host]["text"], holds[host]["holder"], holds[host]["reason_id"]) == (want, want, want), host
 
-    page = Page()
-    page.feed(read("report/fleet-report.html"))
+    page = hostile.HtmlCensus(read("report/fleet-report.html"))
     assert set(tag for tag, attrs in page.tags) <= hostile_fleet.TEMPLATE_TAGS, "no element comes from the data"
-    assert not [attrs for tag, attrs in page.tags if any(a.startswith("on") for a in attrs)], "no event handler"
+    assert not page.handlers(), "no event handler"
     assert [tag for tag, attrs in page.tags].count("script") == 1
     text = "".join(page.text).replace("\r\n", "\n").replace("\r", "\n")
     for host, item in expected.items():

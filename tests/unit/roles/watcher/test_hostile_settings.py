@@ -17,54 +17,33 @@ import os
 import re
 
 import pytest
-import yaml
 
-from ansible.parsing.dataloader import DataLoader
-from ansible.template import Templar, trust_as_template
+from ansible.template import trust_as_template
 
-from ansible_collections.imds.scheduled_events.tests.unit.utils import hostile
+from ansible_collections.imds.scheduled_events.tests.unit.utils import hostile, role_templates
 
 ROLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "..", "roles", "watcher")
 VALUES = hostile.strings("/nonexistent/canary")
 PREFLIGHT = "Assert that no setting would add a line to the unit, the drop-in or the cron job"
 
 
-def trusted(value):
-    """The role's own files are templates."""
-    if isinstance(value, str):
-        return trust_as_template(value)
-    if isinstance(value, list):
-        return [trusted(v) for v in value]
-    if isinstance(value, dict):
-        return dict((k, trusted(v)) for k, v in value.items())
-    return value
-
-
-def load(name):
-    with open(os.path.join(ROLE, name), encoding="utf-8") as handle:
-        return yaml.safe_load(handle)
-
-
-def templar(settings):
-    variables = {}
-    for name in ("defaults/main.yml", "vars/main.yml"):
-        variables.update(trusted(load(name)))
-    variables.update(settings)
+def role_variables(settings):
+    """The variables the role's tasks give its templates, with `settings` (data)."""
+    variables = dict(settings)
     variables.update({"__watcher_detect_container": {"rc": 1, "stdout": ""}, "ansible_managed": "Ansible managed",
                       "__watcher_cron_guarded": True, "__watcher_pull_unit": {"stdout": ""}})
     variables["__watcher_pull_commands"] = [settings.get("watcher_ansible_pull_command", "/usr/bin/ansible-pull")]
-    return Templar(loader=DataLoader(), variables=variables)
+    return variables
 
 
 def render(settings, template):
-    with open(os.path.join(ROLE, "templates", template), encoding="utf-8") as handle:
-        return str(templar(settings).template(trust_as_template(handle.read())))
+    return role_templates.render(ROLE, template, role_variables(settings))
 
 
 def preflight_passes(settings):
     """The role's own assertion, its conditions evaluated as the assert module does."""
-    task = next(t for t in load("tasks/preflight.yml") if t["name"] == PREFLIGHT)
-    engine = templar(dict(settings, **trusted(task["vars"])))
+    task = next(t for t in role_templates.load(ROLE, "tasks/preflight.yml") if t["name"] == PREFLIGHT)
+    engine = role_templates.templar(ROLE, dict(role_variables(settings), **role_templates.trusted(task["vars"])))
     return all(engine.template(trust_as_template("{{ (%s) | bool }}" % cond)) for cond in task["ansible.builtin.assert"]["that"])
 
 
