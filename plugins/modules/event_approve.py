@@ -184,8 +184,8 @@ def main():
     try:
         approved, late_skips = approval.approve_and_confirm(client, decided)
     except ImdsError as exc:
-        module.fail_json(msg="approving %s failed: %s" % (", ".join(i if is_event_id(i) else repr(i) for i in
-                                                                decided.approve_ids), exc), status=exc.status, **result)
+        named = ", ".join(i if is_event_id(i) else repr(i) for i in decided.approve_ids)
+        module.fail_json(msg="approving %s failed: %s" % (named, exc), status=exc.status, **result)
     result["not_approved"].extend(s.as_dict() for s in late_skips)
     result.update(changed=bool(approved), approved=approved)
     module.exit_json(**result)

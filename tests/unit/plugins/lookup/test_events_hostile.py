@@ -21,8 +21,8 @@ from ansible.errors import AnsibleError
 from ansible.parsing.dataloader import DataLoader
 from ansible.template import Templar, trust_as_template
 
-from ansible_collections.imds.scheduled_events.tests.unit.plugins.lookup.test_events_faults import (  # noqa: F401
-    IMDS_MODULE, lookup)  # pylint: disable=unused-import  # the fixture that loads the plugin as Ansible does
+from ansible_collections.imds.scheduled_events.tests.unit.plugins.lookup.test_events_faults import (  # noqa: F401  pylint: disable=unused-import
+    IMDS_MODULE, lookup)  # lookup: the fixture that loads the plugin as Ansible does
 from ansible_collections.imds.scheduled_events.tests.unit.utils import hostile
 from ansible_collections.imds.scheduled_events.tests.unit.utils.fault_matrix import (
     DOCUMENT_FIELDS, EVENT_FIELDS, HostileImds)

@@ -23,7 +23,8 @@ from ansible_collections.imds.scheduled_events.plugins.module_utils import contr
 from ansible_collections.imds.scheduled_events.plugins.modules import (
     control_plane_event_approve, control_plane_event_info, control_plane_policy)
 from ansible_collections.imds.scheduled_events.tests.unit.utils import hostile
-from ansible_collections.imds.scheduled_events.tests.unit.utils.fault_matrix import SIMULATOR_DIR  # noqa: F401
+from ansible_collections.imds.scheduled_events.tests.unit.utils.fault_matrix import (  # noqa: F401  pylint: disable=unused-import
+    SIMULATOR_DIR)  # importing fault_matrix puts the simulator on sys.path
 from ansible_collections.imds.scheduled_events.tests.unit.utils.module_runner import run_module
 
 from imds_simulator import kql  # pylint: disable=import-error,wrong-import-order  # fault_matrix put it on sys.path
