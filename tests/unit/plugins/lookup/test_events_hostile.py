@@ -34,8 +34,7 @@ CALL = "query('imds.scheduled_events.events', endpoint=endpoint, vm_name='myvm',
 
 @pytest.fixture(autouse=True)
 def no_canary():
-    if os.path.lexists(CANARY):
-        os.unlink(CANARY)
+    hostile.clear(CANARY)
     yield
     hostile.assert_no_trace(CANARY)
 

@@ -36,8 +36,7 @@ RECORDER = """#!/bin/sh
 
 @pytest.fixture(autouse=True)
 def no_canary():
-    if os.path.lexists(CANARY):
-        os.unlink(CANARY)
+    hostile.clear(CANARY)
     yield
     hostile.assert_no_trace(CANARY)
 
