@@ -239,7 +239,7 @@ SPOTS = {"descriptive": ("EventType", "ResourceType", "EventStatus", "NotBefore"
                          "DurationInSeconds", "DocumentIncarnation"),
          "EventId": ("EventId",), "Resources": ("Resources",)}
 RECORD = """#!/bin/sh
-{ printf '%%s\\0' "$@"; printf '\\n--stdin--\\n'; cat; printf '\\n--env--\\n'; env -0; } > %s/%s-$(ls %s | wc -l)
+{ for arg in "$@"; do printf '%%s\\0' "$arg"; done; printf '\\n--stdin--\\n'; cat; printf '\\n--env--\\n'; env -0; } > %s/%s-$(ls %s | wc -l)
 """
 # What a terminal or a log line must never get raw: C0 controls but the newline, DEL, C1, bidi controls.
 RAW_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
@@ -351,7 +351,7 @@ def test_every_value_stays_data_through_every_output(rig_factory, records, mailb
         assert all(h["env"]["IMDS_EVENT_SCOPE"] == "none" for h in hooks), [h["env"] for h in hooks]
         return
     # hooks and hold commands: the value only as data (stdin JSON verbatim, environment as documented)
-    assert [h["env"]["IMDS_HOOK_PHASE"] for h in hooks] == ["pre", "post"]
+    assert [h["env"]["IMDS_HOOK_PHASE"] for h in hooks] == ["pre", "post"] and all(h["argv"] == [] for h in hooks)
     for hook in hooks:
         event = json.loads(hook["stdin"].decode("ascii"))["event"]
         assert dict((k, event[k]) for k in served) == served
