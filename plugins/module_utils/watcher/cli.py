@@ -81,10 +81,22 @@ def main(argv=None, stdout=None, stderr=None, trust=None, daemon_options=None, h
     return run(config, trust, stderr, daemon_options or {}, hold_options or {})
 
 
+class PrintableMessages(logging.Filter):
+    """Every message of the watcher's logger as journald and a terminal should get it: the line breaks, ANSI
+    escapes, bidi overrides and lone surrogates of event data escaped (printable), so that a field can neither
+    forge a log line nor restyle the screen. On the logger, so every handler gets the same text."""
+
+    def filter(self, record):
+        record.msg, record.args = printable(record.getMessage()), None
+        return True
+
+
 def run(config, trust, stderr, daemon_options, hold_options):
     logger = logging.getLogger("imds-watcher")
     handler = logging.StreamHandler(stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))  # journald adds the time
+    messages = PrintableMessages()
+    logger.addFilter(messages)
     logger.addHandler(handler)
     logger.setLevel(getattr(logging, config["log_level"]))
     logger.propagate = False
@@ -98,6 +110,7 @@ def run(config, trust, stderr, daemon_options, hold_options):
         return 1
     finally:
         logger.removeHandler(handler)
+        logger.removeFilter(messages)
 
 
 def check_config(config, trust, stdout, as_json):
