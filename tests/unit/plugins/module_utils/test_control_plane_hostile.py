@@ -43,6 +43,9 @@ SCENARIO = {"name": "cp-hostile", "clock": "manual", "start_time": "2025-06-15T1
             "events": [{"id": MINE, "type": "Reboot", "resources": ["web"], "notice": 900},
                        {"id": THEIRS, "type": "Reboot", "resources": ["db"], "notice": 900}],
             "control_plane": {"opted_in": "all"}}
+# Module options: ansible-core cannot pass a lone surrogate to a module at all (it refuses to decode the arguments,
+# or fails logging them, before the module runs), so that value is kql_string's and the rows' only.
+OPTIONS = [v for v in STRINGS + TYPES if v.name != "lone-surrogate"]
 # What the KQL of build_query can carry, and what the refusal says for the rest.
 UNWRITABLE = ("nul-byte", "ansi-escapes", "lone-surrogate")
 
@@ -154,7 +157,7 @@ INFO_OPTIONS = ("event_types", "statuses", "sources", "resource_groups", "vm_nam
                 "management_groups")
 
 
-@pytest.mark.parametrize("case", STRINGS + TYPES, ids=hostile.ids(STRINGS + TYPES))
+@pytest.mark.parametrize("case", OPTIONS, ids=hostile.ids(OPTIONS))
 @pytest.mark.parametrize("option", INFO_OPTIONS)
 def test_info_options_are_string_literals_or_refused(arm, case, option):
     extra = {option: [case.value]}
@@ -174,7 +177,7 @@ def test_info_options_are_string_literals_or_refused(arm, case, option):
         assert condition.values == (str(case.value),)
 
 
-@pytest.mark.parametrize("case", STRINGS + TYPES, ids=hostile.ids(STRINGS + TYPES))
+@pytest.mark.parametrize("case", OPTIONS, ids=hostile.ids(OPTIONS))
 @pytest.mark.parametrize("option", ["event_ids", "vm_names", "event_types"])
 def test_approve_options_target_nothing_beyond_what_they_name(arm, case, option):
     extra = {"event_ids": [case.value]} if option == "event_ids" else {"vm_names": [case.value]}
@@ -194,7 +197,7 @@ def test_approve_options_target_nothing_beyond_what_they_name(arm, case, option)
 POLICY_KEYS = ("id", "name", "resource_group", "subscription", "kind")
 
 
-@pytest.mark.parametrize("case", STRINGS + TYPES, ids=hostile.ids(STRINGS + TYPES))
+@pytest.mark.parametrize("case", OPTIONS, ids=hostile.ids(OPTIONS))
 @pytest.mark.parametrize("key", POLICY_KEYS)
 def test_policy_resources_never_reach_another_path(arm, case, key):
     spec = {"kind": "vm", "name": "web", "resource_group": RG, "subscription": SUB}

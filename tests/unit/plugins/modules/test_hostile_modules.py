@@ -112,8 +112,8 @@ def test_event_approve_approves_nothing_beyond_this_vms_event(document, field, c
         assert refused_clearly(result), result["msg"]
 
 
-# Module options: ansible-core's AnsibleModule cannot take a lone surrogate at all (it fails logging its own
-# invocation, before the module runs), so that value is the lookup's and the IMDS fields' only.
+# Module options: ansible-core cannot pass a lone surrogate to a module at all (it refuses to decode the arguments,
+# or fails logging them, before the module runs), so that value is the lookup's and the IMDS fields' only.
 OPTION_VALUES = [v for v in VALUES if v.name != "lone-surrogate"]
 
 
