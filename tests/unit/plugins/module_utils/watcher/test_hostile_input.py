@@ -399,3 +399,31 @@ def test_every_value_stays_data_through_every_output(rig_factory, records, mailb
     terminal_text(out.getvalue().replace("\n", " ") + err.getvalue().replace("\n", " "))
     # the state file is JSON the next start reads back
     assert isinstance(json.loads(open(files["state_file"]).read()), dict)
+
+
+def test_an_event_id_no_reason_id_can_be_is_held_across_a_restart_and_released_once(rig_factory, mailbox, webhook,
+                                                                                    tmp_path):
+    rig = rig_factory([])
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    config, daemon = hostile_daemon(rig, runs, mailbox, webhook)
+    odd = "odd id\n" + "x" * 200
+    rig.sim.world.add_fault(parse_fault(Checker("fault"), {"kind": "fields", "path": "/metadata/scheduledevents",
+                                                           "method": "GET", "fields": {"event": {"EventId": odd}}},
+                                        "", list(rig.sim.world.vms.values())))
+    rig.sim.world.add_event(EventSpec(type="Reboot", resources=("myvm",), at=rig.sim.world.now(), id=MINE,
+                                      notice=600, started_for=5))
+    for dummy in range(3):
+        rig.tick(daemon)
+    (reason,) = rig.holds().status()["reasons"]
+    assert reason["id"].startswith("event-") and reason["event_id"] is None
+    restarted = Daemon(config, trust=TRUST, **dict(rig.daemon_options(), notifier=Notifier([], logger=rig.logger)))
+    restarted.start()
+    for dummy in range(3):
+        rig.tick(restarted)
+    assert rig.holds().status()["held"] is True and [c["argv"] for c in recorded(runs, "command")] == [["hold"]]
+    rig.sim.world.cancel_event(MINE)
+    for dummy in range(5):
+        rig.tick(restarted)
+    assert rig.holds().status()["held"] is False
+    assert [c["argv"] for c in recorded(runs, "command")] == [["hold"], ["release"]]
