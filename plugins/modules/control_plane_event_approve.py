@@ -158,8 +158,9 @@ from ansible_collections.imds.scheduled_events.plugins.module_utils import appro
 from ansible_collections.imds.scheduled_events.plugins.module_utils.ansible_support import (
     CONTROL_PLANE_ARGUMENT_SPEC, arm_client_from_module, argument_spec, control_plane_events, fail_on_bad_event_ids)
 from ansible_collections.imds.scheduled_events.plugins.module_utils.control_plane import (
-    ACKNOWLEDGE_APIS, ControlPlaneError, acknowledge, build_query, explain)
+    ACKNOWLEDGE_APIS, ControlPlaneError, acknowledge, explain)
 from ansible_collections.imds.scheduled_events.plugins.module_utils.events import Document, EventFilter, NamedVms
+from ansible_collections.imds.scheduled_events.plugins.module_utils.kql import build_query
 
 
 def main():

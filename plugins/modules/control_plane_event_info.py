@@ -232,7 +232,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.imds.scheduled_events.plugins.module_utils.ansible_support import (
     CONTROL_PLANE_ARGUMENT_SPEC, arm_client_from_module, argument_spec, control_plane_events)
-from ansible_collections.imds.scheduled_events.plugins.module_utils.control_plane import build_query
+from ansible_collections.imds.scheduled_events.plugins.module_utils.kql import build_query
 from ansible_collections.imds.scheduled_events.plugins.module_utils.events import NamedVms
 
 

@@ -100,10 +100,11 @@ except ImportError:  # ansible-rulebook runs this file by path: put the collecti
     sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), *[os.pardir] * 7)))
 
 from ansible_collections.imds.scheduled_events.plugins.module_utils.control_plane import (  # noqa: E402
-    AUTH_SOURCES, DEFAULT_ENDPOINT, ArmClient, ControlPlaneError, build_query, credential, query_events)
+    AUTH_SOURCES, DEFAULT_ENDPOINT, ArmClient, ControlPlaneError, credential, query_events)
 from ansible_collections.imds.scheduled_events.plugins.module_utils.events import (  # noqa: E402
     KNOWN_EVENT_TYPES, NamedVms)
 from ansible_collections.imds.scheduled_events.plugins.module_utils.imds import poll_delay  # noqa: E402
+from ansible_collections.imds.scheduled_events.plugins.module_utils.kql import build_query  # noqa: E402
 from ansible_collections.imds.scheduled_events.plugins.module_utils.lifecycle import StatusTracker  # noqa: E402
 from ansible_collections.imds.scheduled_events.plugins.module_utils.sources import (  # noqa: E402
     Argument, ArgumentError, RepeatedLog, check_args, poll_forever, rulebook_event, unreadable_event)

@@ -19,7 +19,7 @@ import urllib.parse
 
 import pytest
 
-from ansible_collections.imds.scheduled_events.plugins.module_utils import control_plane as cp
+from ansible_collections.imds.scheduled_events.plugins.module_utils.kql import build_query, kql_string
 from ansible_collections.imds.scheduled_events.plugins.modules import (
     control_plane_event_approve, control_plane_event_info, control_plane_policy)
 from ansible_collections.imds.scheduled_events.tests.unit.utils import hostile
@@ -72,7 +72,7 @@ def no_canary():
     ("", '""'),
 ])
 def test_kql_string_escapes_quotes_backslashes_and_line_breaks(value, literal):
-    assert cp.kql_string(value) == literal
+    assert kql_string(value) == literal
     (token, end) = kql.tokenize(literal)
     assert token.kind == "string" and token.value == value and end.kind == "end"
 
@@ -80,13 +80,13 @@ def test_kql_string_escapes_quotes_backslashes_and_line_breaks(value, literal):
 @pytest.mark.parametrize("value", ["nul\x00", "esc\x1b[31m", "bell\x07", "del\x7f", "lone \udcff"])
 def test_kql_string_refuses_what_no_literal_carries_naming_the_value(value):
     with pytest.raises(ValueError, match="resource group .* holds the character U\\+"):
-        cp.kql_string(value, "resource group")
+        kql_string(value, "resource group")
 
 
 @pytest.mark.parametrize("value", TYPES, ids=hostile.ids(TYPES))
 def test_kql_string_refuses_what_is_not_a_string(value):
     with pytest.raises(ValueError, match="is a .*, not a string"):
-        cp.kql_string(value.value, "event type")
+        kql_string(value.value, "event type")
 
 
 @pytest.mark.parametrize("case", STRINGS, ids=hostile.ids(STRINGS))
@@ -94,7 +94,7 @@ def test_kql_string_refuses_what_is_not_a_string(value):
                                            ("sources", "properties.EventSource"), ("resource_groups", "resourceGroup")])
 def test_build_query_keeps_every_value_a_string_literal(case, option, field):
     try:
-        query = cp.build_query(**{option: [case.value, "Reboot"]})
+        query = build_query(**{option: [case.value, "Reboot"]})
     except ValueError as exc:
         assert case.name in UNWRITABLE and "cannot carry" in str(exc)
         return
