@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Build the fleet's Azure portal view from the collection's queries: deploy/arm/portal.json (an Azure Monitor
 workbook, log search alert rules over Resource Graph, Event Grid deliveries to Azure Monitor alerts, an action group
 with email receivers) and the query listings of docs/portal.md and docs/control-plane.md.
@@ -136,8 +135,8 @@ def workbook():
 
 # --- the alert rules ------------------------------------------------------------------------------------------------
 
-# name, query, what it measures (aggregation, column or None, operator, threshold), severity parameter, whether it
-# is on, what the email says.
+# name, query, what it measures (aggregation, column or None, operator, threshold), severity (a key of SEVERITY),
+# whether it is on, what the email says.
 Rule = collections.namedtuple("Rule", "name query aggregation column operator threshold severity enabled description")
 RULES = (
     Rule("impact", "impact", "Count", None, "GreaterThan", 0, "impact", "[parameters('logSearchAlerts')]",
@@ -159,7 +158,8 @@ RULES = (
 DIMENSIONS = (("EventId", ["*"]), ("EventType", ["*"]),
               ("ResourceGroup", "[variables('alertResourceGroups')]"),
               ("subscriptionId", "[variables('alertSubscriptions')]"))
-# Event Grid deliveries that become Azure Monitor alerts: name, statuses, event types (None: any), severity parameter.
+# Event Grid deliveries that become Azure Monitor alerts: name, statuses, event types (the name of a tuple of kql.py;
+# None: any), severity (a key of SEVERITY), what the alert says.
 Delivery = collections.namedtuple("Delivery", "name statuses types severity description")
 DELIVERIES = (
     Delivery("impact", ("Scheduled", "Started"), "IMPACT_TYPES", "impact",

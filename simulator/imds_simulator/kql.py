@@ -148,8 +148,7 @@ def to_string(value):
 
 
 def _timespan_text(value):
-    total = value.total_seconds()
-    sign = "-" if total < 0 else ""
+    sign = "-" if value.total_seconds() < 0 else ""
     seconds = abs(value)
     days, rest = divmod(seconds.total_seconds(), 86400)
     hours, rest = divmod(rest, 3600)
@@ -337,12 +336,6 @@ class Expr:
     value: t.Any = None
     args: t.Tuple[t.Any, ...] = ()
     token: t.Optional[Token] = None
-
-    def columns(self):
-        """Every column name the expression reads."""
-        if self.kind == "column":
-            return {self.value}
-        return set().union(*(arg.columns() for arg in self.args if isinstance(arg, Expr)))
 
     def path(self):
         """``a.b.c`` as ("a", "b", "c") when the expression is a column with member names after it, else None."""
