@@ -389,8 +389,8 @@ def template():
     resources.extend(_delivery(delivery) for delivery in DELIVERIES)
 
     outputs = collections.OrderedDict([
-        ("workbookId", {"type": "string", "value": "[resourceId('Microsoft.Insights/workbooks', guid(resourceGroup()"
-                                                    ".id, 'imds.scheduled_events', 'workbook'))]"}),
+        ("workbookId", {"type": "string", "value": "[resourceId('Microsoft.Insights/workbooks', "
+                                                   "guid(resourceGroup().id, 'imds.scheduled_events', 'workbook'))]"}),
         ("actionGroupId", {"type": "string", "value": "[variables('actionGroupId')]"}),
         ("workspaceId", {"type": "string", "condition": "[parameters('logSearchAlerts')]",
                          "value": "[variables('workspaceId')]"}),

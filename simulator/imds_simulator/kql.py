@@ -42,6 +42,9 @@ COLUMNS = ("id", "name", "type", "tenantId", "kind", "location", "resourceGroup"
 TABLES = (TABLE, RESOURCES)
 COMPARISONS = ("==", "!=", "=~", "!~", "<", "<=", ">", ">=")
 LIST_OPERATORS = ("in", "!in", "in~", "!in~")
+# Kusto's string and range comparisons, which the simulator refuses by name.
+UNSUPPORTED_COMPARISONS = ("has", "contains", "startswith", "endswith", "between", "matches", "like", "has_any",
+                           "has_all")
 TIMESPAN_UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 # Conversions keep the name of the column they convert, as Kusto names an unnamed column.
 NAME_KEEPING = ("tostring", "toint", "tolong", "toreal", "todouble", "todatetime", "tobool", "toboolean")
@@ -715,8 +718,7 @@ class _Parser:
                 values.append(self.expression())
             self.expect("punct", ")", "expected ',' or ')' in the list of values")
             return Expr("list", token.text, (left,) + tuple(values), token)
-        if token.kind == "word" and token.text in ("has", "contains", "startswith", "endswith", "between", "matches",
-                                                    "like", "has_any", "has_all"):
+        if token.kind == "word" and token.text in UNSUPPORTED_COMPARISONS:
             self.fail("unsupported operator (the simulator compares with ==, !=, =~, !~, <, <=, >, >=, in, in~, !in "
                       "and !in~)")
         if token.kind == "other" and token.text == "!":

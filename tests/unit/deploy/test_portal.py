@@ -331,8 +331,8 @@ def test_the_workbook_and_the_alerts_over_an_events_life(graph):
         ("web_1", E1, "approving it starts it for these VMs too: web_0")]
     assert vms[1]["VmId"] == "/subscriptions/%s/resourceGroups/rg-batch/providers/Microsoft.Compute/virtualMachines/solo" \
         % SUB and vms[2]["OwnerId"].lower() == WEB.lower()
-    assert section(graph, "pending_events", ["rg-batch"]) == [r for r in section(graph, "pending_events")
-                                                             if r["resourceGroup"] == "rg-batch"]
+    every = section(graph, "pending_events")
+    assert section(graph, "pending_events", ["rg-batch"]) == [r for r in every if r["resourceGroup"] == "rg-batch"]
     assert section(graph, "finished_events") == [] and section(graph, "finished_by_type") == []
     assert pick(section(graph, "not_opted_in"), "ResourceType", "name", "Reason") == [
         ("microsoft.compute/availabilitysets", "db-as", "no scheduledEventsPolicy")]
