@@ -158,8 +158,8 @@ def parameter_rows(options, markup):
             rows.append("        / <span style=\"color: red;\">required</span>")
         rows.append("      </p>\n    </td>\n    <td valign=\"top\">")
         for index, text in enumerate(as_list(option["description"])):
-            rows.append("      <p>%s</p>" % indent(markup.html(text, "option %s description[%d]" % (name, index)),
-                                                 6).lstrip())
+            described = markup.html(text, "option %s description[%d]" % (name, index))
+            rows.append("      <p>%s</p>" % indent(described, 6).lstrip())
         default = option.get("default")
         choices = [False, True] if kind == "bool" else as_list(option.get("choices"))
         if choices:

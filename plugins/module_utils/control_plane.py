@@ -285,7 +285,7 @@ class GraphQuota(object):
         if self.remaining is None:
             return 0.0
         due = self.answered_at + min(self.resets_after, MAX_RETRY_AFTER) / (self.remaining + 1)
-        return max(0.0, due - now)
+        return min(max(0.0, due - now), MAX_RETRY_AFTER)  # bounded even if the clock went back
 
     def waited_out(self, seconds):
         """A wait for the quota (or a 429's Retry-After) is over: what the last answer said is spent."""

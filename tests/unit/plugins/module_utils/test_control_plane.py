@@ -403,8 +403,8 @@ OWNER_ID = "/subscriptions/%s/resourceGroups/rg-web/providers/Microsoft.Compute/
     ("GET", OWNER_ID, "Assign it Reader on " + OWNER_ID),
 ])
 def test_a_403_names_the_identity_and_the_role_the_request_needs(server, client, method, path, remedy):
-    message = "The client '%s' with object id '%s' does not have authorization to perform action" % (CLIENT_ID,
-                                                                                                      OBJECT_ID)
+    message = "The client '%s' with object id '%s' does not have authorization to perform action" % (
+        CLIENT_ID, OBJECT_ID)
     server.script(answer(403, {"error": {"code": "AuthorizationFailed", "message": message + "."}}))
     with pytest.raises(cp.ControlPlaneError) as caught:
         client.request(method, path, "2025-04-01")
