@@ -9,38 +9,12 @@ The simulator's quota window and the client's waits share one injected clock: no
 
 from __future__ import annotations
 
-import os
-import sys
-
 import pytest
 
 from ansible_collections.imds.scheduled_events.plugins.module_utils import control_plane as cp
+from ansible_collections.imds.scheduled_events.tests.unit.utils.arm_simulator import EVENTS, SUB, ArmSimulators, Clock
 
 pytest.importorskip("azure.identity")
-
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), *[".."] * 4))
-if os.path.join(ROOT, "simulator") not in sys.path:
-    sys.path.insert(0, os.path.join(ROOT, "simulator"))
-
-from imds_simulator import ControlClient, Simulator  # noqa: E402  pylint: disable=wrong-import-position,import-error
-
-SUB = "00000000-0000-0000-0000-000000000000"
-EVENTS = ["B0000000-0000-4000-8000-00000000000%d" % index for index in range(1, 8)]
-
-
-class Clock(object):
-    """The simulator's monotonic clock and the client's: it moves when the client waits."""
-
-    def __init__(self):
-        self.now = 1000.0
-        self.sleeps = []
-
-    def __call__(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 @pytest.fixture(name="clock")
@@ -51,27 +25,9 @@ def clock_fixture():
 @pytest.fixture(name="start")
 def start_fixture(clock, monkeypatch):
     """A simulator with the control-plane face, and the environment azure-identity reads to sign in there."""
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy", "MSI_ENDPOINT",
-                 "MSI_SECRET", "IDENTITY_SERVER_THUMBPRINT", "AZURE_CLIENT_ID"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    started = []
-
-    def factory(**control):
-        scenario = {"clock": "manual", "seed": 3, "vms": [{"name": "vm-%d" % index} for index in range(len(EVENTS))],
-                    "events": [{"id": event_id, "type": "Freeze", "resources": ["vm-%d" % index], "notice": 900}
-                               for index, event_id in enumerate(EVENTS)],
-                    "control_plane": dict({"opted_in": "all"}, **control)}
-        sim = Simulator.from_scenario(scenario, port=0, control_port=0, arm_port=0, imds=False, monotonic=clock)
-        sim.start()
-        started.append(sim)
-        monkeypatch.setenv("IDENTITY_ENDPOINT", sim.identity_endpoint)
-        monkeypatch.setenv("IDENTITY_HEADER", sim.identity_header)
-        return sim, ControlClient(sim.control_url)
-
-    yield factory
-    for sim in started:
-        sim.stop()
+    simulators = ArmSimulators(monkeypatch, clock)
+    yield simulators.start
+    simulators.stop()
 
 
 def read(client):
