@@ -52,13 +52,13 @@ KIND_ALIASES = {"vm": "virtualMachines", "virtual_machine": "virtualMachines", "
                 "vmss": "virtualMachineScaleSets", "availability_set": "availabilitySets"}
 KIND_ALIASES.update((k, v) for k, v in OWNER_KINDS.items())
 KIND_ALIASES.update((v, v) for v in OWNER_KINDS.values())
-_OWNER_PATH = (r"^/subscriptions/(?P<subscription>[^/]+)/resourcegroups/(?P<resource_group>[^/]+)"
-               r"/providers/microsoft\.compute/(?P<kind>virtualmachines|virtualmachinescalesets|availabilitysets)"
-               r"/(?P<name>[^/]+)")
-_OWNER_PREFIX = re.compile(_OWNER_PATH, re.IGNORECASE)
-_ROW_ID = re.compile(_OWNER_PATH + r"/providers/microsoft\.maintenance/scheduledevents/(?P<event_id>[^/]+)$",
-                     re.IGNORECASE)
-_RESOURCE_ID = re.compile(_OWNER_PATH + r"/?$", re.IGNORECASE)
+_ROW_ID = re.compile(
+    r"^/subscriptions/(?P<subscription>[^/]+)/resourcegroups/(?P<resource_group>[^/]+)/providers/microsoft\.compute/"
+    r"(?P<kind>virtualmachines|virtualmachinescalesets|availabilitysets)/(?P<name>[^/]+)"
+    r"/providers/microsoft\.maintenance/scheduledevents/(?P<event_id>[^/]+)$", re.IGNORECASE)
+_RESOURCE_ID = re.compile(
+    r"^/subscriptions/(?P<subscription>[^/]+)/resourcegroups/(?P<resource_group>[^/]+)/providers/microsoft\.compute/"
+    r"(?P<kind>virtualmachines|virtualmachinescalesets|availabilitysets)/(?P<name>[^/]+)/?$", re.IGNORECASE)
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9._()-]{1,90}$")
 _KQL_WORD = re.compile(r"^[A-Za-z0-9 ._()-]+$")
 
@@ -623,7 +623,7 @@ def _role_needed(method, path):
     if path.lower().startswith(GRAPH_PATH.lower()):
         return ("Assign it Reader on the subscriptions or management groups queried (Resource Graph shows only what "
                 "the identity may read)")
-    owner = _OWNER_PREFIX.match(path)
+    owner = _RESOURCE_ID.match(re.split(r"/providers/microsoft\.maintenance/", path, flags=re.IGNORECASE)[0])
     scope = owner.group(0) if owner else "the VM, scale set or availability set"
     if "/providers/microsoft.maintenance/scheduledevents" in path.lower():
         return ("Assign it the \"Scheduled Events Contributor\" role (action "
