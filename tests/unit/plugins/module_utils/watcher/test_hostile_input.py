@@ -29,7 +29,8 @@ from ansible_collections.imds.scheduled_events.plugins.module_utils.watcher.daem
 from ansible_collections.imds.scheduled_events.plugins.module_utils.watcher.notify import Notifier, Syslog
 from ansible_collections.imds.scheduled_events.tests.unit.plugins.module_utils.watcher.conftest import (
     SIMULATOR_DIR, START)
-from ansible_collections.imds.scheduled_events.tests.unit.plugins.module_utils.watcher.helpers import TRUST
+from ansible_collections.imds.scheduled_events.tests.unit.plugins.module_utils.watcher.helpers import (
+    TRUST, InlineExecutor)
 from ansible_collections.imds.scheduled_events.tests.unit.utils.scripted_server import ScriptedServer, answer
 
 from imds_simulator.model import EventSpec  # pylint: disable=import-error  # conftest put it on sys.path
@@ -157,7 +158,8 @@ def daemon_for(rig, endpoint):
                         sleep=rig.time.sleep)
     options = {"client": client, "holds": rig.holds(), "clock": rig.time.wall, "monotonic": rig.time.now,
                "sleep": rig.time.sleep, "boot_id": "boot-a", "logger": rig.logger,
-               "notifier": Notifier([Syslog(rig.syslog.append)], logger=rig.logger)}
+               "notifier": Notifier([Syslog(rig.syslog.append)], logger=rig.logger),
+               "executor": InlineExecutor()}
     daemon = Daemon(rig.config(), trust=TRUST, **options)
     daemon.start()
     return daemon
