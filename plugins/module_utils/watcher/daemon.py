@@ -113,6 +113,23 @@ def _reason(decision):
     return Reason(decision.event_id, decision.reason, event_id=decision.event_id, holder=HOLDER)
 
 
+def _stat_key(path):
+    """What changes when a file is written, replaced, chmod-ed or chown-ed, or its directory replaced, chmod-ed or
+    chown-ed (not when other files come and go in it); None if unknown."""
+    key = []
+    for each in (path, os.path.dirname(path)):
+        try:
+            st = os.lstat(each)
+        except FileNotFoundError:
+            key.append(None)
+            continue
+        except OSError:
+            return None
+        key.append((st.st_ino, st.st_mode, st.st_uid) + ((st.st_size, st.st_mtime_ns, st.st_ctime_ns) if each == path
+                                                          else ()))
+    return tuple(key)
+
+
 def _significant(state):
     """The state without what changes on every poll, so an unchanged lifecycle is not rewritten each second."""
     events = {}
@@ -157,6 +174,7 @@ class Daemon(object):
         self._saved = None
         self._metrics_problem = None
         self._reasons_problem = None
+        self._reasons_seen = (None, [])  # (what _stat_key said, the reasons then)
         self.metrics.started(self.clock())
         for channel in getattr(self.notifier, "channels", []):  # at 0 from the first file, like the other failures
             self.metrics.set("notification_failures_total", self.notifier.failures.get(channel.name, 0),
@@ -335,7 +353,12 @@ class Daemon(object):
 
     def _hold_reason_metrics(self):
         """The age of every reason in the hold record (the watcher's and anyone else's). An unreadable record keeps
-        the last series and is logged once per distinct problem."""
+        the last series and is logged once per distinct problem. The record is read again only when it or its
+        directory changed (owner, mode, content): two stats a tick instead of a lock, a read and a parse."""
+        changes = _stat_key(self.holds.state_file)
+        if changes is not None and changes == self._reasons_seen[0]:
+            self.metrics.set_hold_reasons(self._reasons_seen[1], self.clock())
+            return
         try:
             reasons = self.holds.status().get("reasons", [])
         except (HoldError, OSError, ValueError) as exc:
@@ -343,8 +366,10 @@ class Daemon(object):
             if problem != self._reasons_problem:
                 self.logger.warning("metrics: cannot read the hold record for the hold reasons' ages: %s", problem)
             self._reasons_problem = problem
+            self._reasons_seen = (None, [])
             return
         self._reasons_problem = None
+        self._reasons_seen = (changes, reasons)
         self.metrics.set_hold_reasons(reasons, self.clock())
 
     def _write_metrics(self):
