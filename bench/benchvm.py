@@ -152,9 +152,10 @@ class BenchVm(object):
         data = json.loads(out.strip().splitlines()[-1])
         return data.get("at")
 
-    def start_probe(self, mode, timeout):
-        """The probe in the background (over ssh): returns the Popen; its last stdout line is the JSON."""
-        argv = self.box.ssh_argv() + ["/usr/bin/python3", PROBE, mode, str(timeout)]
+    def start_probe(self, mode, *args):
+        """The probe in the background (over ssh): returns the Popen; its last stdout line is the JSON.
+        `args`: the mode's arguments (vm_probe.py), the timeout last."""
+        argv = self.box.ssh_argv() + ["/usr/bin/python3", PROBE, mode] + [str(arg) for arg in args]
         return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
 
     def wait_idle(self, timeout=120):

@@ -190,4 +190,3 @@ class ManualExecutor(object):
         """Every queued job, lane by lane, until none is left (a job's result may queue more only once delivered)."""
         while self.lanes is not None and self.lanes.waiting():
             self.lanes.run_next(self.lanes.waiting()[0][0])
-
