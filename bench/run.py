@@ -17,7 +17,8 @@
 Each is also a script of its own (python bench/<name>.py --help). footprint and request_rate run at the same time
 (each measures only its own processes, which use a fraction of a percent of a core); the rest one after another.
 Under `make bench` (30 Preempts rather than 50, shorter storms, one fleet run per size) the whole takes about
-25 minutes, busy_watcher's hooks (which really run 30 and 120 s) 8.5 of them. `make bench` puts tests/guard on PYTHONPATH. No test suite asserts any of these timings.
+25 minutes, busy_watcher's hooks (which really run 30 and 120 s) 8.5 of them. `make bench` puts tests/guard on
+PYTHONPATH. No test suite asserts any of these timings.
 With --only, the benchmarks not run keep their last results (results.md says from which run).
 Usage: python bench/run.py [--quick] [--only name,name]
 """

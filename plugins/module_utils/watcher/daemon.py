@@ -125,8 +125,8 @@ def _stat_key(path):
             continue
         except OSError:
             return None
-        key.append((st.st_ino, st.st_mode, st.st_uid) + ((st.st_size, st.st_mtime_ns, st.st_ctime_ns) if each == path
-                                                          else ()))
+        content = (st.st_size, st.st_mtime_ns, st.st_ctime_ns) if each == path else ()
+        key.append((st.st_ino, st.st_mode, st.st_uid) + content)
     return tuple(key)
 
 
