@@ -499,11 +499,14 @@ class Daemon(object):
     def hold_deferred(self):
         """The slow targets of urgent events whose slow pass failed: tried again every tick until they hold."""
         for event_id in sorted(self.deferred):
-            if not self.stopping and not self.lanes.pending(event_id.lower()):
+            if not self.lanes.pending(event_id.lower()):
                 self._hold_slow(event_id)
 
     def _hold_slow(self, event_id):
-        """An urgent event's slow pass, at the front of the hold lane (behind its own event's jobs only)."""
+        """An urgent event's slow pass, at the front of the hold lane (behind its own event's jobs only); not once
+        stopping (the next start holds what its reason lacks)."""
+        if self.stopping:
+            return
         reason = self.deferred[event_id]
         slow = split_targets(self.targets)[1]
 
