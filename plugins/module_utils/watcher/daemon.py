@@ -400,24 +400,24 @@ class Daemon(object):
     # --- carrying out decisions ---------------------------------------------------------------
 
     def execute(self, step):
-        """Carry out a step: journal entries and notifications at once; then, with the state saved (so that a
-        restart knows what was in flight), the approval here and every other action handed to its lane."""
+        """Carry out a step: its journal entries; the state saved; its notifications handed to their lane; then the
+        approval here and every other action handed to its lane."""
         decisions = list(step.decisions)
         while decisions:
-            actions = []
+            notes, actions = [], []
             for decision in decisions:
                 if decision.kind == "journal":
                     self._journal(decision.entry)
-                elif decision.kind == "notify":
-                    self._notify(decision.transition)
                 else:
-                    actions.append(decision)
+                    (notes if decision.kind == "notify" else actions).append(decision)
             decisions = []
-            if not actions:
-                return
-            # saved once the journal has the entries that explain the new state: a kill -9 in between
-            # then repeats them after the restart instead of losing them (a forgotten event is not redone)
+            # saved once the journal has the entries that explain the new state (a kill -9 in between then repeats
+            # them after the restart instead of losing them: a forgotten event is not redone), at once after them
+            # (the shorter that window, the rarer a repeated entry), and before any action starts (so a restart
+            # knows what was in flight)
             self.save()
+            for decision in notes:
+                self._notify(decision.transition)
             for decision in actions:
                 if self.stopping:
                     self.logger.info("watcher: stopping: not starting %s for %s", decision.kind, _ids(decision))
