@@ -158,10 +158,12 @@ $(foreach p,$(NODE_PYTHONS),units-node-$(p)): units-node-%: venvs
 $(foreach c,$(CORES),integration-$(c)): integration-%: venvs
 	@echo "=== matrix: ansible-core $* integration on Python $(PY_$*)"
 	$(call test_tree,integration-$*)
+	@bash scripts/need-program jq jq && bash scripts/need-program curl curl   # the docs' commands (doc_commands)
 	cd $(call TREE,integration-$*) && PATH=$(call venv_of,$*)/bin:$$PATH \
 	  $(call ANSIBLE_TEST,$(call venv_of,$*)) integration --local --python $(PY_$*) --color no --allow-destructive
 
-system: venv eda-venv collection
+# venvs: tests/system/test_doc_commands.py runs the docs' commands with every matrix leg's ansible-playbook
+system: venvs eda-venv collection
 	bash tests/system/run
 
 demo: venv collection
