@@ -73,7 +73,7 @@ PLACEHOLDERS = {
     "sub": "the Azure subscription: the one of that scenario",
     "repo": "the URL of a git repository with the collection's playbooks: a file:// clone on the VM",
 }
-BOUND = 900  # seconds: the bound of one command (a playbook that waits for an event to be over)
+BOUND = 300  # seconds: the bound of one command (a playbook that waits for an event to be over takes a minute)
 SERVER_BOUND = 120  # seconds: the bound of a server's start
 
 
@@ -389,9 +389,10 @@ def stop(proc, timeout=30):
             continue
 
 
-def run_script(start, command, script, cwd, env, logdir, timeout=BOUND):
-    """Run one block's script with `start` (subprocess.Popen or Sandbox.popen) and wait for it; everything it
-    left in the background is stopped with it. Returns (returncode, output)."""
+def run_script(start, command, script, cwd, env, logdir, timeout=None):
+    """Run one block's script with `start` (subprocess.Popen or Sandbox.popen) and wait for it, `timeout` seconds
+    at most (BOUND); everything it left in the background is stopped with it. Returns (returncode, output)."""
+    timeout = timeout or BOUND
     log = os.path.join(logdir, "%s-%d.log" % (command.path.replace("/", "_"), command.line))
     with open(log, "w+", encoding="utf-8", errors="replace") as out:
         proc = start(bash_argv(script), cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,

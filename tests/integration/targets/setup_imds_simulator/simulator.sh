@@ -18,8 +18,9 @@ export ANSIBLE_HOME="${OUTPUT_DIR:?ansible-test sets OUTPUT_DIR}/ansible-home"
 export ANSIBLE_ASYNC_DIR="$ANSIBLE_HOME/async" ANSIBLE_LOCAL_TEMP="$ANSIBLE_HOME/tmp" ANSIBLE_REMOTE_TEMP="$ANSIBLE_HOME/tmp"
 
 start_imds_simulator() {
-  local dir
-  dir=$(mktemp -d)
+  # in the target's output directory, which ansible-test removes: nothing is left in /tmp
+  IMDS_SIM_DIR=$(mktemp -d "$OUTPUT_DIR/simulator.XXXXXX")
+  local dir=$IMDS_SIM_DIR
   IMDS_SIM_READY="$dir/ready.json"
   PYTHON=python "$IMDS_COLLECTION_ROOT/simulator/imds-simulator" --port 0 --control-port 0 \
     --ready-file "$IMDS_SIM_READY" "$@" >"$dir/simulator.log" 2>&1 &
