@@ -50,6 +50,10 @@ export ANSIBLE_ASYNC_DIR := $(ANSIBLE_HOME)/async
 # molecule's ansible.cfg names the ssh control sockets' directory itself; the variable wins over the file
 export ANSIBLE_SSH_CONTROL_PATH_DIR := $(ANSIBLE_HOME)/cp
 export XDG_CACHE_HOME := $(IMDS_SE_TEST_CACHE)/xdg
+# pip runs `rustc --version` for its user agent; where that is rustup's proxy and the home has no ~/.rustup (a fresh
+# HOME), the proxy writes ~/.rustup/settings.toml. Then it writes into the cache instead; an existing ~/.rustup or
+# RUSTUP_HOME (a real rustup install, its toolchains) is kept.
+export RUSTUP_HOME := $(or $(RUSTUP_HOME),$(wildcard $(HOME)/.rustup),$(IMDS_SE_TEST_CACHE)/rustup)
 export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export ANSIBLE_COLLECTIONS_SCAN_SYS_PATH := false
 export ANSIBLE_NOCOLOR := 1
