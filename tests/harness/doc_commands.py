@@ -66,7 +66,6 @@ FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>```+|~~~+)\s*(?P<lang>[\w+-]*)\s*
 PROMPT = re.compile(r"^[$#] ")
 # <name>: what a reader substitutes; a runner says what each stands for (PLACEHOLDERS) and refuses any other
 PLACEHOLDER = re.compile(r"<([a-z][a-z0-9_-]*)>")
-SCENARIOS = os.path.join(ROOT, "simulator", "scenarios")
 # The docs' <placeholders>, and what a runner puts in their place (placeholder_values; the pull runner for <repo>).
 PLACEHOLDERS = {
     "file": "a scenario of simulator/scenarios: control-plane.yaml",
@@ -261,6 +260,8 @@ def describe(commands):
     for command in commands:
         verdict = command.where or "no: %s" % command.reason
         rows.append("%-34s %-14s %s" % (command.location, verdict, command.shown.split("\n")[0][:100]))
+        if command.note:
+            rows.append("%-34s %-14s (%s)" % ("", "", command.note))
     reasons = sorted(set(c.reason for c in commands if c.reason in NOT_RUN))
     rows += ["", "Not run, and why:"] + ["  %-10s %s" % (reason, NOT_RUN[reason]) for reason in reasons]
     return "\n".join(rows)
@@ -273,8 +274,11 @@ class Failure(object):
         self.command, self.why, self.output, self.ansible = command, why, output, ansible
 
     def __str__(self):
-        return "%s (%s%s): %s\n--- the command, as printed:\n%s\n--- its output (the end):\n%s" % (
-            self.command.location, self.command.where, ", " + self.ansible if self.ansible else "", self.why,
+        hint = ""
+        if self.command.mark is None:
+            hint = " (no marker: it runs here; if it cannot, say where it runs or why not, docs/contributing.md)"
+        return "%s (%s%s): %s%s\n--- the command, as printed:\n%s\n--- its output (the end):\n%s" % (
+            self.command.location, self.command.where, ", " + self.ansible if self.ansible else "", self.why, hint,
             self.command.shown, self.output[-6000:])
 
 
@@ -316,7 +320,6 @@ class Sandbox(object):
     pytest's tmp_path) are bound back. Root, or unprivileged user namespaces, are needed."""
 
     def __init__(self, network=True, var_tmp=True, keep=()):
-        self.network = network
         user = os.geteuid() != 0
         names = sorted(set(path.split("/")[2] for path in keep if re.match(r"^/tmp/[^/]", path)))
         # /srv first: it holds the real /tmp while /tmp is replaced, then the names are bound back from there
@@ -345,16 +348,17 @@ class Sandbox(object):
         self.pid = self._inner_pid()
 
     def _inner_pid(self):
-        """The PID (in our namespace) of the namespaces' first process, the holder's child."""
-        deadline = time.monotonic() + 30
-        path = "/proc/%d/task/%d/children" % (self._holder.pid, self._holder.pid)
-        while time.monotonic() < deadline:
-            with open(path, encoding="ascii") as handle:
-                children = handle.read().split()
-            if children:
-                return int(children[0])
-            time.sleep(0.05)
-        raise RuntimeError("unshare started no child")
+        """The PID (in our namespace) of the namespaces' first process: unshare's child, which said `ready`."""
+        for name in os.listdir("/proc"):
+            try:
+                with open("/proc/%s/stat" % name, encoding="utf-8", errors="replace") as handle:
+                    stat = handle.read()
+            except (OSError, ValueError):
+                continue  # not a process, or one that just ended
+            # pid (comm) state ppid ...: comm may hold spaces and parentheses, so split after its last ")"
+            if name.isdigit() and int(stat.rpartition(")")[2].split()[1]) == self._holder.pid:
+                return int(name)
+        raise RuntimeError("unshare has no child")
 
     def popen(self, argv, **kwargs):
         """Start argv inside the namespaces, in a session of its own."""
@@ -546,10 +550,10 @@ def run_here(root, workdir, commands):
     failures = []
     with Sandbox(network=True, keep=keep + [workdir]) as sandbox:
         ready = os.path.join(workdir, "simulator-ready.json")
-        simulator = sandbox.popen([os.path.join(root, "simulator", "imds-simulator"), "--scenario", scenario,
-                                   "--port", "0", "--control-port", "0", "--ready-file", ready], cwd=cwd, env=env,
-                                  stdout=open(os.path.join(logdir, "simulator.log"), "w", encoding="utf-8"),
-                                  stderr=subprocess.STDOUT)
+        with open(os.path.join(logdir, "simulator.log"), "w", encoding="utf-8") as log:
+            simulator = sandbox.popen([os.path.join(root, "simulator", "imds-simulator"), "--scenario", scenario,
+                                       "--port", "0", "--control-port", "0", "--ready-file", ready], cwd=cwd, env=env,
+                                      stdout=log, stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + SERVER_BOUND
             while not os.path.exists(ready) or not os.path.getsize(ready):
@@ -587,15 +591,16 @@ def main(argv=None):
     parser.add_argument("--root", default=ROOT, help="the checkout whose docs to read (default: this one)")
     parser.add_argument("--workdir", help="where a run keeps its files (here)")
     args = parser.parse_args(argv)
+    if args.action == "here" and not args.workdir:
+        parser.error("here needs --workdir")
     commands = extract(args.root)
-    found = problems(commands)
-    if args.action == "list":
-        print(describe(commands))
-        return 1 if found else 0
     print(describe(commands), flush=True)
+    found = problems(commands)
     if found:
         print("doc_commands: the markers are wrong:\n" + "\n".join(found))
         return 1
+    if args.action == "list":
+        return 0
     failures = run_here(args.root, os.path.abspath(args.workdir), commands)
     for failure in failures:
         print("\n=== doc_commands: FAILED %s\n" % failure)
