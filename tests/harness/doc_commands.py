@@ -105,7 +105,7 @@ def parse_mark(mark):
     """(where, reason, note, problem) of a marker's text; None is `here`, the default."""
     if mark is None:
         return "here", None, "", None
-    head, _, note = mark.partition(",")
+    head, note = (mark.split(",", 1) + [""])[:2]
     head, note = head.strip(), note.strip()
     if head.startswith("no:"):
         reason = head[3:].strip()
@@ -586,7 +586,7 @@ def ansible_version(env):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     parser.add_argument("action", choices=("list", "here"))
     parser.add_argument("--root", default=ROOT, help="the checkout whose docs to read (default: this one)")
     parser.add_argument("--workdir", help="where a run keeps its files (here)")
