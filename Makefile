@@ -54,6 +54,9 @@ export XDG_CACHE_HOME := $(IMDS_SE_TEST_CACHE)/xdg
 # HOME), the proxy writes ~/.rustup/settings.toml. Then it writes into the cache instead; an existing ~/.rustup or
 # RUSTUP_HOME (a real rustup install, its toolchains) is kept.
 export RUSTUP_HOME := $(or $(RUSTUP_HOME),$(wildcard $(HOME)/.rustup),$(IMDS_SE_TEST_CACHE)/rustup)
+# the IMDS client's pacing file (shared by the processes of a user) for everything make runs on this host, root
+# included, instead of /run/imds-scheduled-events (the containers of the system suites use their own /run)
+export IMDS_SE_PACE_DIR := $(CURDIR)/.build/pace
 export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export ANSIBLE_COLLECTIONS_SCAN_SYS_PATH := false
 export ANSIBLE_NOCOLOR := 1
@@ -78,6 +81,7 @@ $(STAMP): $(REQS)/tools.txt scripts/venv scripts/find-python
 	bash scripts/venv $(VENV) $(PY_$(MAIN_CORE)) $(REQS)/tools.txt
 
 venv: $(STAMP)
+	@mkdir -p $(dir $(IMDS_SE_PACE_DIR)) && mkdir -p -m 0700 $(IMDS_SE_PACE_DIR)
 
 $(VENVS)/core-%/.matrix-stamp: $(REQS)/core-%.txt scripts/venv scripts/find-python
 	bash scripts/venv $(VENVS)/core-$* $(PY_$*) $(REQS)/core-$*.txt
@@ -126,14 +130,18 @@ ANTSIBULL_DOCS = $(BIN)/antsibull-docs --config-file tests/docs/antsibull.cfg co
 docs: venv collection
 	@mkdir -p docs/plugins
 	$(ANTSIBULL_DOCS) --dest-dir docs/plugins imds.scheduled_events
+	$(BIN)/python scripts/render_eda_docs.py docs/eda-sources
 
-# Every plugin renders without warnings, and docs/plugins/ matches what the code says.
+# Every plugin renders without warnings, and docs/plugins/ (and docs/eda-sources/, the event sources, which
+# antsibull-docs does not render) matches what the code says.
 docs-check: venv collection
 	bash tests/docs/check-plugin-docs
 	$(BIN)/antsibull-docs --config-file tests/docs/antsibull.cfg lint-collection-docs --plugin-docs .
 	@rm -rf .build/docs && mkdir -p .build/docs
 	@$(ANTSIBULL_DOCS) --dest-dir .build/docs imds.scheduled_events >/dev/null
 	@diff -r docs/plugins .build/docs || { echo "docs/plugins/ is out of date: run 'make docs'"; exit 1; }
+	@rm -rf .build/eda-sources && $(BIN)/python scripts/render_eda_docs.py .build/eda-sources >/dev/null
+	@diff -r docs/eda-sources .build/eda-sources || { echo "docs/eda-sources/ is out of date: run 'make docs'"; exit 1; }
 
 sanity: $(foreach c,$(CORES),sanity-$(c))
 units: $(foreach c,$(CORES),units-$(c)) $(foreach p,$(NODE_PYTHONS),units-node-$(p))

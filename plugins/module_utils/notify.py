@@ -7,16 +7,13 @@
 TLS certificates are verified unless the caller turns that off explicitly. Secrets
 (the SMTP password, the webhook's secret header value) are never part of an error
 message: every message leaving this file goes through `redact()`. Nothing here
-imports ansible.
+imports ansible. The mail modules (email.policy, smtplib: 0.7 MB) are imported
+when a mail is built, so a watcher without a mail channel never loads them.
 """
 
 from __future__ import annotations
 
-import email.message
-import email.policy
-import email.utils
 import json
-import smtplib
 import socket
 import ssl
 import urllib.error
@@ -50,6 +47,9 @@ def tls_context(validate_certs=True, ca_path=None):
 
 
 def build_email(sender, recipients, subject_line, body):
+    import email.message  # pylint: disable=import-outside-toplevel
+    import email.policy  # pylint: disable=import-outside-toplevel
+    import email.utils  # pylint: disable=import-outside-toplevel
     # Long subjects stay on one line (RFC 5322 allows 998 characters), rather than folding into a leading space.
     message = email.message.EmailMessage(policy=email.policy.SMTP.clone(max_line_length=998))
     message["From"] = sender
@@ -62,9 +62,12 @@ def build_email(sender, recipients, subject_line, body):
     return message
 
 
-def send_email(settings, subject_line, body, smtp=smtplib.SMTP, smtp_ssl=smtplib.SMTP_SSL):
+def send_email(settings, subject_line, body, smtp=None, smtp_ssl=None):
     """settings: host, port, security (none|starttls|tls), username, password, sender, to, timeout,
-    validate_certs, ca_path. Returns the accepted recipients."""
+    validate_certs, ca_path. Returns the accepted recipients. smtp, smtp_ssl: smtplib's classes unless given."""
+    import smtplib  # pylint: disable=import-outside-toplevel
+    smtp = smtp or smtplib.SMTP
+    smtp_ssl = smtp_ssl or smtplib.SMTP_SSL
     password = settings.get("password")
     secrets = [password]
     security = settings.get("security") or "none"
@@ -138,7 +141,7 @@ def post_webhook(settings, payload, opener=None):
     problem = webhook_url_problem(url)
     if problem:
         raise DeliveryError(problem)
-    secrets.extend(_url_secrets(url))
+    secrets.extend(url_secrets(url))
     body = json.dumps(payload, sort_keys=True).encode("utf-8")
     headers = {"Content-Type": "application/json", "User-Agent": "imds.scheduled_events fleet_report"}
     headers.update(dict((str(k), str(v)) for k, v in (settings.get("headers") or {}).items()))
@@ -151,7 +154,7 @@ def post_webhook(settings, payload, opener=None):
         if not settings.get("use_proxy", True):
             handlers.append(urllib.request.ProxyHandler({}))
         opener = urllib.request.build_opener(*handlers)
-    where = "webhook %s" % _safe_url(url)
+    where = "webhook %s" % safe_url(url)
     try:
         with opener.open(request, timeout=float(settings.get("timeout") or 30)) as response:
             status = response.status
@@ -181,18 +184,18 @@ def webhook_url_problem(url):
         parts = urllib.parse.urlsplit(str(url))
         hostname, dummy = parts.hostname, parts.port  # .port raises ValueError on a bad port
     except ValueError as exc:
-        return "the webhook URL %s cannot be parsed: %s" % (_safe_url(url), exc)
+        return "the webhook URL %s cannot be parsed: %s" % (safe_url(url), exc)
     if parts.username is not None or parts.password is not None:
         return "the webhook URL %s carries user:password@; put the credential in the secret header instead" \
-            % _safe_url(url)
+            % safe_url(url)
     if not hostname:
-        return "the webhook URL %s has no host" % _safe_url(url)
+        return "the webhook URL %s has no host" % safe_url(url)
     return None
 
 
-def _url_secrets(url):
-    """The parts of a webhook URL that may be a token (chat webhooks carry theirs in the path or query):
-    redacted from every message, even when the server echoes them back."""
+def url_secrets(url):
+    """The parts of a webhook URL that may be a token (chat webhooks carry theirs in the path or query), longest
+    first: redacted from every message, even when the server echoes them back."""
     try:
         parts = urllib.parse.urlsplit(str(url))
     except ValueError:
@@ -207,7 +210,7 @@ def _url_secrets(url):
     return sorted(set(found), key=len, reverse=True)
 
 
-def _safe_url(url):
+def safe_url(url):
     """Scheme, host and port only: chat webhooks carry their token in the path."""
     try:
         parts = urllib.parse.urlsplit(url)
