@@ -35,7 +35,9 @@ SEVERITY = {"impact": 1, "pending": 2, "overdue": 1, "announced": 2, "informatio
 # Workbook grid formatters: a resource id shown as a link to its blade, a column hidden.
 RESOURCE_LINK = {"formatter": 13, "formatOptions": {"linkTarget": "Resource", "showIcon": True}}
 HIDDEN = {"formatter": 5}
-DOC_MARK = re.compile(r"(<!-- kql: (?P<name>[a-z_.:]+) -->\n```kusto\n)(?P<body>.*?)(\n```)", re.DOTALL)
+# A marked block, up to its own closing fence (an empty block too: the body never runs past a line starting ```).
+DOC_MARK = re.compile(r"(<!-- kql: (?P<name>[a-z_.:]+) -->\n```kusto\n)(?P<body>(?:(?!^```).)*?)(^```)",
+                      re.DOTALL | re.MULTILINE)
 
 
 def _kql():
@@ -423,6 +425,7 @@ def doc_queries():
     shown["build_query:all"] = KQL.build_query()
     shown["build_query:reboots"] = KQL.build_query(types=["Reboot", "Redeploy"], statuses=["Scheduled"])
     shown["build_query:one"] = KQL.build_query(event_ids=["C7061BAC-AFDC-4513-B24B-AA5F13A16123"])
+    shown["build_query:vms"] = KQL.build_query(vm_names=["web_0", "db-1"])
     return shown
 
 
@@ -433,7 +436,7 @@ def render_doc(text, path="doc"):
     def one(match):
         if match.group("name") not in shown:
             raise SystemExit("%s: no query is named %s" % (path, match.group("name")))
-        return match.group(1) + shown[match.group("name")] + match.group(4)
+        return match.group(1) + shown[match.group("name")] + "\n" + match.group(4)
     return DOC_MARK.sub(one, text)
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 
-from .events import is_event_id
+from .events import is_event_id, normalize_resource_name
 
 SCHEDULED_EVENTS_TYPE = "microsoft.maintenance/scheduledevents"
 # What a VM, a scale set or an availability set is in Resource Graph's resources table (types are lower case there).
@@ -82,7 +82,7 @@ def kql_list(values, what="value"):
 # --- what the modules send ------------------------------------------------------------------------------------------
 
 
-def build_query(event_ids=None, types=None, statuses=None, sources=None, resource_groups=None):
+def build_query(event_ids=None, types=None, statuses=None, sources=None, resource_groups=None, vm_names=None):
     """The KQL the control-plane modules and the resource_graph source send (docs/control-plane.md shows it): filters
     run in Azure, so a large fleet sends back only what was asked for."""
     lines = ["maintenanceresources", "| where type == %s" % kql_string(SCHEDULED_EVENTS_TYPE)]
@@ -98,9 +98,35 @@ def build_query(event_ids=None, types=None, statuses=None, sources=None, resourc
         if values:
             column = field if "." not in field else "tostring(%s)" % field
             lines.append("| where %s in~ %s" % (column, kql_list(values, what)))
+    if vm_names:
+        lines.append(_lists_any_of(vm_names))
     lines.append("| project id, name, type, subscriptionId, resourceGroup, location, properties")
     lines.append("| order by id asc")
     return "\n".join(lines)
+
+
+def _lists_any_of(vm_names):
+    """`| where` the event's Resources list one of these VMs, compared as NamedVms compares them (events.py's
+    normalize_resource_name: case-insensitive, a leading underscore ignored). KQL has no per-element tolower, so the
+    array is lowered as its JSON text (tolower keeps JSON's escapes valid) and read back; each name is written as
+    itself and with the underscore. For a name Azure allows (ASCII, no spaces) it selects exactly the rows NamedVms
+    accepts, and for any other never one NamedVms refuses; the modules still compare every row with NamedVms, which
+    decides what an event's scope is."""
+    wanted = []
+    for name in vm_names:
+        if not isinstance(name, str):
+            raise ValueError("VM name %r is a %s, not a string" % (name, type(name).__name__))
+        key = normalize_resource_name(name)
+        if not key:
+            continue
+        # normalize_resource_name drops one leading underscore: a key that starts with one came from "_" + key
+        for form in ((key, "_" + key) if not key.startswith("_") else ("_" + key,)):
+            if form not in wanted:
+                wanted.append(form)
+    if not wanted:
+        raise ValueError("every VM name is empty: %r" % (vm_names,))
+    return ("| where array_length(set_intersect(todynamic(tolower(tostring(properties.Resources))), pack_array(%s)))"
+            " > 0" % ", ".join(kql_string(form, "VM name") for form in wanted))
 
 
 # --- the workbook ---------------------------------------------------------------------------------------------------

@@ -207,7 +207,9 @@ def main():
     requested = params["event_ids"]
     fail_on_bad_event_ids(module, requested)
     try:
-        query = build_query(event_ids=requested, types=params["event_types"])
+        # Events named by id are fetched whatever they list, so that one not listing vm_names is reported as such.
+        query = build_query(event_ids=requested, types=params["event_types"],
+                            vm_names=None if requested else params["vm_names"])
     except ValueError as exc:
         module.fail_json(msg=str(exc))
     client = arm_client_from_module(module)

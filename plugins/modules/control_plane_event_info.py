@@ -279,7 +279,8 @@ def main():
     params = module.params
     try:
         query = build_query(event_ids=params["event_ids"], types=params["event_types"], statuses=params["statuses"],
-                            sources=params["sources"], resource_groups=params["resource_groups"])
+                            sources=params["sources"], resource_groups=params["resource_groups"],
+                            vm_names=params["vm_names"])
     except ValueError as exc:
         module.fail_json(msg=str(exc))
     client = arm_client_from_module(module)

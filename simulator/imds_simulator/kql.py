@@ -272,6 +272,26 @@ def _set_difference(first, *others):
     return out
 
 
+def _set_intersect(first, *others):
+    if not isinstance(first, list) or not all(isinstance(other, list) for other in others):
+        return None
+    out = []
+    for value in first:
+        if value not in out and all(value in other for other in others):
+            out.append(value)
+    return out
+
+
+def _to_dynamic(value):
+    """Kusto's todynamic(): a string's JSON read back (null if it is not JSON), any other value as it is."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        return None
+
+
 def _array_length(value):
     return len(value) if isinstance(value, list) else None
 
@@ -321,6 +341,8 @@ FUNCTIONS = {
     "array_length": (_array_length, 1, 1),
     "pack_array": (lambda *values: list(values), 1, 64),
     "set_difference": (_set_difference, 2, 64),
+    "set_intersect": (_set_intersect, 2, 64),
+    "todynamic": (_to_dynamic, 1, 1),
     "now": (None, 0, 0),
     "ago": (None, 1, 1),
 }

@@ -63,11 +63,12 @@ def emitted():
     queries["build_query[none]"] = (kql.build_query(), True)
     queries["build_query[all]"] = (kql.build_query(event_ids=[EVENT], types=["Reboot", "Freeze"],
                                                    statuses=["Scheduled"], sources=["User"],
-                                                   resource_groups=["rg-web"]), True)
+                                                   resource_groups=["rg-web"], vm_names=["web_0"]), True)
+    queries["build_query[vms]"] = (kql.build_query(vm_names=["web_0", "_DB-1"]), True)
     for case in STRINGS:
-        queries["build_query[%s]" % case.name] = (kql.build_query(types=[case.value], statuses=[case.value],
-                                                                  sources=[case.value],
-                                                                  resource_groups=[case.value]), True)
+        queries["build_query[%s]" % case.name] = (kql.build_query(
+            types=[case.value], statuses=[case.value], sources=[case.value], resource_groups=[case.value],
+            vm_names=[case.value, "web_0"]), True)
     return queries
 
 

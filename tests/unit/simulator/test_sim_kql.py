@@ -135,6 +135,15 @@ def test_string_and_array_functions():
                        "First": "b", "Flag": True, "Json": '["web_0","web_1"]'}]
 
 
+def test_todynamic_reads_json_back_and_set_intersect_keeps_what_every_array_holds():
+    """What build_query's vm_names filter needs: the Resources array lowered as JSON text, then compared."""
+    result = run(BASE + ' | where name == "A" | project'
+                        ' Lowered = todynamic(tolower(tostring(pack_array("Web_0", "a\\"b")))),'
+                        ' Both = set_intersect(properties.Resources, pack_array("web_1", "web_1", "x")),'
+                        ' NotJson = todynamic("{nope"), Number = todynamic(3), None_ = set_intersect("a", pack_array(1))')
+    assert result == [{"Lowered": ["web_0", 'a"b'], "Both": ["web_1"], "NotJson": None, "Number": 3, "None_": None}]
+
+
 def test_extend_adds_or_replaces_and_project_keeps_only_what_it_names():
     query = parse(BASE + " | extend name = tolower(name), Status = tostring(properties.EventStatus)"
                          " | project name, Status, properties.EventType, tostring(properties.EventSource)")

@@ -55,6 +55,30 @@ def test_values_no_query_can_carry_are_refused(kwargs, message):
         kql.build_query(**kwargs)
 
 
+@pytest.mark.parametrize("names, forms", [
+    (["web_0"], '"web_0", "_web_0"'),
+    (["WEB_0", " _Web_0 ", "db-1"], '"web_0", "_web_0", "db-1", "_db-1"'),  # one name as Azure compares them
+    (['x"y', "a\\b", "p | take 1"], '"x\\"y", "_x\\"y", "a\\\\b", "_a\\\\b", "p | take 1", "_p | take 1"'),
+])
+def test_vm_names_are_filtered_in_azure_each_name_a_string_literal(names, forms):
+    """Issue 25 item 4: the rows are filtered by Resource Graph, not fetched whole and filtered here."""
+    lines = kql.build_query(vm_names=names).splitlines()
+    assert lines[2] == ("| where array_length(set_intersect(todynamic(tolower(tostring(properties.Resources))), "
+                        "pack_array(%s))) > 0" % forms)
+    assert lines[3:] == ["| project id, name, type, subscriptionId, resourceGroup, location, properties",
+                         "| order by id asc"]
+
+
+@pytest.mark.parametrize("names, message", [
+    (["", "  "], "every VM name is empty"),
+    (["web\x00"], "VM name .* a KQL string cannot carry"),
+    ([7], "VM name 7 is a int, not a string"),
+])
+def test_vm_names_no_query_can_carry_are_refused(names, message):
+    with pytest.raises(ValueError, match=message):
+        kql.build_query(vm_names=names)
+
+
 # --- the portal's queries -------------------------------------------------------------------------------------------
 
 
