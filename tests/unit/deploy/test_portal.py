@@ -61,6 +61,9 @@ def test_a_doc_block_shows_the_query_its_mark_names_and_an_unknown_mark_is_an_er
     stale = "x\n<!-- kql: alert.impact -->\n```kusto\nmaintenanceresources | take 1\n```\ny\n"
     assert BUILDER.render_doc(stale) == "x\n<!-- kql: alert.impact -->\n```kusto\n%s\n```\ny\n" % (
         kql.ARG_PREFIX + kql.alert_queries()["impact"])
+    empty = "<!-- kql: alert.impact -->\n```kusto\n```\ntext\n```kusto\nkept\n```\n"  # filled, never run past its fence
+    assert BUILDER.render_doc(empty) == "<!-- kql: alert.impact -->\n```kusto\n%s\n```\ntext\n```kusto\nkept\n```\n" % (
+        kql.ARG_PREFIX + kql.alert_queries()["impact"])
     with pytest.raises(SystemExit, match="no query is named workbook.nope"):
         BUILDER.render_doc("<!-- kql: workbook.nope -->\n```kusto\n\n```\n", "doc.md")
 
