@@ -7,6 +7,7 @@
   request_rate       steady polling and 429/500 storms (host)
   detection_latency  event appears -> ansible-pull.timer stopped and the guard held (systemd container)
   preempt_budget     Preempt appears -> approved (the same container)
+  boot_cost          what imds-watcher-boot.service costs a boot, empty record and one held timer (the same container)
   module_overhead    event_info vs ansible.builtin.uri
   fleet_report       event_info and the fleet report vs `ansible -m ping`, 50/200/500 hosts
   control_plane_report  the fleet report of 5,000 VMs from Resource Graph vs the SSH path's for 500 hosts (issue #14)
@@ -36,6 +37,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import benchvm  # noqa: E402  pylint: disable=wrong-import-position
+import boot_cost  # noqa: E402  pylint: disable=wrong-import-position
 import control_plane_report  # noqa: E402  pylint: disable=wrong-import-position
 import detection_latency  # noqa: E402  pylint: disable=wrong-import-position
 import eda_latency  # noqa: E402  pylint: disable=wrong-import-position
@@ -45,9 +47,9 @@ import module_overhead  # noqa: E402  pylint: disable=wrong-import-position
 import preempt_budget  # noqa: E402  pylint: disable=wrong-import-position
 import request_rate  # noqa: E402  pylint: disable=wrong-import-position
 
-ORDER = ["footprint", "request_rate", "detection_latency", "preempt_budget", "module_overhead", "fleet_report",
-         "control_plane_report", "eda_latency"]
-VM_BENCHMARKS = ("detection_latency", "preempt_budget")
+ORDER = ["footprint", "request_rate", "detection_latency", "preempt_budget", "boot_cost", "module_overhead",
+         "fleet_report", "control_plane_report", "eda_latency"]
+VM_BENCHMARKS = ("detection_latency", "preempt_budget", "boot_cost")
 
 
 def machine():
@@ -91,6 +93,11 @@ def rows(name, r):
                            s["polls_to_recover"], s["seconds_to_recover"], s["gap_after_recovery"]),
                         "<= 5/s, backing off, recovered within 2 polls", ok))
         return out
+    if name == "boot_cost":
+        return [("boot cost of %s, %s record (%d boots)" % (r["unit"], mode, r["boots"]),
+                 "process median **%.0f ms** (max %.0f), activation median %.0f ms (max %.0f)"
+                 % (r[mode]["process_ms"]["p50"], r[mode]["process_ms"]["max"], r[mode]["activation_ms"]["p50"],
+                    r[mode]["activation_ms"]["max"]), "reported only", True) for mode in ("empty", "held")]
     if name in VM_BENCHMARKS:
         st = r["seconds"]
         what = "detection latency (%d events)" % st["n"] if name == "detection_latency" else \
@@ -195,8 +202,8 @@ def main(argv=None):
                                    "request_rate": ["--steady", "20", "--storm", "12", "--calm", "8"]}
     extra["fleet_report"] = ["--runs", "1", "--no-before"]
     modules = {"footprint": footprint, "request_rate": request_rate, "detection_latency": detection_latency,
-               "preempt_budget": preempt_budget, "module_overhead": module_overhead, "fleet_report": fleet_report,
-               "control_plane_report": control_plane_report, "eda_latency": eda_latency}
+               "preempt_budget": preempt_budget, "boot_cost": boot_cost, "module_overhead": module_overhead,
+               "fleet_report": fleet_report, "control_plane_report": control_plane_report, "eda_latency": eda_latency}
     vm = None
     background = {}
     if "footprint" in selected and "request_rate" in selected:

@@ -30,7 +30,7 @@ from ..hold.manager import HoldManager
 
 PROG = "imds-watcher-boot"
 # sd-daemon(3) priority prefixes, which the journal reads from a service's output
-ERR, WARNING, INFO = "<3>", "<4>", "<6>"
+ERR, INFO = "<3>", "<6>"
 
 
 class Log(object):
@@ -61,7 +61,7 @@ def main(argv=None, stderr=None, environ=None, config_trust=None, **manager_opti
     manager = HoldManager(state_file=args.state_file, environ=environ, **manager_options)
     try:
         outcome = manager.at_boot()
-    except HoldError as exc:
+    except (HoldError, OSError) as exc:
         log(ERR, "cannot read the hold record, so nobody can tell what is held: %s" % exc)
         hold_configured_units(manager, args.config, config_trust, log)
         return 1
@@ -105,7 +105,8 @@ def hold_configured_units(manager, config_path, trust, log):
 def configured_units(path=None, trust=None):
     """(the config's path, its hold.systemd_units), read with the config's trust rules. Only this and not the whole
     schema: a config refused for another reason still tells what the watcher holds."""
-    from . import config  # only when the record is unreadable: the config module imports the IMDS client
+    # only when the record is unreadable: the config module imports the IMDS client, too slow for every boot
+    from . import config  # pylint: disable=import-outside-toplevel
 
     path = path or config.DEFAULT_CONFIG_FILE
     value = json.loads(config.read_trusted(path, "the watcher's config", trust or config.Trust()).decode("utf-8"))
