@@ -50,6 +50,9 @@ export ANSIBLE_ASYNC_DIR := $(ANSIBLE_HOME)/async
 # molecule's ansible.cfg names the ssh control sockets' directory itself; the variable wins over the file
 export ANSIBLE_SSH_CONTROL_PATH_DIR := $(ANSIBLE_HOME)/cp
 export XDG_CACHE_HOME := $(IMDS_SE_TEST_CACHE)/xdg
+# the IMDS client's pacing file (shared by the processes of a user) for everything make runs on this host, root
+# included, instead of /run/imds-scheduled-events (the containers of the system suites use their own /run)
+export IMDS_SE_PACE_DIR := $(CURDIR)/.build/pace
 export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export ANSIBLE_COLLECTIONS_SCAN_SYS_PATH := false
 export ANSIBLE_NOCOLOR := 1
@@ -74,6 +77,7 @@ $(STAMP): $(REQS)/tools.txt scripts/venv scripts/find-python
 	bash scripts/venv $(VENV) $(PY_$(MAIN_CORE)) $(REQS)/tools.txt
 
 venv: $(STAMP)
+	@mkdir -p $(dir $(IMDS_SE_PACE_DIR)) && mkdir -p -m 0700 $(IMDS_SE_PACE_DIR)
 
 $(VENVS)/core-%/.matrix-stamp: $(REQS)/core-%.txt scripts/venv scripts/find-python
 	bash scripts/venv $(VENVS)/core-$* $(PY_$*) $(REQS)/core-$*.txt

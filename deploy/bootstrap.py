@@ -3,22 +3,30 @@
 The one bootstrap behind both first-boot paths of deploy/README.md: cloud-init (deploy/cloud-init.yaml runs it from
 the collection tarball) and the Custom Script extension (the ARM templates run it the same way). It
 
-1. finds an ansible-core new enough for the collection, else installs the distribution's, else one in a venv;
-2. installs the collection (a tarball file or URL, or a Galaxy name) under /usr/share/ansible/collections;
-3. optionally puts ansible-pull on a systemd timer, for the watcher role to run through imds-drift-guard;
-4. applies the watcher role to this machine (connection local) with the operator's variables.
+1. moves every secret it is given into /etc/imds-scheduled-events/secrets.json (0600), first: the webhook secret, the
+   SMTP password and the webhook's URL (a chat webhook's URL is its credential), from the extension's script (the
+   `# imds-se-secrets:` line, removed from the script at once) and from the role's variables (removed from the
+   settings and variables files that held them);
+2. finds an ansible-core new enough for the collection, else installs the distribution's, else one in a venv;
+3. installs the collection (a tarball file or URL, or a Galaxy name) under /usr/share/ansible/collections;
+4. optionally puts ansible-pull on a systemd timer, for the watcher role to run through imds-drift-guard;
+5. applies the watcher role to this machine (connection local) with the operator's variables, each string that
+   could be a template marked !unsafe (data, never rendered), and watcher_manage_secrets false: the role reads the
+   secrets file; no secret is in its variables, on a command line or in any environment.
 
-Run it again and it changes nothing that is already so. Secrets (the webhook secret, the SMTP password) come only
-from the environment (IMDS_SE_SECRETS_B64), are written to a 0600 file for the one ansible-playbook run that needs
-them and removed after; they never appear on a command line or in the output.
+Run it again and it changes nothing that is already so. Nothing it prints holds a secret (the extension sends the
+end of its output to Azure, where anyone who may read the VM sees it).
 
-Runs on the VM's own python3 (3.6 or later), standard library only: nothing is installed before it runs.
+Runs on the VM's own python3 (3.6 or later), standard library only (PyYAML, when there, reads YAML variables files):
+nothing is installed before it runs.
 """
 
 import argparse
 import base64
 import binascii
+import glob
 import json
+import math
 import os
 import re
 import shutil
@@ -28,12 +36,18 @@ import tarfile
 import time
 import urllib.request
 
+try:
+    import yaml
+except ImportError:  # JSON variables files still work
+    yaml = None
+
 NAME = "imds-se-bootstrap"
 COLLECTION = "imds.scheduled_events"
 # The oldest ansible-core the collection claims (meta/runtime.yml requires_ansible; a unit test keeps them equal).
 MIN_ANSIBLE = (2, 14)
 CONF_DIR = "/etc/imds-scheduled-events/bootstrap"
 STATE_DIR = "/var/lib/imds-scheduled-events/bootstrap"
+SECRETS_FILE = "/etc/imds-scheduled-events/secrets.json"
 COLLECTIONS_DIR = "/usr/share/ansible/collections"
 VENV = "/opt/imds-scheduled-events/ansible"
 SYSTEM_PYTHON = "/usr/bin/python3"  # modules run here: it has the distribution's apt/dnf bindings
@@ -41,11 +55,18 @@ UNIT_DIR = "/etc/systemd/system"
 PULL_SERVICE = "ansible-pull.service"
 PULL_TIMER = "ansible-pull.timer"
 PULL_CHECKOUT = "/var/lib/ansible-pull/checkout"
-SETTINGS_ENV = "IMDS_SE_SETTINGS_B64"
-SECRETS_ENV = "IMDS_SE_SECRETS_B64"
-SECRET_VARS = ("watcher_webhook_secret", "watcher_smtp_password")
+WATCHER_SERVICE = "imds-watcher.service"
 SETTINGS_KEYS = ("collection", "vars", "vars_files", "ansible", "ansible_pull")
 PULL_KEYS = ("url", "playbook", "branch", "interval")
+# The secrets file's keys, and the role variables that carry a secret (the webhook's URL is watcher_notify_webhook.url).
+SECRET_KEYS = ("webhook_secret", "smtp_password", "webhook_url")
+SECRET_VARS = {"watcher_webhook_secret": "webhook_secret", "watcher_smtp_password": "smtp_password"}
+WEBHOOK_VAR = "watcher_notify_webhook"
+# The lines of the extension's script (deploy/arm/*.json) that carry the settings and the secrets, base64 of JSON.
+SCRIPT_SETTINGS = "# imds-se-settings: "
+SCRIPT_SECRETS = "# imds-se-secrets: "
+# Earlier versions took these from the environment, which every child process inherits: refused, with where to go.
+OLD_ENVIRONMENT = ("IMDS_SE_SETTINGS_B64", "IMDS_SE_SECRETS_B64")
 DOWNLOAD_ATTEMPTS = 5
 
 PLAYBOOK = """\
@@ -61,7 +82,7 @@ PLAYBOOK = """\
 
 
 class BootstrapError(Exception):
-    """Something the operator must fix; the message says what."""
+    """Something the operator must fix; the message says what (and never holds a secret)."""
 
 
 def log(message):
@@ -77,12 +98,17 @@ def parse_args(argv):
         prog="bootstrap.py", description="Install the imds.scheduled_events watcher on this machine (run as root).")
     parser.add_argument("--settings", metavar="FILE",
                         help="a JSON file of settings: collection, vars, vars_files, ansible, ansible_pull "
-                             "(deploy/README.md); %s in the environment is read first" % SETTINGS_ENV)
+                             "(deploy/README.md)")
+    parser.add_argument("--script", metavar="FILE",
+                        help="the Custom Script extension's script (the ARM templates pass their own): settings and "
+                             "secrets from its '%s' and '%s' lines, read first; the secrets line is removed from it "
+                             "at once" % (SCRIPT_SETTINGS.strip(), SCRIPT_SECRETS.strip()))
     parser.add_argument("--collection", metavar="SOURCE",
                         help="the collection: a tarball path or http(s) URL, or a Galaxy name[:version] "
                              "(default: %s from Galaxy)" % COLLECTION)
     parser.add_argument("--vars", metavar="FILE", action="append", default=[],
-                        help="a YAML or JSON file of the watcher role's variables (repeatable; later files win)")
+                        help="a YAML or JSON file of the watcher role's variables (repeatable; later files win); a "
+                             "secret in it is moved to %s" % SECRETS_FILE)
     parser.add_argument("--ansible", choices=("auto", "distribution", "venv"),
                         help="where ansible-core comes from: auto (an installed one, else the distribution's when "
                              "new enough, else a venv; the default), distribution or venv")
@@ -94,21 +120,134 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
+def refuse_old_environment(environ):
+    found = [name for name in OLD_ENVIRONMENT if name in environ]
+    if found:
+        raise BootstrapError("%s: settings and secrets are no longer read from the environment, which every process "
+                             "the bootstrap starts would inherit. Give the settings with --settings FILE and put the "
+                             "secrets in a variables file (--vars FILE, moved to %s) or in that file itself; the ARM "
+                             "templates of this version pass them in their script (--script)"
+                             % (", ".join(found), SECRETS_FILE))
+
+
 def decode_b64_json(text, what):
     try:
         return json.loads(base64.b64decode(text.strip(), validate=True).decode("utf-8"))
-    except (binascii.Error, ValueError) as exc:
-        raise BootstrapError("%s is not base64 of a JSON object: %s" % (what, exc))
+    except (binascii.Error, ValueError):
+        raise BootstrapError("%s is not base64 of a JSON document" % what)  # no excerpt: it may hold a secret
+
+
+def b64_json(value):
+    return base64.b64encode(json.dumps(value, sort_keys=True).encode("utf-8")).decode("ascii")
+
+
+def read_text(path, what):
+    try:
+        with open(path, "r", encoding="utf-8") as handle:
+            return handle.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BootstrapError("cannot read %s %s: %s" % (what, path, getattr(exc, "strerror", None) or exc))
 
 
 def read_settings_file(path):
     try:
-        with open(path, "r", encoding="utf-8") as handle:
-            return json.load(handle)
-    except OSError as exc:
-        raise BootstrapError("cannot read the settings file %s: %s" % (path, exc.strerror or exc))
+        return json.loads(read_text(path, "the settings file"))
     except ValueError as exc:
         raise BootstrapError("the settings file %s is not JSON: %s" % (path, exc))
+
+
+class Secrets(object):
+    """The secrets a run was given, in the order it found them (later wins), and the files to rewrite without them.
+
+    `replace`: the extension's secrets line is the deployment's whole set (an empty value removes that secret); without
+    it, the secrets found are added to those already in the secrets file."""
+
+    def __init__(self):
+        self.found = {}
+        self.replace = False
+        self.rewrites = []  # (path, text): a settings or variables file, without its secrets
+
+    def take(self, variables, where):
+        """The variables without their secrets; the secrets are kept here, by the secrets file's keys."""
+        if not isinstance(variables, dict):
+            return variables
+        rest = dict(variables)
+        for var, key in SECRET_VARS.items():
+            if var in rest:
+                self._add(key, rest.pop(var), "%s in %s" % (var, where))
+        webhook = rest.get(WEBHOOK_VAR)
+        if isinstance(webhook, dict) and webhook.get("url") not in (None, ""):
+            self._add("webhook_url", webhook["url"], "%s.url in %s" % (WEBHOOK_VAR, where))
+            rest[WEBHOOK_VAR] = dict(webhook, url=None)  # null: the role writes no URL, the daemon reads secrets.json
+        return rest
+
+    def take_line(self, secrets, where):
+        if not isinstance(secrets, dict):
+            raise BootstrapError("%s must be a JSON object of %s" % (where, ", ".join(SECRET_KEYS)))
+        unknown = sorted(set(secrets) - set(SECRET_KEYS))
+        if unknown:
+            raise BootstrapError("%s: unknown key(s) %s; known: %s" % (where, ", ".join(unknown), ", ".join(SECRET_KEYS)))
+        self.replace = True
+        for key, value in secrets.items():
+            self._add(key, value, "%s in %s" % (key, where))
+
+    def _add(self, key, value, where):
+        if value in (None, ""):
+            if self.replace:
+                self.found[key] = None
+            return
+        if not isinstance(value, str) or "\x00" in value:
+            raise BootstrapError("%s must be a string" % where)  # never the value: it is a secret
+        if key == "webhook_url" and (not value.startswith(("https://", "http://")) or "\n" in value):
+            raise BootstrapError("%s must be an http:// or https:// URL" % where)
+        self.found[key] = value
+
+    def rewrite(self, path, text):
+        """`path` is to be rewritten as `text`, without its secrets; refused now, before anything changes, when it
+        cannot be (the atomic rewrite needs its directory writable)."""
+        if not os.access(os.path.dirname(os.path.abspath(path)), os.W_OK | os.X_OK) or not os.access(path, os.W_OK):
+            raise BootstrapError("%s holds secrets, which the bootstrap moves to %s, but it cannot rewrite that file "
+                                 "without them (it or its directory is read-only): put the secrets in a file it can "
+                                 "rewrite, or in %s yourself" % (path, SECRETS_FILE, SECRETS_FILE))
+        self.rewrites.append((path, text))
+
+    def merged(self, existing):
+        """What the secrets file holds after this run."""
+        out = {} if self.replace else dict(existing)
+        out.update(self.found)
+        return dict((k, v) for k, v in out.items() if v is not None)
+
+
+def read_script(path, secrets):
+    """Settings and secrets from the extension's script, which is rewritten without its secrets before anything else,
+    whatever happens next (a refused run included): the extension runs it once per deployment, with new ones then."""
+    text = read_text(path, "the extension's script")
+    kept, settings_line, secrets_line = [], None, None
+    for line in text.splitlines(True):
+        if line.startswith(SCRIPT_SETTINGS):
+            settings_line = line[len(SCRIPT_SETTINGS):]
+        elif line.startswith(SCRIPT_SECRETS):
+            secrets_line = line[len(SCRIPT_SECRETS):]
+        else:
+            kept.append(line)
+    settings, problem = {}, None
+    try:
+        if settings_line is not None:
+            settings = decode_b64_json(settings_line, "the settings line of %s" % path)
+            if isinstance(settings, dict) and "vars" in settings:
+                settings = dict(settings, vars=secrets.take(settings["vars"], "the settings of %s" % path))
+            kept.append(SCRIPT_SETTINGS + b64_json(settings) + "\n")
+        if secrets_line is not None:
+            secrets.take_line(decode_b64_json(secrets_line, "the secrets line of %s" % path), "the secrets of %s" % path)
+    except BootstrapError as exc:
+        problem = exc
+    try:
+        write_file(path, "".join(kept), os.stat(path).st_mode & 0o7777)
+    except OSError as exc:
+        raise BootstrapError("cannot take the secrets out of %s: %s" % (path, exc.strerror or exc))
+    if problem:
+        raise problem
+    return settings
 
 
 def _merge(into, more, what):
@@ -124,13 +263,20 @@ def _merge(into, more, what):
             into[key] = value
 
 
-def load_settings(args, environ):
-    """Environment, then the settings file, then the command line: later wins. Checked before anything changes."""
+def load_settings(args, secrets, script_settings=None):
+    """The extension's script, then the settings file, then the command line: later wins. Checked before anything
+    changes; a secret among the variables is taken out (to `secrets`) and its file rewritten without it later."""
     settings = {}
-    if environ.get(SETTINGS_ENV, "").strip():
-        _merge(settings, decode_b64_json(environ[SETTINGS_ENV], SETTINGS_ENV), SETTINGS_ENV)
+    if script_settings:
+        _merge(settings, script_settings, "the settings of %s" % args.script)
     if args.settings:
-        _merge(settings, read_settings_file(args.settings), args.settings)
+        from_file = read_settings_file(args.settings)
+        if isinstance(from_file, dict) and isinstance(from_file.get("vars"), dict):
+            scrubbed = dict(from_file, vars=secrets.take(from_file["vars"], args.settings))
+            if scrubbed != from_file:
+                secrets.rewrite(args.settings, json.dumps(scrubbed, indent=2, sort_keys=True) + "\n")
+            from_file = scrubbed
+        _merge(settings, from_file, args.settings)
     flags = {"collection": args.collection, "ansible": args.ansible}
     _merge(settings, dict((k, v) for k, v in flags.items() if v is not None), "the command line")
     pull_flags = (("url", args.pull_url), ("playbook", args.pull_playbook), ("branch", args.pull_branch),
@@ -155,10 +301,6 @@ def check_settings(settings):
     out["collection"] = out["collection"].strip()
     if not isinstance(out["vars"], dict):
         raise BootstrapError("vars must be an object of the watcher role's variables, not %s" % type(out["vars"]).__name__)
-    leaked = sorted(set(out["vars"]) & set(SECRET_VARS))
-    if leaked:
-        raise BootstrapError("%s must not be in the settings (they are logged and stored in clear): pass them in %s"
-                             % (", ".join(leaked), SECRETS_ENV))
     if not isinstance(out["vars_files"], list) or not all(isinstance(p, str) and p for p in out["vars_files"]):
         raise BootstrapError("vars_files must be a list of file paths")
     for path in out["vars_files"]:
@@ -196,20 +338,117 @@ def check_pull(pull):
     return out
 
 
-def load_secrets(environ):
-    """Only the two secret variables, only from the environment."""
-    raw = environ.get(SECRETS_ENV, "").strip()
-    if not raw:
-        return {}
-    secrets = decode_b64_json(raw, SECRETS_ENV)
-    if not isinstance(secrets, dict):
-        raise BootstrapError("%s must be base64 of a JSON object" % SECRETS_ENV)
-    unknown = sorted(set(secrets) - set(SECRET_VARS))
-    if unknown:
-        raise BootstrapError("%s: unknown key(s) %s; known: %s" % (SECRETS_ENV, ", ".join(unknown), ", ".join(SECRET_VARS)))
-    if not all(isinstance(v, str) for v in secrets.values()):
-        raise BootstrapError("%s: the secrets must be strings" % SECRETS_ENV)
-    return dict((k, v) for k, v in secrets.items() if v)
+# --- the role's variables ----------------------------------------------------------------------------------------
+
+
+if yaml is not None:
+    class _VarsLoader(yaml.SafeLoader):  # pylint: disable=too-many-ancestors
+        """YAML as Ansible reads a variables file, with its !unsafe tag (a plain value here: everything becomes one)."""
+
+    def _unsafe(loader, node):
+        if isinstance(node, yaml.ScalarNode):
+            return loader.construct_scalar(node)
+        if isinstance(node, yaml.SequenceNode):
+            return loader.construct_sequence(node, deep=True)
+        return loader.construct_mapping(node, deep=True)
+
+    _VarsLoader.add_constructor("!unsafe", _unsafe)
+
+
+def read_vars_file(path):
+    """A variables file's object. JSON, else YAML (when PyYAML is there). Errors name the place, never the text."""
+    text = read_text(path, "the variables file")
+    try:
+        value = json.loads(text)
+    except ValueError:
+        if yaml is None:
+            raise BootstrapError("the variables file %s is not JSON, and %s has no YAML parser: install python3-yaml, "
+                                 "or write the variables as JSON" % (path, sys.executable))
+        try:
+            value = yaml.load(text, Loader=_VarsLoader)  # nosec: a SafeLoader
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = " (line %d, column %d)" % (mark.line + 1, mark.column + 1) if mark else ""
+            raise BootstrapError("the variables file %s is not YAML: %s%s" % (path, getattr(exc, "problem", None)
+                                                                              or type(exc).__name__, where))
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        raise BootstrapError("the variables file %s must hold a mapping of variables, not %s"
+                             % (path, type(value).__name__))
+    return value
+
+
+def collect_variables(settings, secrets):
+    """The role's variables: the settings' vars, then each file's (later wins, whole variables as extra vars do),
+    their secrets taken out; a file that held one is rewritten without it."""
+    variables = dict(settings["vars"])
+    for path in settings["vars_files"]:
+        raw = read_vars_file(path)
+        scrubbed = secrets.take(raw, path)
+        if scrubbed != raw:
+            header = "" if path.endswith(".json") else (
+                "# Rewritten by deploy/bootstrap.py of imds.scheduled_events: its secrets are in %s now.\n" % SECRETS_FILE)
+            secrets.rewrite(path, header + json.dumps(scrubbed, indent=2, sort_keys=True, default=str) + "\n")
+        variables.update(scrubbed)
+    return variables
+
+
+def yaml_quoted(text):
+    """A YAML double-quoted scalar of any string, in ASCII (escapes for everything else), as PyYAML reads it back."""
+    out = ['"']
+    for char in text:
+        code = ord(char)
+        if 0xD800 <= code <= 0xDFFF:
+            raise BootstrapError("it holds a lone surrogate (\\u%04x), which is not Unicode text" % code)
+        if char in '"\\':
+            out.append("\\" + char)
+        elif 0x20 <= code < 0x7F:
+            out.append(char)
+        elif code <= 0xFF:
+            out.append("\\x%02x" % code)
+        elif code <= 0xFFFF:
+            out.append("\\u%04x" % code)
+        else:
+            out.append("\\U%08x" % code)
+    out.append('"')
+    return "".join(out)
+
+
+def unsafe_yaml(value):
+    """`value` (JSON-like) as YAML in which no string is a template for ansible-core: each that could be one (a `{`
+    opens every Jinja delimiter, a `#jinja2:` header changes them) is tagged !unsafe; the others stay plain quoted
+    strings, since ansible-core 2.19 and later read an !unsafe scalar again as if unquoted (`!unsafe "123"` would be
+    a number, `!unsafe ""` null), and none of those could hold a template."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise BootstrapError("it holds %r, which is not a number Ansible can read" % value)
+        return "!!float %s" % yaml_quoted(repr(value))
+    if isinstance(value, dict):
+        return "{%s}" % ", ".join("%s: %s" % (yaml_quoted(k) if isinstance(k, str) else unsafe_yaml(k), unsafe_yaml(v))
+                                  for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return "[%s]" % ", ".join(unsafe_yaml(v) for v in value)
+    text = str(value)
+    return ("!unsafe %s" if "{" in text or "#" in text else "%s") % yaml_quoted(text)
+
+
+def role_vars_text(variables):
+    """The role's variables file: what ansible-playbook reads (-e @file), every value data, never a template."""
+    lines = ["---", "# Written by deploy/bootstrap.py of imds.scheduled_events: the watcher role's variables. A string "
+             "that could be a template is !unsafe: data, never rendered."]
+    for name, value in sorted(variables.items()):
+        try:
+            lines.append("%s: %s" % (yaml_quoted(name), unsafe_yaml(value)))
+        except BootstrapError as exc:
+            raise BootstrapError("the variable %s cannot be passed on: %s" % (name, exc))
+    return "\n".join(lines) + "\n"
 
 
 # --- running things ----------------------------------------------------------------------------------------------
@@ -434,8 +673,50 @@ def write_file(path, text, mode):
     return True
 
 
+def read_secrets_file():
+    """The secrets file's object ({} when there is none). Errors never quote it."""
+    try:
+        with open(SECRETS_FILE, "r", encoding="utf-8") as handle:
+            existing = json.load(handle)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError):
+        raise BootstrapError("the secrets file %s cannot be read as JSON: fix it (docs/watcher.md) or remove it"
+                             % SECRETS_FILE)
+    if not isinstance(existing, dict):
+        raise BootstrapError("the secrets file %s must hold a JSON object: fix it (docs/watcher.md) or remove it"
+                             % SECRETS_FILE)
+    return existing
+
+
+def move_secrets(secrets):
+    """The one step that handles secrets: the secrets file gets what this run was given (0600, root, atomic), and
+    the settings and variables files that held a secret lose it. True when the secrets file changed."""
+    changed = False
+    if secrets.found or secrets.replace:
+        wanted = secrets.merged(read_secrets_file() if not secrets.replace else {})
+        if wanted:
+            os.makedirs(os.path.dirname(SECRETS_FILE), mode=0o755, exist_ok=True)
+            changed = write_file(SECRETS_FILE, json.dumps(wanted, indent=2, sort_keys=True) + "\n", 0o600)
+        elif os.path.exists(SECRETS_FILE):
+            os.unlink(SECRETS_FILE)
+            changed = True
+        log("the secrets file %s: %s (%s)" % (SECRETS_FILE, "updated" if changed else "unchanged",
+                                              ", ".join(sorted(wanted)) or "no secret"))
+    for path, text in secrets.rewrites:
+        write_file(path, text, os.stat(path).st_mode & 0o7777)
+        log("moved the secrets of %s to %s" % (path, SECRETS_FILE))
+    secrets.found.clear()
+    # What earlier versions left: a secrets file for one run that a crash kept, and vars files now role-vars.yml.
+    for leftover in glob.glob(os.path.join(STATE_DIR, "secrets-*.json")) + [
+            os.path.join(CONF_DIR, name) for name in ("bootstrap-vars.json", "vars-from-settings.json")]:
+        if os.path.exists(leftover):
+            os.unlink(leftover)
+    return changed
+
+
 def ansible_environment():
-    env = dict((k, v) for k, v in os.environ.items() if k not in (SETTINGS_ENV, SECRETS_ENV))
+    env = dict(os.environ)
     env.setdefault("HOME", "/root")  # cloud-init's runcmd may run without one
     env.update(ANSIBLE_COLLECTIONS_PATH=COLLECTIONS_DIR, ANSIBLE_NOCOLOR="1", ANSIBLE_RETRY_FILES_ENABLED="0",
                ANSIBLE_LOCAL_TEMP=os.path.join(STATE_DIR, "tmp"), ANSIBLE_REMOTE_TEMP=os.path.join(STATE_DIR, "tmp"),
@@ -443,31 +724,28 @@ def ansible_environment():
     return env
 
 
-def apply_role(bin_dir, settings, secrets):
+def role_variables(settings, variables):
+    """What the role gets: ours, the operator's (which win), and watcher_manage_secrets false (which wins: the role
+    must leave the secrets file, which holds what the operator's variables no longer do)."""
+    out = {"ansible_python_interpreter": SYSTEM_PYTHON}
+    if settings["ansible_pull"]:
+        out.update(watcher_ansible_pull_guard="systemd", watcher_ansible_pull_service=PULL_SERVICE)
+    out.update(variables)
+    out["watcher_manage_secrets"] = False
+    return out
+
+
+def apply_role(bin_dir, role_vars_yaml):
     playbook = os.path.join(CONF_DIR, "site.yml")
     write_file(playbook, PLAYBOOK, 0o600)
-    generated = {"ansible_python_interpreter": SYSTEM_PYTHON}
-    if settings["ansible_pull"]:
-        generated.update(watcher_ansible_pull_guard="systemd", watcher_ansible_pull_service=PULL_SERVICE)
-    files = [os.path.join(CONF_DIR, "bootstrap-vars.json")]
-    write_file(files[0], json.dumps(generated, indent=2, sort_keys=True) + "\n", 0o600)
-    if settings["vars"]:
-        files.append(os.path.join(CONF_DIR, "vars-from-settings.json"))
-        write_file(files[-1], json.dumps(settings["vars"], indent=2, sort_keys=True) + "\n", 0o600)
-    files += settings["vars_files"]
-    secrets_file = None
-    if secrets:
-        secrets_file = os.path.join(STATE_DIR, "secrets-%d.json" % os.getpid())
-        write_file(secrets_file, json.dumps(secrets), 0o600)
-        files.append(secrets_file)
-    argv = [os.path.join(bin_dir, "ansible-playbook"), "-i", "localhost,", playbook]
-    for path in files:
-        argv += ["-e", "@" + path]
-    try:
-        run(argv, env=ansible_environment())
-    finally:
-        if secrets_file and os.path.exists(secrets_file):
-            os.unlink(secrets_file)
+    role_vars = os.path.join(CONF_DIR, "role-vars.yml")
+    write_file(role_vars, role_vars_yaml, 0o600)
+    run([os.path.join(bin_dir, "ansible-playbook"), "-i", "localhost,", playbook, "-e", "@" + role_vars],
+        env=ansible_environment())
+
+
+def service_state():
+    return run(["systemctl", "is-active", WATCHER_SERVICE], capture=True, check=False).stdout.strip()
 
 
 def record_run(entry):
@@ -481,26 +759,33 @@ def main(argv=None, environ=None):
     started = time.time()
     try:
         args = parse_args(sys.argv[1:] if argv is None else argv)
-        settings = load_settings(args, environ)
-        secrets = load_secrets(environ)
+        refuse_old_environment(environ)
+        secrets = Secrets()
+        script_settings = read_script(args.script, secrets) if args.script else None
+        settings = load_settings(args, secrets, script_settings)
+        role_vars_yaml = role_vars_text(role_variables(settings, collect_variables(settings, secrets)))
         if os.geteuid() != 0:
             raise BootstrapError("run me as root: I install packages, a systemd service and files under /etc")
         os.umask(0o022)
         for path, mode in ((CONF_DIR, 0o700), (STATE_DIR, 0o700), (os.path.join(STATE_DIR, "tmp"), 0o700)):
             os.makedirs(path, mode=mode, exist_ok=True)
             os.chmod(path, mode)
+        secrets_changed = move_secrets(secrets)
         bin_dir = ensure_ansible(settings["ansible"])
         ansible = ansible_version(bin_dir)[1]
         log("using %s from %s" % (ansible, bin_dir))
         version = install_collection(bin_dir, settings["collection"])
         if settings["ansible_pull"]:
             setup_pull(bin_dir, settings["ansible_pull"])
-        apply_role(bin_dir, settings, secrets)
-        active = run(["systemctl", "is-active", "imds-watcher.service"], capture=True, check=False).stdout.strip()
+        was_active = service_state() == "active"
+        apply_role(bin_dir, role_vars_yaml)
+        if secrets_changed and was_active:  # the role restarts it for what it changed; it did not see the secrets
+            run(["systemctl", "try-restart", WATCHER_SERVICE])
+        active = service_state()
         record_run({"finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "collection": version,
                     "ansible": ansible, "ansible_pull": bool(settings["ansible_pull"]),
                     "seconds": round(time.time() - started, 1), "watcher": active})
-        log("done in %.0f s: %s %s, imds-watcher.service is %s" % (time.time() - started, COLLECTION, version, active))
+        log("done in %.0f s: %s %s, %s is %s" % (time.time() - started, COLLECTION, version, WATCHER_SERVICE, active))
         return 0
     except BootstrapError as exc:
         sys.stderr.write("%s: error: %s\n" % (NAME, exc))

@@ -133,6 +133,24 @@ def normalize_resource_name(name):
     return text.casefold()
 
 
+def hosts_named(resources, hostnames):
+    """The inventory hosts an event's Resources name, and the resources that name none.
+
+    Each resource is compared with each host name the way Azure compares resource names (normalize_resource_name),
+    never read as a host pattern: a VM named `all`, `*` or `web:&db` names only a host of exactly that name.
+    Hosts come in the order Resources lists them (hosts whose names differ only in case all count)."""
+    by_key = {}
+    for host in hostnames:
+        by_key.setdefault(normalize_resource_name(host), []).append(host)
+    hosts, unmatched = [], []
+    for resource in resources:
+        found = by_key.get(normalize_resource_name(resource))
+        if not found:
+            unmatched.append(resource)
+        hosts.extend(h for h in found or () if h not in hosts)
+    return hosts, unmatched
+
+
 class ThisVm(object):
     """The VM asking, known by its Azure resource name (compute/name), never by its
     OS hostname: scale-set hostnames ("vmss000000") differ from resource names ("vmss_0").

@@ -138,7 +138,7 @@ def post_webhook(settings, payload, opener=None):
     problem = webhook_url_problem(url)
     if problem:
         raise DeliveryError(problem)
-    secrets.extend(_url_secrets(url))
+    secrets.extend(url_secrets(url))
     body = json.dumps(payload, sort_keys=True).encode("utf-8")
     headers = {"Content-Type": "application/json", "User-Agent": "imds.scheduled_events fleet_report"}
     headers.update(dict((str(k), str(v)) for k, v in (settings.get("headers") or {}).items()))
@@ -151,7 +151,7 @@ def post_webhook(settings, payload, opener=None):
         if not settings.get("use_proxy", True):
             handlers.append(urllib.request.ProxyHandler({}))
         opener = urllib.request.build_opener(*handlers)
-    where = "webhook %s" % _safe_url(url)
+    where = "webhook %s" % safe_url(url)
     try:
         with opener.open(request, timeout=float(settings.get("timeout") or 30)) as response:
             status = response.status
@@ -181,18 +181,18 @@ def webhook_url_problem(url):
         parts = urllib.parse.urlsplit(str(url))
         hostname, dummy = parts.hostname, parts.port  # .port raises ValueError on a bad port
     except ValueError as exc:
-        return "the webhook URL %s cannot be parsed: %s" % (_safe_url(url), exc)
+        return "the webhook URL %s cannot be parsed: %s" % (safe_url(url), exc)
     if parts.username is not None or parts.password is not None:
         return "the webhook URL %s carries user:password@; put the credential in the secret header instead" \
-            % _safe_url(url)
+            % safe_url(url)
     if not hostname:
-        return "the webhook URL %s has no host" % _safe_url(url)
+        return "the webhook URL %s has no host" % safe_url(url)
     return None
 
 
-def _url_secrets(url):
-    """The parts of a webhook URL that may be a token (chat webhooks carry theirs in the path or query):
-    redacted from every message, even when the server echoes them back."""
+def url_secrets(url):
+    """The parts of a webhook URL that may be a token (chat webhooks carry theirs in the path or query), longest
+    first: redacted from every message, even when the server echoes them back."""
     try:
         parts = urllib.parse.urlsplit(str(url))
     except ValueError:
@@ -207,7 +207,7 @@ def _url_secrets(url):
     return sorted(set(found), key=len, reverse=True)
 
 
-def _safe_url(url):
+def safe_url(url):
     """Scheme, host and port only: chat webhooks carry their token in the path."""
     try:
         parts = urllib.parse.urlsplit(url)

@@ -3,7 +3,8 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 
 """What the Event-Driven Ansible sources share (extensions/eda/plugins/event_source/): checking a rulebook's
-arguments, the event a lifecycle change becomes, and the state file that lets a restarted source go on.
+arguments, the event a lifecycle change becomes (and reading it back in a playbook: read_rulebook_event), and the
+state file that lets a restarted source go on.
 
 A rulebook's source arguments are not checked by ansible-rulebook, so a typo would silently fall back to a
 default: every source names what it accepts and refuses anything else, before it starts. No ansible import here.
@@ -15,12 +16,19 @@ import asyncio
 import json
 import logging
 import os
+import re
 import stat
 import time
 
+from .event_grid import UNREADABLE
+from .events import CONTROL_PLANE_STATUSES, DocumentError, Event
 from .files import write_atomically
+from .lifecycle import CHANGES, GONE, OUTCOMES
 
 ARGUMENT_KINDS = ("str", "bool", "float", "int", "list", "path", "secret")
+# What ansible-core cannot load from the extra vars ansible-rulebook writes: a lone surrogate, and a character beyond
+# U+FFFF (the rules engine, drools-jpy, hands it back as two surrogates)
+_UNLOADABLE = re.compile("[\ud800-\udfff\U00010000-\U0010ffff]")
 
 
 class ArgumentError(ValueError):
@@ -100,12 +108,61 @@ def _checked(source, name, arg, value):
 
 
 def rulebook_event(change, source, **extra):
-    """The event a rulebook sees: `change` (appeared, updated, approved, started, gone, or unreadable), `outcome`
-    (gone only), `scheduled_event` (the keys event_info or control_plane_event_info return), `source`, `detail`."""
+    """The event a rulebook sees: `change` (appeared, updated, approved, started, gone), `outcome` (gone only),
+    `scheduled_event` (the keys event_info or control_plane_event_info return), `source`, `detail`."""
     out = change.as_dict()
     out["source"] = source
     out.update((k, v) for k, v in extra.items() if v is not None)
-    return out
+    return valid_text(out)
+
+
+def unreadable_event(source, problem, **extra):
+    """The event that tells an Event Grid event or a Resource Graph row could not be read: `problem`, and
+    `delivery_id` or `row_id` to say which."""
+    out = {"change": UNREADABLE, "problem": problem, "source": source}
+    out.update(extra)
+    return valid_text(out)
+
+
+def valid_text(value):
+    """`value` with U+FFFD in place of every lone surrogate (JSON's \\u escapes can spell one; no UTF-8 text holds one)
+    and every character beyond U+FFFF (ansible-rulebook 1.3.2's rules engine, drools-jpy, gives the event back to
+    Python with such a character split into two surrogates). ansible-core cannot load extra vars holding a surrogate
+    (libyaml refuses the escape yaml.dump writes for it), so the rulebook's playbook would not run at all."""
+    if isinstance(value, str):
+        return _UNLOADABLE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return dict((valid_text(k), valid_text(v)) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return [valid_text(v) for v in value]
+    return value
+
+
+def read_rulebook_event(event):
+    """Check that `event` has the shape this collection's sources give the events they queue (ansible-rulebook hands
+    it to a playbook as ansible_eda.event) and read its scheduled event with the one model. Returns the events.Event
+    (None for change=unreadable, which carries none); raises ValueError saying what is wrong."""
+    if not isinstance(event, dict):
+        raise ValueError("the event is a %s, not a mapping" % type(event).__name__)
+    change = event.get("change")
+    if change not in CHANGES + (UNREADABLE,):
+        raise ValueError("its change %.80r is not one of %s" % (change, ", ".join(CHANGES + (UNREADABLE,))))
+    if change == UNREADABLE:
+        return None
+    outcome = event.get("outcome")
+    if outcome not in ((None,) if change != GONE else OUTCOMES):
+        raise ValueError("its outcome %.80r does not go with change %s" % (outcome, change))
+    scheduled = event.get("scheduled_event")
+    if not isinstance(scheduled, dict):
+        raise ValueError("its scheduled_event is a %s, not a mapping" % type(scheduled).__name__)
+    try:
+        found = Event.from_json(scheduled, known_statuses=CONTROL_PLANE_STATUSES)
+    except DocumentError as exc:
+        raise ValueError("its scheduled_event cannot be read: %s" % exc)
+    if event.get("event_id") != found.event_id:
+        raise ValueError("its event_id %.80r is not its scheduled_event's EventId %.80r"
+                         % (event.get("event_id"), found.event_id))
+    return found
 
 
 def loggable(value, limit=80):

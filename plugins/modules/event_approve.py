@@ -21,6 +21,7 @@ author:
   - imds.scheduled_events maintainers (@imds-scheduled-events)
 extends_documentation_fragment:
   - imds.scheduled_events.imds
+  - imds.scheduled_events.imds.REQUESTS
   - imds.scheduled_events.attributes
 options:
   event_ids:

@@ -115,6 +115,8 @@ class EventSpec:
     approval: str = "any"
     approval_delay: float = 0.0
     outage: float = 0.0
+    # (Azure key, JSON text) pairs that replace what IMDS and the control plane show of the event, verbatim
+    fields: t.Tuple[t.Tuple[str, str], ...] = ()
 
     @property
     def not_before(self):

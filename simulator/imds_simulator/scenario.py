@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import ipaddress
+import json
 import re
 import urllib.parse
 
@@ -41,7 +42,7 @@ HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 RESERVED_HEADERS = ("content-type", "content-length", "host", "connection", "transfer-encoding")
 _FLEET_KEYS = ("count", "prefix", "availability_set", "update_domains", "fault_domains")
 EVENT_KEYS = ("at", "id", "type", "resources", "availability_set", "scale_set", "notice", "started_for", "source", "description",
-              "duration", "cancel_at", "initial_status", "approval", "approval_delay", "outage")
+              "duration", "cancel_at", "initial_status", "approval", "approval_delay", "outage", "fields")
 FAULT_KEYS = ("kind", "vm", "from", "until", "path", "method", "code", "seconds", "bytes", "count", "retry_after")
 _KIND_KEYS = {"status": ("code",), "arm_status": ("code",), "delay": ("seconds",), "warmup": ("seconds",),
               "huge": ("bytes",)}
@@ -447,7 +448,15 @@ def parse_event(check, data, path, vms, *, default_at=0.0):
         approval=check.choice(data, path, "approval", ("any", "all"), "any"),
         approval_delay=check.number(data, path, "approval_delay", 0.0, minimum=0),
         outage=check.number(data, path, "outage", 0.0, minimum=0),
+        fields=_event_fields(check, data, path),
     )
+
+
+def _event_fields(check, data, path):
+    """`fields`: Azure keys of the event and the JSON values that replace them, verbatim, wherever it is shown."""
+    fields = check.get(data, path, "fields", "any", {})
+    check.mapping(fields, join(path, "fields"), document.EVENT_FIELDS)
+    return tuple((field, json.dumps(value)) for field, value in sorted(fields.items()))
 
 
 def parse_fault(check, data, path, vms, *, default_from=0.0):

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import itertools
+import json
 import random
 import threading
 import time
@@ -144,6 +145,7 @@ class Event:
     description = property(lambda self: self.spec.description)
     source = property(lambda self: self.spec.source)
     duration = property(lambda self: self.spec.duration)
+    fields = property(lambda self: self.spec.fields)
     not_before = property(lambda self: self.spec.not_before)
     status = property(lambda self: self.state)
 
@@ -755,6 +757,7 @@ class World:
             "approval": spec.approval,
             "approval_delay": spec.approval_delay,
             "outage": spec.outage,
+            "fields": dict((field, json.loads(value)) for field, value in spec.fields),
             "appeared_at": event.appeared_at,
             "started_at": event.started_at,
             "gone_at": event.gone_at,

@@ -9,31 +9,36 @@ import time
 # Playbooks run on localhost with the engine's own Python (interpreter discovery may pick a pyenv shim).
 LOCAL = {"ansible_connection": "local", "ansible_python_interpreter": "{{ ansible_playbook_python }}"}
 
-# Each run appends one JSON line: when (epoch seconds, `date +%s.%N`), on which host, and for which event.
-# Nothing of the event reaches a shell.
+# Each run appends one JSON line: when (epoch seconds, `date +%s.%N`), on which host, and for which event. The
+# shipped playbooks that include a site's tasks give them the event as data in `eda` (imds.scheduled_events.eda_event):
+# never ansible_eda, which ansible-core renders. Nothing of the event reaches a shell. One file per host: hosts run
+# the tasks side by side, and lineinfile's read-and-replace of one shared file would lose a line.
 RECORD_TASKS = """\
 ---
 - name: Record that this ran, and for which event
   ansible.builtin.lineinfile:
-    path: {path}
+    path: "{directory}/{{{{ inventory_hostname }}}}.jsonl"
     create: true
     mode: "0600"
     line: "{{{{ {{'time': lookup('ansible.builtin.pipe', 'date +%s.%N') | float, 'host': inventory_hostname,
-             'change': ansible_eda.event.change, 'outcome': ansible_eda.event.outcome,
-             'event_id': ansible_eda.event.event_id}} | to_json }}}}"
+             'change': eda.event.change, 'outcome': eda.event.outcome, 'event_id': eda.event.event_id}} | to_json }}}}"
 """
 
 
-def records(path):
-    """The runs a record tasks file wrote, oldest first."""
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+def records(directory):
+    """The runs a record tasks file wrote (in `directory`), oldest first."""
+    files = sorted(directory.glob("*.jsonl")) if directory.is_dir() else []
+    runs = [json.loads(line) for path in files for line in path.read_text(encoding="utf-8").splitlines()]
+    return sorted(runs, key=lambda run: run["time"])
 
 
 def record_tasks(directory, name):
-    """A tasks file that records its runs in <name>.jsonl; returns (tasks file, records file)."""
-    out = directory / ("%s.jsonl" % name)
+    """A tasks file that records its runs in the directory <name>/ (one file per host); returns (tasks file, that
+    directory) for records()."""
+    out = directory / name
+    out.mkdir(mode=0o700)
     tasks = directory / ("%s.yml" % name)
-    tasks.write_text(RECORD_TASKS.format(path=out), encoding="utf-8")
+    tasks.write_text(RECORD_TASKS.format(directory=out), encoding="utf-8")
     return tasks, out
 
 

@@ -8,6 +8,10 @@ rules, Debian's prometheus-alertmanager mails a loopback SMTP server (aiosmtpd) 
 long, then the resolved notice once the event is gone and released. Every dashboard query, evaluated against that
 Prometheus, returns data.
 
+The shipped Alertmanager example, pointed at loopback, receives alerts whose labels and annotations carry every
+hostile value (tests/unit/utils/hostile.py): no mail header, HTML element or handler comes from them, and the chat
+webhook's JSON carries them intact.
+
 The shipped rules are used as they are but for ImdsEventPendingTooLong, whose threshold (six hours) and `for`
 (five minutes) are cut to seconds so the test need not wait hours. Every wait polls a condition with a generous
 bound; nothing is timed. Needs root (the watcher trusts only root's files; apt-get installs what is missing);
@@ -20,6 +24,7 @@ import datetime
 import email
 import email.policy
 import json
+import re
 import os
 import subprocess
 import sys
@@ -39,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "simulator"))
 sys.path.insert(0, str(ROOT / "tests" / "unit" / "utils"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import hostile  # noqa: E402  pylint: disable=wrong-import-position,import-error
 import loopback  # noqa: E402  pylint: disable=wrong-import-position,import-error
 import test_prometheus_rules as shipped  # noqa: E402  pylint: disable=wrong-import-position,import-error
 from imds_simulator import Simulator  # noqa: E402  pylint: disable=wrong-import-position,import-error
@@ -291,3 +297,86 @@ def _epoch(text):
     whole, dummy, fraction = text.partition(".")
     moment = datetime.datetime.strptime(whole, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=datetime.timezone.utc)
     return moment.timestamp() + float("0." + (fraction or "0"))
+
+
+HOSTILE_INSTANCE = "vm-hostile:9100"
+
+
+def hostile_alerts():
+    """Alerts as Prometheus sends them for the shipped rules when every event label holds a hostile value (its
+    annotations expanded verbatim, as prometheus/rules/tests/imds-scheduled-events-hostile.test.yml shows): one
+    critical group (ImdsEventImminentUnheld, to the on-call's mail) with a value per alert, one whose instance
+    label, which the mail's subject shows, is the header injection, and a maintenance notice per value (to the
+    chat webhook)."""
+    rules = dict((r["alert"], r) for r in shipped.alerts())
+    found = []
+    for case in hostile.strings("/nonexistent/canary"):
+        value = shipped.watcher_label(case.value, "unknown")  # as the watcher writes a label
+        for alert, instance in (("ImdsEventImminentUnheld", HOSTILE_INSTANCE), ("ImdsMaintenanceInProgress",
+                                                                                "vm-%s:9100" % case.name)):
+            labels = {"alertname": alert, "instance": instance, "job": "node", "event_id": value,
+                      "type": value, "source": value, "scope": value, "severity": rules[alert]["labels"]["severity"]}
+            annotations = dict((k, re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: labels[m.group(1)], v))
+                               for k, v in rules[alert]["annotations"].items() if "$value" not in v)
+            found.append({"labels": labels, "annotations": annotations})
+    injection = next(c.value for c in hostile.strings("/") if c.name == "header-injection")
+    found.append({"labels": {"alertname": "ImdsWatcherNotPolling", "instance": injection, "job": "node",
+                             "severity": "critical"}, "annotations": {"summary": injection}})
+    return found
+
+
+def test_hostile_labels_through_the_shipped_alertmanager_example(engines, tmp_path):
+    """The shipped Alertmanager example (addresses pointed at loopback, routes and receivers as shipped): a hostile
+    label value adds no mail header, no element or handler to the mail's HTML, and reaches the chat webhook's JSON
+    intact."""
+    # pylint: disable=redefined-outer-name,too-many-locals
+    controller_mod = pytest.importorskip("aiosmtpd.controller")
+    box, smtp = loopback.start_mailbox(controller_mod)
+    smtp.start()
+    hook = loopback.WebhookReceiver(status=200)
+    procs = Processes(tmp_path)
+    try:
+        config = yaml.safe_load(shipped.ALERTMANAGER.read_text())
+        config["global"].update(smtp_smarthost="127.0.0.1:%d" % box.port, smtp_require_tls=False)
+        for receiver in config["receivers"]:
+            for webhook in receiver.get("webhook_configs", []):
+                webhook["url"] = hook.url
+        path = tmp_path / "alertmanager.yml"
+        path.write_text(yaml.safe_dump(config))
+        dummy, port = procs.start("alertmanager", [
+            engines["prometheus-alertmanager"], "--config.file=%s" % path,
+            "--storage.path=%s" % private_dir(tmp_path / "am-data"), "--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address="], ready_url="http://127.0.0.1:{port}/-/ready")
+        sent = hostile_alerts()
+        request = urllib.request.Request("http://127.0.0.1:%d/api/v2/alerts" % port, data=json.dumps(sent).encode(),
+                                         method="POST", headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as reply:  # nosec - loopback only, guarded
+            assert reply.status == 200
+        notices = [a for a in sent if a["labels"]["alertname"] == "ImdsMaintenanceInProgress"]
+        log = (tmp_path / "alertmanager.log").read_text
+        wait_for(lambda: len(hook.requests) >= len(notices) or None, BOUND, what="a webhook per notice", diagnose=log)
+        mail = wait_for(lambda: mails(box, "ImdsEventImminentUnheld") or None, BOUND, what="the on-call's mail",
+                        diagnose=log)[0]
+        injected = wait_for(lambda: mails(box, "ImdsWatcherNotPolling") or None, BOUND, what="the second mail",
+                            diagnose=log)[0]
+    finally:
+        procs.stop()
+        smtp.stop()
+        hook.stop()
+    for message in (mail, injected):
+        assert "Bcc" not in message and "X-Hostile" not in message, "no label value adds a header"
+        assert [m for m in box.messages if "injected@example.invalid" in m["to"]] == []
+    assert "header-injection" not in str(injected["Subject"]) and "Bcc: injected" in str(injected["Subject"]), \
+        "the value stays inside the (encoded) subject"
+    page = hostile.HtmlCensus(mail.get_body(preferencelist=("html",)).get_content())
+    tags = set(tag for tag, attrs in page.tags)
+    assert not tags & {"script", "img", "iframe", "object", "x-evil"}, tags
+    assert not page.handlers()
+    text = "".join(page.text)
+    for alert in sent:
+        if alert["labels"]["alertname"] == "ImdsEventImminentUnheld":
+            assert alert["annotations"]["summary"].split("\n")[0] in text
+    received = dict((r["json"]["alerts"][0]["labels"]["instance"], r["json"]["alerts"][0]) for r in hook.requests)
+    for alert in notices:
+        got = received[alert["labels"]["instance"]]
+        assert got["labels"] == alert["labels"] and got["annotations"] == alert["annotations"], "JSON intact"

@@ -7,9 +7,12 @@
 
 - promtool check rules, and promtool test rules with prometheus/rules/tests/: every alert has a case where it fires
   and one where it stays silent; the cases are shown to catch a rule that never fires and one that always does;
+- every hostile value (tests/unit/utils/hostile.py) as a label value comes through the annotations as text
+  (prometheus/rules/tests/imds-scheduled-events-hostile.test.yml, which hostile_cases() writes);
 - every alert's annotations and runbook_url (a section that exists in docs/alerts.md);
 - the watcher's own metrics file passes promtool check metrics;
 - amtool check-config on the Alertmanager example;
+- no dashboard panel shows a label value as HTML or Markdown, or builds a link from one;
 - every dashboard query parses (promtool) and names only series that exist: the watcher's, node_exporter's
   textfile collector's, or the rules' records.
 
@@ -34,11 +37,15 @@ from harness.ansible_env import ensure_collection
 
 sys.path.insert(0, str(ensure_collection()))
 from ansible_collections.imds.scheduled_events.plugins.module_utils.watcher.metrics import METRICS, Metrics  # noqa: E402  pylint: disable=wrong-import-position,import-error
+from ansible_collections.imds.scheduled_events.plugins.module_utils.watcher.metrics import _label as watcher_label  # noqa: E402  pylint: disable=wrong-import-position,import-error,protected-access
+from ansible_collections.imds.scheduled_events.tests.unit.utils import hostile  # noqa: E402  pylint: disable=wrong-import-position,import-error
 
 ROOT = Path(__file__).resolve().parents[2]
 PROM = ROOT / "prometheus"
 RULES = PROM / "rules" / "imds-scheduled-events.rules"
 TESTS = PROM / "rules" / "tests" / "imds-scheduled-events.test.yml"
+HOSTILE_TESTS = PROM / "rules" / "tests" / "imds-scheduled-events-hostile.test.yml"
+HOSTILE_ALERT = "ImdsMaintenanceInProgress"
 ALERTMANAGER = PROM / "alertmanager" / "alertmanager.example.yml"
 DASHBOARD = PROM / "dashboards" / "imds-scheduled-events.json"
 RUNBOOKS = ROOT / "docs" / "alerts.md"
@@ -236,3 +243,62 @@ def test_every_dashboard_query_names_only_series_that_exist():
         named = series_named(query)
         assert named, query
         assert named <= known, "%s reads series no one writes: %s" % (query, ", ".join(sorted(named - known)))
+
+
+def promql_string(value):
+    """A label value as a PromQL string literal's content (Go's escapes)."""
+    out = []
+    for char in value:
+        if char in "\\\"":
+            out.append("\\" + char)
+        elif char.isprintable() and char not in "\u2028\u2029":
+            out.append(char)
+        else:
+            out.append("\\u%04x" % ord(char) if ord(char) < 0x10000 else "\\U%08x" % ord(char))
+    return "".join(out)
+
+
+def hostile_cases():
+    """The promtool test document of HOSTILE_TESTS: a Started event per hostile value, that value (as the watcher
+    writes a label: metrics._label) in event_id, type, source and scope; the annotations expected are the rule's with
+    each value put in verbatim. PromQL's lexer refuses U+FFFD (the watcher's stand-in for a NUL or a lone
+    surrogate), so those two values are left to metrics' own tests."""
+    rule = next(r for r in alerts() if r["alert"] == HOSTILE_ALERT)
+    series, expected = [], []
+    for case in hostile.strings("/nonexistent/canary"):
+        value = watcher_label(case.value, "unknown")
+        if "\ufffd" in value:
+            continue
+        labels = {"instance": "vm-%s:9100" % case.name, "job": "node", "event_id": value, "type": value,
+                  "source": value, "scope": value}
+        selector = ", ".join('%s="%s"' % (k, promql_string(v)) for k, v in labels.items())
+        series.append({"series": 'imds_scheduled_events_event_info{%s, status="Started", state="started", held="true"}'
+                                 % selector, "values": "1x5"})
+        annotations = dict((key, re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: labels[m.group(1)], text))
+                           for key, text in rule["annotations"].items())
+        expected.append({"exp_labels": dict(labels, severity="info"), "exp_annotations": annotations})
+    return {"rule_files": ["../imds-scheduled-events.rules"], "evaluation_interval": "1m", "tests": [{
+        "name": "hostile label values (tests/unit/utils/hostile.py, as the watcher writes them) come through the "
+                "annotations as text", "interval": "1m", "input_series": series,
+        "alert_rule_test": [{"eval_time": "2m", "alertname": HOSTILE_ALERT, "exp_alerts": expected}]}]}
+
+
+def test_hostile_label_values_come_through_the_annotations_as_text(tools):
+    assert load(HOSTILE_TESTS) == hostile_cases(), "the shipped case file is the hostile table's"
+    result = run([tools["promtool"], "test", "rules", HOSTILE_TESTS.name], cwd=str(HOSTILE_TESTS.parent))
+    assert result.returncode == 0 and "SUCCESS" in result.stdout, result.stdout[-3000:]
+
+
+def test_the_dashboard_renders_no_label_as_markup_or_link():
+    """Grafana shows label values as text in stat, time series and table panels; a text panel (HTML or Markdown),
+    a data link or a panel link could render one as markup or make it a URL. None may, and a link built from a
+    label must percent-encode it."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    panels = dashboard["panels"] + [p for row in dashboard["panels"] for p in row.get("panels", [])]
+    assert not [p["title"] for p in panels if p.get("type") in ("text", "news", "dashlist", "annolist")]
+    links = [link for p in panels for link in p.get("links", []) + p.get("fieldConfig", {}).get("defaults", {})
+             .get("links", [])] + dashboard.get("links", [])
+    for link in links:
+        url = link.get("url", "")
+        assert all(m.endswith(":percentencode") for m in re.findall(r"\$\{([^}]*)\}", url)), url
+    assert links == [], "no link: if one is added, the loop above says how it must treat labels"

@@ -15,27 +15,65 @@
   refused.
 The triggered playbooks run for real on localhost (aliases named like the VMs). Timings are printed (the closing note
 of the issue quotes them), never asserted: each wait only bounds a hang.
+
+The events are hostile (docs/eda.md "Event data is data"): the simulator serves every string of the hostile table
+(unit/utils/hostile.py) in every field of the event the engine passes on (its `fields`: the IMDS document, the Event
+Grid event), a field at a time joined into one value, the Resources a value per name, an EventId of them too. Nothing
+may run (the canary) or be rendered (in the engine's log, which holds the playbooks' output, and in the page); the
+page and the site's tasks get the values as the sources queue them; the Resources `all`, `*`, `web:&db`, `!x` ...
+select no host, and only an exact name does.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
+import sys
 import time
 
 import pytest
 import requests
 import yaml
 
-from harness.ansible_env import ROOT
+from harness.ansible_env import COLLECTIONS, ROOT
 from harness.eda import LOCAL, Pager, record_tasks, records, write_inventory
 from harness.pytest_sim import ControlClient, Simulator
 from harness.rulebook import Rulebook
+from unit.utils import hostile
 from unit.utils.tls import self_signed
 
 REBOOT = "4CAEA225-A741-474D-A72E-428C86FCD853"
 PEER = "A626E37F-793E-44E1-89B5-99AE0B96044C"
 FREEZE = "C7061BAC-AFDC-4513-B24B-AA5F13A16123"
+HOSTILE_ID = "5D0F1E2A-0000-4000-8000-00000000BAD1"
+HOSTILE_TYPE = "5D0F1E2A-0000-4000-8000-00000000BAD2"
+# The fields of an event made hostile; EventType and EventStatus stay what the rules match, EventId the event's (an
+# EventId of hostile strings is its own event below). Resources: the VMs it lists, then every hostile string.
+TEXT_FIELDS = ("Description", "ResourceType", "NotBefore", "EventSource", "DurationInSeconds")
+
+
+class Hostile(object):
+    """The hostile values of one test: the canary that executing one creates, every string joined into one (for a
+    field of one value), and as the sources queue them (sources.valid_text)."""
+
+    def __init__(self, tmp_path):
+        self.canary = str(tmp_path / "canary")
+        self.strings = [case.value for case in hostile.strings(self.canary)]
+        self.text = hostile.joined(self.canary)
+        if str(COLLECTIONS) not in sys.path:
+            sys.path.insert(0, str(COLLECTIONS))
+        from ansible_collections.imds.scheduled_events.plugins.module_utils.sources import valid_text  # pylint: disable=import-outside-toplevel
+        self.queued = valid_text
+
+    def fields(self, *vms):
+        """`fields` for an event that lists `vms`: every text field hostile, and the Resources."""
+        out = dict((field, self.text) for field in TEXT_FIELDS)
+        out["Resources"] = list(vms) + self.strings
+        return out
+
+    def assert_no_trace(self, *outputs):
+        hostile.assert_no_trace(self.canary, *outputs)
 
 
 # --- on the VM: the imds source ------------------------------------------------------------------------------------
@@ -50,6 +88,7 @@ def vm_sim():
 
 def test_vm_drain_and_approve(vm_sim, tmp_path):
     control = ControlClient(vm_sim.control_url)
+    bad = Hostile(tmp_path)
     drain_tasks, drained = record_tasks(tmp_path, "drained")
     restore_tasks, restored = record_tasks(tmp_path, "restored")
     hosts = write_inventory(tmp_path / "inventory.json", {"web": {"localhost": dict(
@@ -63,24 +102,36 @@ def test_vm_drain_and_approve(vm_sim, tmp_path):
         # Not for this rulebook: an event of the peer only, and a Freeze (event_types are Reboot and Redeploy).
         control.inject(id=PEER, type="Reboot", resources=["myvm-peer"], notice=900)
         control.inject(id=FREEZE, type="Freeze", resources=["myvm"], notice=900)
+        # Hostile: an EventId of every hostile string (and Resources of them): drained, its approval refused before
+        # any request. Then the Reboot, every text field hostile: drained, approved, restored as any other.
+        control.inject(id=HOSTILE_ID, type="Reboot", resources=["myvm"], notice=900,
+                       fields={"EventId": bad.text, "Resources": ["myvm"] + bad.strings})
+        hostile_id = bad.queued(bad.text).strip()  # what the source says (the model strips an EventId)
         appeared_at = time.time()
-        control.inject(id=REBOOT, type="Reboot", resources=["myvm"], notice=900, started_for=5)
+        control.inject(id=REBOOT, type="Reboot", resources=["myvm"], notice=900, started_for=5,
+                       fields=dict(bad.fields("myvm"), Resources=["myvm"]))
 
-        drain = engine.wait_for(lambda: records(drained), what="drain_and_approve's drain tasks")[0]
+        drain = engine.wait_for(lambda: [r for r in records(drained) if r["event_id"] == REBOOT],
+                                what="drain_and_approve's drain tasks")[0]
         assert (drain["change"], drain["event_id"], drain["host"]) == ("appeared", REBOOT, "localhost")
         approvals = engine.wait_for(lambda: control.approvals(event_id=REBOOT), what="the approval to reach IMDS")
         assert [a["vm"] for a in approvals] == ["myvm"], approvals
         restore = engine.wait_for(lambda: records(restored), what="restore_after_maintenance")[0]
         assert (restore["change"], restore["outcome"], restore["event_id"]) == ("gone", "completed", REBOOT)
-        engine.wait_for_log(lambda log: log.count("PLAY RECAP") >= 2, what="both playbooks' recaps")
+        engine.wait_for_log(lambda log: log.count("PLAY RECAP") >= 3, what="the three playbooks' recaps")
         code = engine.stop()
 
     log = engine.log()
     assert code == 130, engine.describe()
-    assert [r["event_id"] for r in records(drained)] == [REBOOT]  # one drain: nothing for the peer or the Freeze
+    # a drain for each Reboot of myvm, the hostile EventId intact: nothing for the peer or the Freeze
+    assert sorted(r["event_id"] for r in records(drained)) == sorted([REBOOT, hostile_id])
     assert [r["event_id"] for r in records(restored)] == [REBOOT]
     assert log.count("failed=0") == 2 and "Traceback" not in log, engine.describe()
+    # the hostile EventId's run (ansible-rulebook logs a failed playbook's output twice)
+    assert "failed=1" in log and "not an EventId" in log, engine.describe()
     assert control.approvals(event_id=PEER) == [] and control.approvals(event_id=FREEZE) == []
+    assert control.approvals(event_id=HOSTILE_ID) == []
+    bad.assert_no_trace(log, json.dumps(records(drained)), json.dumps(records(restored)))
     assert oct(state_file.stat().st_mode & 0o777) == "0o600"
     assert oct(state_file.parent.stat().st_mode & 0o777) == "0o700"
     print("\nimds source: event injected -> drain_and_approve's first task %.2f s; restore %.2f s after the drain"
@@ -136,6 +187,7 @@ def test_fleet_page_on_redeploy(fleet_sim, tmp_path):
     rulebook_vars.update(production_resource_groups=["prod-web", "prod-db"], event_grid_entra_tenant_id=TENANT,
                          event_grid_entra_audience=[WEBHOOK_APP],
                          event_grid_entra_openid_configuration_url=control.entra_openid_configuration_url(TENANT))
+    bad = Hostile(tmp_path)
     pager = Pager()
     hosts = write_inventory(tmp_path / "inventory.json", {"all": {"localhost": dict(LOCAL, pager_url=pager.url)}})
     try:
@@ -153,9 +205,16 @@ def test_fleet_page_on_redeploy(fleet_sim, tmp_path):
             # Not for paging: a Redeploy outside production, a Reboot in production. Then the production Redeploy.
             control.inject(id=DEV_REDEPLOY, type="Redeploy", resources=["dev_0"], at=10, notice=600)
             control.inject(id=DB_REBOOT, type="Reboot", resources=["db_0"], at=10, notice=900)
-            control.inject(id=WEB_REDEPLOY, type="Redeploy", resources=["web_0"], at=10, notice=600)
+            # Every text field and the Resources hostile. Not for paging either: an EventId of every hostile string
+            # (Event Grid's row id names the real one: unreadable), an EventType of them (not a Redeploy).
+            control.inject(id=WEB_REDEPLOY, type="Redeploy", resources=["web_0"], at=10, notice=600,
+                           fields=bad.fields("web_0"))
+            control.inject(id=HOSTILE_ID, type="Redeploy", resources=["web_1"], at=10, notice=600,
+                           fields={"EventId": bad.text})
+            control.inject(id=HOSTILE_TYPE, type="Redeploy", resources=["web_1"], at=10, notice=600,
+                           fields={"EventType": bad.text})
             appeared_at = time.time()
-            control.advance(10)  # all three appear now, in one batch
+            control.advance(10)  # all five appear now, in one batch
             control.event_grid_flush()
             page = engine.wait_for(lambda: pager.pages, what="the page")[0]
             engine.wait_for_log("PLAY RECAP", what="page_on_call's recap")
@@ -168,13 +227,19 @@ def test_fleet_page_on_redeploy(fleet_sim, tmp_path):
     summary = page["page"]["summary"]
     assert "Azure Redeploy scheduled for web_0" in summary and "in prod-web" in summary, summary
     assert page["page"]["scheduled_event"]["owner"]["kind"] == "availabilitySets"
+    paged = page["page"]["scheduled_event"]
+    assert dict((f, paged[f]) for f in TEXT_FIELDS) == dict((f, bad.queued(bad.text)) for f in TEXT_FIELDS)
+    assert paged["Resources"] == ["web_0"] + [bad.queued(v) for v in bad.strings], "the names, intact and in order"
+    assert "scheduled for %s (" % ", ".join(paged["Resources"]) in summary, "the summary quotes the names as they came"
     deliveries = [d for d in control.event_grid_deliveries() if d["kind"] == "notification"]
-    assert any(len(d["event_ids"]) == 3 for d in deliveries), deliveries  # a batch
+    assert any(len(d["event_ids"]) == 5 for d in deliveries), deliveries  # a batch
     assert any(d["duplicate"] for d in deliveries) and all(d["status"] == 200 for d in deliveries), deliveries
     log = engine.log()
     assert token not in log and "failed=0" in log and "Traceback" not in log, engine.describe()
     assert "eyJ" not in log, engine.describe()  # no JWT (each begins with the base64 of '{"')
     assert "wrong audience (not one of entra_audience)" in log, engine.describe()
+    assert "unreadable scheduled event" in log, engine.describe()  # the hostile EventId: told, not paged
+    bad.assert_no_trace(log, json.dumps(pager.pages))
     print("\nevent_grid source: event appeared in the simulator -> page_on_call's first task (the page) %.2f s"
           % (page["time"] - appeared_at))
 
@@ -183,6 +248,7 @@ def test_fleet_post_maintenance_check(fleet_sim, tmp_path):
     control = ControlClient(fleet_sim.control_url)
     token = secrets.token_urlsafe(16)
     rulebook_vars, dummy = receiver_vars(tmp_path, token)
+    bad = Hostile(tmp_path)
     check_tasks, checked = record_tasks(tmp_path, "checked")
     hosts = write_inventory(tmp_path / "inventory.json", {"all": dict(
         (vm["name"], dict(LOCAL, post_check_tasks=str(check_tasks))) for vm in FLEET)})
@@ -190,8 +256,10 @@ def test_fleet_post_maintenance_check(fleet_sim, tmp_path):
                   extra_vars=rulebook_vars) as engine:
         subscribe(engine, control, token)
         control.inject(id=DB_FREEZE, type="Freeze", resources=["db_0"], at=10, notice=600, cancel_at=50)
+        # Its Resources name web_0 and WEB_1, then every hostile string: all, *, web:&db, !localhost, ~.*,
+        # web[0:9], "web_0,db_0" ... which name no host (patterns would select db_0 and dev_0 too).
         control.inject(id=WEB_REBOOT, type="Reboot", resources=["web_0", "web_1"], at=10, notice=100,
-                       started_for=60)
+                       started_for=60, fields=bad.fields("web_0", "WEB_1"))
         control.advance(10)   # both Scheduled
         control.advance(40)   # the Freeze is cancelled: Canceled, nothing to check
         control.advance(60)   # the Reboot starts at its NotBefore
@@ -209,6 +277,7 @@ def test_fleet_post_maintenance_check(fleet_sim, tmp_path):
     statuses = [s for d in control.event_grid_deliveries() if d["kind"] == "notification" for s in d["statuses"]]
     assert "Canceled" in statuses and "Completed" in statuses, statuses
     assert "failed=0" in engine.log(), engine.describe()
+    bad.assert_no_trace(engine.log(), json.dumps(records(checked)))
     print("\nevent_grid source: Completed in the simulator -> post_maintenance_check's first check %.2f s"
           % (min(r["time"] for r in runs) - completed_at))
 

@@ -17,6 +17,7 @@ Nothing is timed: every wait is a bounded poll for a condition. Latencies are pr
 WATCHER_E2E_SEED replays the kill points of a run (the seed is printed).
 """
 
+import hashlib
 import json
 import os
 import random
@@ -269,6 +270,35 @@ def test_the_role_wired_ansible_pull_through_the_guard(vm):
     check = json.loads(vm.ssh([IMDS_WATCHER, "check-config", "--json"]).stdout)
     assert check["problems"] == [] and check["config"]["hold"]["guard"] is True
     assert vm.ssh(["stat", "-c", "%a %U", "/etc/imds-scheduled-events/watcher.json"]).stdout.split() == ["644", "root"]
+
+
+HAMMER = """
+import sys
+sys.path.insert(0, "/usr/lib/imds-scheduled-events")  # the library as the role installs it for the watcher
+from imds_scheduled_events.imds import ImdsClient
+client = ImdsClient(endpoint=sys.argv[1], retries=0, timeout=30, first_timeout=60, warn=sys.exit)
+for dummy in range(int(sys.argv[2])):
+    client.get_document()
+"""
+
+
+def test_a_root_process_and_the_sandboxed_watcher_share_one_budget(vm, sim, control):
+    """While the watcher polls (every 0.5 s), a root process on the VM reads as fast as the client lets it: the
+    simulator's record shows at most 5 requests of the VM in any second and no 429. The watcher's unit makes
+    /run/imds-scheduled-events writable in its sandbox; without it, or with pacing per process, this fails."""
+    vm.put_file("/root/hammer.py", HAMMER)
+    since = time.time()  # the simulator logs on this host's clock
+    vm.ssh(["python3", "/root/hammer.py", sim.endpoint("myvm"), "20"], timeout=300)
+    log = control.requests(vm="myvm", since=since)
+    stamps = sorted(entry["wall_time"] for entry in log)
+    crowded = [stamps[i:i + 6] for i in range(len(stamps) - 5) if stamps[i + 5] - stamps[i] < 1.0]
+    assert not crowded, "more than 5 requests within a second: %r" % crowded[:3]
+    assert not [entry for entry in log if entry["status"] == 429], log
+    assert len(log) > 20  # the watcher polled meanwhile: it shared the budget, it was not silenced
+    pace = "/run/imds-scheduled-events/pace-%s" % hashlib.sha256(sim.endpoint("myvm").encode()).hexdigest()[:16]
+    assert vm.ssh(["stat", "-c", "%a %U", pace]).stdout.split() == ["600", "root"]
+    journal = vm.ssh(["journalctl", "-u", SERVICE, "--no-pager", "-o", "cat"]).stdout
+    assert "paced for this process alone" not in journal
 
 
 def test_reboot_held_approved_rebooted_for_real_and_released(clean, control):

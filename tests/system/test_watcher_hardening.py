@@ -14,12 +14,15 @@ listed in ALLOWED with the reason it stays, and docs/reliability.md explains the
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 ROOT = Path(__file__).resolve().parent.parent.parent
+sys.path.insert(0, str(ROOT / "tests" / "unit" / "utils"))
+import role_templates  # noqa: E402  pylint: disable=wrong-import-position,import-error
+
 ROLE = ROOT / "roles" / "watcher"
 UNIT_NAME = "imds-watcher-hardening-check.service"
 UNIT = "/etc/systemd/system/" + UNIT_NAME
@@ -51,28 +54,11 @@ ALLOWED = {
 
 def render_unit(in_container=False, template="imds-watcher.service.j2"):
     """The role's template with its defaults, through Ansible's own templating (as the template module does)."""
-    from ansible.parsing.dataloader import DataLoader  # pylint: disable=import-outside-toplevel
-    from ansible.template import Templar, trust_as_template  # pylint: disable=import-outside-toplevel
-
-    def trusted(value):
-        if isinstance(value, str):
-            return trust_as_template(value)
-        if isinstance(value, list):
-            return [trusted(v) for v in value]
-        if isinstance(value, dict):
-            return dict((k, trusted(v)) for k, v in value.items())
-        return value
-
-    variables = {}
-    for name in ("defaults/main.yml", "vars/main.yml"):
-        variables.update(trusted(yaml.safe_load((ROLE / name).read_text())))
-    variables["__watcher_detect_container"] = {"rc": 0 if in_container else 1,
-                                               "stdout": "docker" if in_container else ""}
-    variables["ansible_managed"] = "Ansible managed"
-    templar = Templar(loader=DataLoader(), variables=variables)
-    text = templar.template(trust_as_template((ROLE / "templates" / template).read_text()))
+    text = role_templates.render(str(ROLE), template, {
+        "__watcher_detect_container": {"rc": 0 if in_container else 1, "stdout": "docker" if in_container else ""},
+        "ansible_managed": "Ansible managed"})
     assert "{{" not in text and "{%" not in text
-    return str(text)
+    return text
 
 
 def analyse(container, unit_text):

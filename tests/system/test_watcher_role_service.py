@@ -6,12 +6,16 @@
 - a (re)start after which the daemon does not run fails the play, with the unit's last log lines, instead of
   reporting success while the unit fails a moment later;
 - watcher_state=absent removes every path the role created (the metrics directory it made under /var/lib/prometheus
-  included) and nothing that was there before (an operator's drop-in directory of ansible-pull.service).
+  included) and nothing that was there before (an operator's drop-in directory of ansible-pull.service);
+- the webhook's URL goes to the secrets file (0600), never to watcher.json; a watcher.json an older role wrote with
+  the URL in it keeps working (with a warning) until the role moves it; with watcher_manage_secrets false the role
+  leaves a secrets file made elsewhere as it is, and refuses a secret variable by its name.
 
 The daemon is pointed at a closed port on loopback: it needs no IMDS to start, and nothing leaves the machine.
 Nothing is timed: each check follows a command that has completed (ansible-playbook, systemctl).
 """
 
+import json
 import os
 from pathlib import Path
 
@@ -21,6 +25,8 @@ from harness.ansible_env import ansible_env
 ROOT = Path(__file__).resolve().parent.parent.parent
 FILES = ROOT / "tests" / "system" / "watcher"
 SERVICE = "imds-watcher.service"
+CONFIG_FILE = "/etc/imds-scheduled-events/watcher.json"
+SECRETS_FILE = "/etc/imds-scheduled-events/secrets.json"
 STARTS = "/var/lib/role-service-test/starts"
 # Every start of the unit (a restart included) runs this first, outside the sandbox, and counts itself.
 COUNT_STARTS = "[Service]\nExecStartPre=+/bin/sh -c 'echo start >> %s'\n" % STARTS
@@ -132,3 +138,47 @@ def test_absent_removes_what_the_role_created_and_nothing_else(systemd_container
 
     code, changed, dummy = apply_role(vm, tmp_path, watcher_state="absent", watcher_ansible_pull_guard="systemd")
     assert changed == 0 and snapshot(vm) == before
+
+
+def test_the_webhook_url_and_secrets_go_to_the_secrets_file_only(systemd_container_factory, tmp_path):
+    vm = systemd_container_factory(name="imds-se-secrets-%d" % os.getpid())
+    token = "T0KEN-%s" % os.urandom(8).hex()
+    url = "https://hooks.example.com/services/%s?sig=%s" % (token, token)
+    secret = "wh-%s" % os.urandom(8).hex()
+    webhook = {"url": url, "secret_header": "X-Webhook-Token"}
+    code, changed, out = apply_role(vm, tmp_path, watcher_notify_webhook=webhook, watcher_webhook_secret=secret)
+    assert token not in out and secret not in out
+    assert json.loads(vm.ssh(["cat", SECRETS_FILE]).stdout) == {"webhook_url": url, "webhook_secret": secret}
+    assert vm.ssh(["stat", "-c", "%a %U", SECRETS_FILE]).stdout.split() == ["600", "root"]
+    assert json.loads(vm.ssh(["cat", CONFIG_FILE]).stdout)["notify"]["webhook"] == {"secret_header": "X-Webhook-Token"}
+    check = vm.ssh(["/usr/local/sbin/imds-watcher", "check-config", "--json"])
+    assert token not in check.stdout + check.stderr and "warning" not in check.stderr
+    assert json.loads(check.stdout)["config"]["notify"]["webhook"]["url"] == "https://hooks.example.com/..."
+
+    # What an older role wrote: the URL in watcher.json. The daemon still runs with it and says how to move it...
+    older = json.loads(vm.ssh(["cat", CONFIG_FILE]).stdout)
+    older["notify"]["webhook"]["url"] = url
+    vm.put_file(CONFIG_FILE, json.dumps(older).encode())
+    vm.put_file(SECRETS_FILE, json.dumps({"webhook_secret": secret}).encode(), mode=0o600)
+    vm.ssh(["systemctl", "restart", SERVICE])
+    assert unit(vm)["ActiveState"] == "active"
+    check = vm.ssh(["/usr/local/sbin/imds-watcher", "check-config"])
+    assert "warning: %s: notify.webhook.url" % CONFIG_FILE in check.stderr and token not in check.stderr
+    assert "move the URL to %s (0600) as webhook_url" % SECRETS_FILE in check.stderr
+    # ...and the role moves it.
+    code, changed, out = apply_role(vm, tmp_path, watcher_notify_webhook=webhook, watcher_webhook_secret=secret)
+    assert changed > 0 and token not in out
+    assert "url" not in json.loads(vm.ssh(["cat", CONFIG_FILE]).stdout)["notify"]["webhook"]
+    assert json.loads(vm.ssh(["cat", SECRETS_FILE]).stdout) == {"webhook_url": url, "webhook_secret": secret}
+
+    # Managed elsewhere (deploy/bootstrap.py, by hand): the role leaves the file as it is.
+    rotated = {"webhook_url": url + "-rotated", "webhook_secret": secret + "-rotated"}
+    vm.put_file(SECRETS_FILE, json.dumps(rotated).encode(), mode=0o600)
+    elsewhere = {"url": None, "secret_header": "X-Webhook-Token"}
+    code, changed, out = apply_role(vm, tmp_path, watcher_manage_secrets=False, watcher_notify_webhook=elsewhere)
+    assert json.loads(vm.ssh(["cat", SECRETS_FILE]).stdout) == rotated
+    assert "url" not in json.loads(vm.ssh(["cat", CONFIG_FILE]).stdout)["notify"]["webhook"]
+    code, changed, out = apply_role(vm, tmp_path, expect_ok=False, watcher_manage_secrets=False,
+                                    watcher_notify_webhook=elsewhere, watcher_webhook_secret=secret)
+    assert code != 0 and "but watcher_webhook_secret is set" in out and secret not in out, out[-8000:]
+    assert json.loads(vm.ssh(["cat", SECRETS_FILE]).stdout) == rotated

@@ -73,6 +73,8 @@ def main(argv=None, stdout=None, stderr=None, trust=None, daemon_options=None, h
             status(files, stdout, stderr, args.json, args.last, hold_options or {},
                    refused={"config_file": args.config, "problem": str(exc), "files_from_config": from_config})
         return EXIT_CONFIG
+    for warning in config.warnings:
+        stderr.write("%s: warning: %s\n" % (PROG, warning))
     if args.action == "check-config":
         return check_config(config, trust, stdout, args.json)
     if args.action == "status":

@@ -9,6 +9,8 @@ refused unless root owns it and only root may write it; the secrets file must
 also be unreadable by anyone else (0600). An unknown key or a wrong type is an
 error naming the key path (`hold.commands[1].release`): a typo must never turn
 into a default. Secrets are wrapped so that no repr, log line or error shows them.
+The webhook's URL is one of them (a chat webhook's URL is its credential): it lives
+in the secrets file as `webhook_url`; one still in the config works, with a warning.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ except ImportError:  # pragma: no cover - Python 2 is not supported
 from ..hold.backends import CommandBackend, GuardBackend, PuppetBackend, SystemdBackend
 from ..hold.common import DEFAULT_STATE_FILE as DEFAULT_HOLD_STATE_FILE, DEFAULT_WAIT_TIMEOUT
 from ..imds import API_VERSIONS, DEFAULT_API_VERSION, ImdsError, resolve_endpoint
-from ..notify import webhook_url_problem
+from ..notify import safe_url, webhook_url_problem
 from .machine import PEER_EVENTS
 from .policy import Policy, PolicyError
 
@@ -38,7 +40,7 @@ DEFAULT_METRICS_FILE = "/var/lib/prometheus/node-exporter/imds_scheduled_events.
 DEFAULT_JOURNAL_MAX_BYTES = 1024 * 1024
 MAX_CONFIG_BYTES = 1024 * 1024
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-SECRET_KEYS = ("webhook_secret", "smtp_password")
+SECRET_KEYS = ("webhook_secret", "smtp_password", "webhook_url")
 
 
 class ConfigError(ValueError):
@@ -282,7 +284,7 @@ SCHEMA = Obj({
     }), {}),
     "notify": (Obj({
         "webhook": (Nullable(Obj({
-            "url": (Text(url=True), REQUIRED),
+            "url": (Nullable(Text(url=True)), None),  # None: the secrets file's webhook_url
             "headers": (MapOf(Text(empty=True)), {}),
             "secret_header": (Nullable(Text()), None),
             "verify_tls": (Boolean(), True),
@@ -311,6 +313,7 @@ SCHEMA = Obj({
 SECRETS_SCHEMA = Obj({
     "webhook_secret": (Nullable(Text()), None),
     "smtp_password": (Nullable(Text()), None),
+    "webhook_url": (Nullable(Text(url=True)), None),
 })
 
 
@@ -330,6 +333,7 @@ class Config(object):
         self.policy = _policy(self.data["approval"]["rules"])
         self.hold_targets = _hold_targets(self.data["hold"])
         _cross_checks(self.data, self.secrets)
+        self.warnings = _warnings(self.data, self.path, self.secrets_path)
 
     def __getitem__(self, key):
         return self.data[key]
@@ -341,14 +345,22 @@ class Config(object):
         value = self.secrets.get(name)
         return value.reveal() if value is not None else None
 
+    def webhook_url(self):
+        """Where the webhook posts: the secrets file's webhook_url, else (an older config) notify.webhook.url."""
+        webhook = self.data["notify"]["webhook"]
+        return (webhook["url"] or self.secret("webhook_url")) if webhook else None
+
     @property
     def state_file(self):
         return os.path.join(self.data["state_dir"], "watcher-state.json")
 
     def summary(self):
-        """What check-config prints: the settings, without secrets."""
+        """What check-config prints: the settings, without secrets (the webhook by scheme, host and port only)."""
         data = _copy(self.data)
+        if data["notify"]["webhook"]:
+            data["notify"]["webhook"]["url"] = safe_url(self.webhook_url())
         data["secrets"] = sorted(k for k, v in self.secrets.items() if v is not None)
+        data["warnings"] = list(self.warnings)
         return data
 
     def __repr__(self):
@@ -397,8 +409,16 @@ def _cross_checks(data, secrets):
     if data["keepalive_interval"] < data["max_backoff"]:
         raise ConfigError("keepalive_interval: must be at least max_backoff (%s)" % data["max_backoff"])
     webhook = data["notify"]["webhook"]
-    if webhook and webhook_url_problem(webhook["url"]):
-        raise ConfigError("notify.webhook.url: %s" % webhook_url_problem(webhook["url"]))
+    if webhook:
+        in_secrets = secrets.get("webhook_url")
+        if webhook["url"] and in_secrets is not None:
+            raise ConfigError("notify.webhook.url: the secrets file has a webhook_url too; keep the URL only there")
+        if not webhook["url"] and in_secrets is None:
+            raise ConfigError("notify.webhook: no URL; put it in the secrets file as webhook_url")
+        problem = webhook_url_problem(webhook["url"] or in_secrets.reveal())
+        if problem:
+            raise ConfigError("%s: %s" % ("notify.webhook.url" if webhook["url"] else "the secrets file's webhook_url",
+                                          problem))
     if webhook and webhook["secret_header"] and secrets.get("webhook_secret") is None:
         raise ConfigError("notify.webhook.secret_header: set, but the secrets file has no webhook_secret")
     if webhook and webhook["secret_header"] and webhook["secret_header"].lower() in (h.lower() for h in webhook["headers"]):
@@ -409,6 +429,16 @@ def _cross_checks(data, secrets):
             raise ConfigError("notify.email.username: refusing to send a password without starttls")
         if secrets.get("smtp_password") is None:
             raise ConfigError("notify.email.username: set, but the secrets file has no smtp_password")
+
+
+def _warnings(data, path, secrets_path):
+    """What works but should change, each with how to change it."""
+    webhook = data["notify"]["webhook"]
+    if webhook and webhook["url"]:
+        return ["%s: notify.webhook.url: the config file may be read by every user of this machine, and a chat "
+                "webhook's URL is its credential: move the URL to %s (0600) as webhook_url and remove it here (the "
+                "watcher role does this when applied again)" % (path or "the config", secrets_path or DEFAULT_SECRETS_FILE)]
+    return []
 
 
 def read_trusted(path, what, trust, private=False, missing_ok=False):
@@ -502,4 +532,4 @@ def load(path=DEFAULT_CONFIG_FILE, secrets_path=DEFAULT_SECRETS_FILE, trust=None
                 raise ConfigError("the secrets file %s is not valid JSON" % secrets_path)  # no excerpt: it is secret
             if not isinstance(secrets, dict):
                 raise ConfigError("the secrets file %s: expected an object" % secrets_path)
-    return parse(value, secrets, path, secrets_path if secrets is not None else None)
+    return parse(value, secrets, path, secrets_path or None)

@@ -16,9 +16,9 @@ from __future__ import annotations
 import json
 
 try:
-    from urllib.parse import urlsplit, urlunsplit
+    from urllib.parse import urlsplit
 except ImportError:  # pragma: no cover - Python 2 is not supported
-    urlsplit = urlunsplit = None
+    urlsplit = None
 
 try:
     import syslog
@@ -49,15 +49,6 @@ class Redactor(object):
         return text
 
 
-def safe_url(url):
-    """The URL as logs may show it: no user, password, query or fragment (tokens live there)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = "%s:%d" % (host, parts.port)
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
-
-
 def summary_line(transition):
     """One line for syslog and the mail's subject."""
     return "%s %s %s: %s (%s)" % (transition.get("vm") or "(this VM, name unknown)", transition.get("event_type") or "event",
@@ -66,18 +57,19 @@ def summary_line(transition):
 
 
 class Webhook(object):
-    """The transition as JSON, POSTed by the collection's one webhook sender (module_utils/notify.py)."""
+    """The transition as JSON, POSTed by the collection's one webhook sender (module_utils/notify.py).
+    `url` comes from the secrets file (a chat webhook's URL is its token); settings["url"] is an older config's."""
 
     name = "webhook"
 
-    def __init__(self, settings, secret=None, opener=None):
+    def __init__(self, settings, secret=None, opener=None, url=None):
         self.settings = settings
+        self.url = url or settings.get("url")
         self._secret = secret
         self._opener = opener
 
     def secrets(self):
-        parts = urlsplit(self.settings["url"])
-        found = [self._secret, parts.password, parts.query]
+        found = [self._secret, urlsplit(self.url).password] + transport.url_secrets(self.url)
         found.extend(v for k, v in self.settings.get("headers", {}).items() if k.lower() == "authorization")
         return [s for s in found if s]
 
@@ -87,7 +79,7 @@ class Webhook(object):
         headers.update(settings.get("headers") or {})
         try:
             transport.post_webhook({
-                "url": settings["url"], "headers": headers, "secret": self._secret,
+                "url": self.url, "headers": headers, "secret": self._secret,
                 "secret_header": settings.get("secret_header"), "validate_certs": settings.get("verify_tls", True),
                 "ca_path": settings.get("ca_file"), "timeout": settings.get("timeout", 10),
                 "use_proxy": bool(settings.get("use_proxy"))}, transition, opener=self._opener)
@@ -163,7 +155,8 @@ class Notifier(object):
         settings = config["notify"]
         channels = []
         if settings.get("webhook"):
-            channels.append(Webhook(settings["webhook"], config.secret("webhook_secret"), opener=opener))
+            channels.append(Webhook(settings["webhook"], config.secret("webhook_secret"), opener=opener,
+                                    url=config.webhook_url()))
         if settings.get("email"):
             channels.append(Email(settings["email"], config.secret("smtp_password"), smtp=smtp))
         if settings.get("syslog"):

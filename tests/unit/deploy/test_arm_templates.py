@@ -99,7 +99,7 @@ def test_secrets_reach_only_the_protected_settings(name):
     template = load(name)
     variables = template.get("variables", {})
     secure = [p for p, spec in template["parameters"].items() if spec["type"].lower() == "securestring"]
-    assert sorted(secure) == ["smtpPassword", "webhookSecret"]
+    assert sorted(secure) == ["smtpPassword", "webhookSecret", "webhookUrl"]
     needles = dict(("parameters\\('%s'\\)" % p, False) for p in secure)  # needle -> a safe extension object?
     for _round in range(len(variables)):  # variables that carry a secret, through other variables
         for vname, value in variables.items():
@@ -117,33 +117,43 @@ def test_secrets_reach_only_the_protected_settings(name):
 
 @pytest.mark.parametrize("name", sorted(TEMPLATES))
 def test_custom_script_runs_the_bootstrap_of_the_tarball_with_the_settings_given(name, tmp_path):
+    """The script carries the settings and the secrets as base64 lines the bootstrap reads from the file (never an
+    environment variable or an argument); reading them takes the secrets out of the script."""
     vars_ = {"watcher_poll_interval": 2, "watcher_approval_rules": [{"name": "it's", "when": "EventType=='Freeze'"}]}
     url = "https://acct.blob.core.windows.net/c/imds-scheduled_events-0.3.0.tar.gz?sv=2024&sig=a%2Fb"
     deployment = deploy(name, bootstrapMethod="customScript", collectionUrl=url, watcherVariables=vars_,
                         ansiblePullUrl="https://git.example/site.git", webhookSecret="w'\"$(reboot)",
-                        smtpPassword="p")
+                        smtpPassword="p", webhookUrl="https://hooks.example.com/services/T0KEN")
     extension = bootstrap_extension(name, deployment)
     assert (extension["publisher"], extension["type"], extension["typeHandlerVersion"]) == (
         "Microsoft.Azure.Extensions", "CustomScript", "2.1")
     assert extension["settings"] == {}
+    assert sorted(extension["protectedSettings"]) == ["fileUris", "script"]  # never commandToExecute: a command line
     assert extension["protectedSettings"]["fileUris"] == [url]
     script = base64.b64decode(extension["protectedSettings"]["script"]).decode()
     assert custom_data(name, deployment) is None
     assert "tar -xzf 'imds-scheduled_events-0.3.0.tar.gz' deploy/bootstrap.py" in script
-    assert 'exec python3 deploy/bootstrap.py --collection "$PWD/imds-scheduled_events-0.3.0.tar.gz"' in script
+    assert 'exec python3 deploy/bootstrap.py --collection "$PWD/imds-scheduled_events-0.3.0.tar.gz" --script "$0"' \
+        in script
+    assert "sig=" not in script and "export" not in script and "reboot" not in script
     script_file = tmp_path / "script.sh"
     script_file.write_text(script)
+    script_file.chmod(0o500)
     subprocess.run(["sh", "-n", str(script_file)], check=True)
 
-    exported = dict(re.findall(r"(IMDS_SE_\w+_B64)='([A-Za-z0-9+/=]*)'", script))
-    assert sorted(exported) == [bootstrap.SECRETS_ENV, bootstrap.SETTINGS_ENV]
-    args = bootstrap.parse_args(["--collection", "/var/lib/waagent/x.tar.gz"])
-    settings = bootstrap.load_settings(args, exported)
+    secrets = bootstrap.Secrets()
+    script_settings = bootstrap.read_script(str(script_file), secrets)
+    args = bootstrap.parse_args(["--collection", "/var/lib/waagent/x.tar.gz", "--script", str(script_file)])
+    settings = bootstrap.load_settings(args, secrets, script_settings)
     assert settings["vars"] == vars_
     assert settings["ansible_pull"]["url"] == "https://git.example/site.git"
-    secrets = {"watcher_webhook_secret": "w'\"$(reboot)", "watcher_smtp_password": "p"}
-    assert bootstrap.load_secrets(exported) == secrets
-    assert "reboot" not in script
+    assert secrets.replace and secrets.merged({"webhook_secret": "old", "other": "kept?"}) == {
+        "webhook_secret": "w'\"$(reboot)", "smtp_password": "p", "webhook_url": "https://hooks.example.com/services/T0KEN"}
+    left = script_file.read_text()
+    assert bootstrap.SCRIPT_SECRETS not in left and bootstrap.SCRIPT_SETTINGS in left
+    assert left.startswith(script.split(bootstrap.SCRIPT_SETTINGS)[0]) and oct(script_file.stat().st_mode & 0o777) == "0o500"
+    again = bootstrap.Secrets()
+    assert bootstrap.read_script(str(script_file), again) == script_settings and not again.found and not again.replace
 
 
 @pytest.mark.parametrize("name", sorted(TEMPLATES))

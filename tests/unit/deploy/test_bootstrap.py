@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
@@ -16,12 +15,8 @@ from bootstrap import BootstrapError
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 
 
-def b64(value):
-    return base64.b64encode(json.dumps(value).encode()).decode()
-
-
-def settings(argv=(), environ=None):
-    return bootstrap.load_settings(bootstrap.parse_args(list(argv)), environ or {})
+def settings(argv=(), secrets=None, script_settings=None):
+    return bootstrap.load_settings(bootstrap.parse_args(list(argv)), secrets or bootstrap.Secrets(), script_settings)
 
 
 def test_the_minimum_ansible_is_the_one_the_collection_claims():
@@ -37,19 +32,20 @@ def test_defaults_install_from_galaxy_with_no_pull():
                    "ansible_pull": None}
 
 
-def test_environment_then_file_then_command_line(tmp_path):
+def test_script_then_file_then_command_line(tmp_path):
     path = tmp_path / "settings.json"
     path.write_text(json.dumps({"collection": "/from/file.tar.gz", "ansible_pull": {"url": "https://git/file.git"}}))
     vars_file = tmp_path / "vars.yml"
     vars_file.write_text("watcher_poll_interval: 2\n")
-    env = {bootstrap.SETTINGS_ENV: b64({"collection": "/from/env.tar.gz", "vars": {"watcher_poll_interval": 3},
-                                        "ansible_pull": {"url": "https://git/env.git", "interval": "1h"}})}
-    got = settings(["--settings", str(path), "--pull-playbook", "site.yml", "--vars", str(vars_file)], env)
+    script = {"collection": "/from/script.tar.gz", "vars": {"watcher_poll_interval": 3},
+              "ansible_pull": {"url": "https://git/script.git", "interval": "1h"}}
+    got = settings(["--settings", str(path), "--pull-playbook", "site.yml", "--vars", str(vars_file)],
+                   script_settings=script)
     assert got["collection"] == "/from/file.tar.gz"
     assert got["vars"] == {"watcher_poll_interval": 3}
     assert got["vars_files"] == [str(vars_file)]
     assert got["ansible_pull"] == {"url": "https://git/file.git", "playbook": "site.yml", "branch": "", "interval": "1h"}
-    assert settings(["--settings", str(path), "--collection", "imds.scheduled_events:0.2.0"], env)["collection"] == \
+    assert settings(["--settings", str(path), "--collection", "imds.scheduled_events:0.2.0"])["collection"] == \
         "imds.scheduled_events:0.2.0"
 
 
@@ -60,52 +56,41 @@ def test_an_empty_pull_url_means_no_ansible_pull(tmp_path):
 
 
 @pytest.mark.parametrize("content, message", [
-    ({"colection": "x"}, "unknown setting(s) colection"),
+    ({"colection": "x"}, r"unknown setting\(s\) colection"),
     ({"vars": ["watcher_poll_interval"]}, "vars must be an object"),
-    ({"vars": {"watcher_webhook_secret": "s3cret"}}, "must not be in the settings"),
+    ({"vars": {"watcher_webhook_secret": 1234}}, "watcher_webhook_secret in .* must be a string"),
+    ({"vars": {"watcher_notify_webhook": {"url": "hooks.example.com/x"}}}, "must be an http:// or https:// URL"),
     ({"ansible": "pip"}, "ansible must be auto, distribution or venv"),
     ({"vars_files": ["/nonexistent/vars.yml"]}, "does not exist"),
     ({"ansible_pull": {"url": "https://git/x.git; rm -rf /"}}, "only letters, digits"),
     ({"ansible_pull": {"url": "https://git/x.git", "playbook": "--extra-vars=@/etc/shadow"}}, "must not start with -"),
     ({"ansible_pull": {"url": "https://git/x.git", "interval": "soon"}}, "not a systemd time span"),
-    ({"ansible_pull": {"url": "https://git/x.git", "cron": "* * * * *"}}, "unknown setting(s) cron"),
+    ({"ansible_pull": {"url": "https://git/x.git", "cron": "* * * * *"}}, r"unknown setting\(s\) cron"),
     (["not", "an", "object"], "must be a JSON object"),
 ])
 def test_bad_settings_are_refused_with_what_to_fix(tmp_path, content, message):
     path = tmp_path / "settings.json"
     path.write_text(json.dumps(content))
     with pytest.raises(BootstrapError) as caught:
-        settings(["--settings", str(path)])
-    assert message in str(caught.value)
+        bootstrap.collect_variables(settings(["--settings", str(path)]), bootstrap.Secrets())
+    assert re.search(message, str(caught.value)), str(caught.value)
 
 
-def test_settings_that_are_not_json_or_not_base64_are_refused(tmp_path):
+def test_settings_that_are_not_json_are_refused(tmp_path):
     path = tmp_path / "settings.json"
     path.write_text("collection: x\n")
     with pytest.raises(BootstrapError, match="is not JSON"):
         settings(["--settings", str(path)])
-    with pytest.raises(BootstrapError, match="is not base64 of a JSON object"):
-        settings(environ={bootstrap.SETTINGS_ENV: "not base64!"})
 
 
-def test_secrets_only_from_the_environment_and_only_the_two_known():
-    assert bootstrap.load_secrets({}) == {}
-    env = {bootstrap.SECRETS_ENV: b64({"watcher_webhook_secret": "w", "watcher_smtp_password": ""})}
-    assert bootstrap.load_secrets(env) == {"watcher_webhook_secret": "w"}
-    with pytest.raises(BootstrapError, match="unknown key"):
-        bootstrap.load_secrets({bootstrap.SECRETS_ENV: b64({"watcher_endpoint": "x"})})
-    with pytest.raises(BootstrapError, match="must be strings"):
-        bootstrap.load_secrets({bootstrap.SECRETS_ENV: b64({"watcher_smtp_password": 1234})})
-
-
-def test_the_ansible_environment_never_carries_the_secrets():
-    env = bootstrap.ansible_environment()
-    os.environ[bootstrap.SECRETS_ENV] = "c2VjcmV0"
-    try:
-        assert bootstrap.SECRETS_ENV not in bootstrap.ansible_environment()
-    finally:
-        del os.environ[bootstrap.SECRETS_ENV]
-    assert env["ANSIBLE_COLLECTIONS_PATH"] == bootstrap.COLLECTIONS_DIR
+@pytest.mark.parametrize("name", bootstrap.OLD_ENVIRONMENT)
+def test_settings_and_secrets_in_the_environment_are_refused_with_where_they_go(name):
+    with pytest.raises(BootstrapError) as caught:
+        bootstrap.refuse_old_environment({name: "e30=", "HOME": "/root"})
+    assert str(caught.value).startswith(name + ": settings and secrets are no longer read from the environment")
+    assert "--settings FILE" in str(caught.value) and "--vars FILE, moved to /etc/imds-scheduled-events/secrets.json" \
+        in str(caught.value)
+    bootstrap.refuse_old_environment({"HOME": "/root"})
 
 
 @pytest.mark.parametrize("line, version", [

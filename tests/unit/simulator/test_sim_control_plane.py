@@ -102,6 +102,23 @@ def test_row_shape_is_the_imds_event_under_its_owner(make_world):
     assert (other["subscriptionId"], other["resourceGroup"], other["location"]) == (SUB2, "rg-other", "northeurope")
 
 
+def test_fields_replace_what_imds_and_the_control_plane_show_but_not_the_world(make_world):
+    """A scenario's `fields` (hostile-input tests): verbatim in the document and the row; who sees the event, and
+    when it starts, stay those of the event as declared."""
+    data = scenario(opted_in="all")
+    hostile = {"Description": "{{ lookup('pipe', 'id') }}", "Resources": ["c", "*", {"x": 1}], "DurationInSeconds": "7"}
+    data["events"][2] = dict(data["events"][2], fields=hostile)
+    del data["events"][2]["cancel_at"]
+    world = make_world(data)
+    seen = world.document("c")["Events"][0]
+    assert {k: seen[k] for k in hostile} == hostile and seen["EventType"] == "Redeploy"
+    assert [e["EventId"] for e in world.document("a")["Events"]] == [E_AS]  # "*" in Resources shows it to nobody
+    assert rows_by_name(world)[E_VM]["properties"] == seen
+    world.advance(600)
+    assert rows_by_name(world)[E_VM]["properties"]["EventStatus"] == "Started"
+    assert world.event_state(world.events[E_VM])["fields"] == hostile
+
+
 def test_lifecycle_acknowledged_started_completed_then_gone_after_retention(make_world):
     world = make_world(scenario(opted_in="all", retention=1000))
     web = world.resource("virtualMachineScaleSets", "web")

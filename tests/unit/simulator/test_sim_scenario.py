@@ -63,6 +63,10 @@ def write(tmp_path, text):
     ("vms: [{name: a}]\nvms: []\n", ":2: vms:", "duplicate key"),
     ("vms: [{name: a}]\nrate_limit: true\n", ":2: rate_limit:", "expected an integer, got a boolean"),
     ("vms: [{name: a}]\nstart_time: '2020-01-01T00:00:00Z'\n", ":2: start_time:", "only valid with 'clock: manual'"),
+    ("vms: [{name: a}]\nevents: [{type: Reboot, resources: [a], fields: {Name: x}}]\n", ":2: events[0].fields.Name:",
+     "unknown key 'Name' (allowed: EventId, EventType"),
+    ("vms: [{name: a}]\nevents: [{type: Reboot, resources: [a], fields: [x]}]\n", ":2: events[0].fields:",
+     "expected a mapping, got a list"),
     ("- just a list\n", ":1: (top level):", "expected a mapping, got a list"),
     ("vms: [{name: a}\n", ":", "invalid YAML"),
 ])

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -28,6 +29,7 @@ if SIMULATOR_DIR not in sys.path:
 from imds_simulator.simulator import Simulator  # noqa: E402  pylint: disable=wrong-import-position,import-error
 
 MINE = "C7061BAC-AFDC-4513-B24B-AA5F13A16123"
+ATTEMPTS = re.compile(r"(\d+) attempts? in ")
 START = "2025-06-15T15:00:00Z"
 PAIR = [{"name": "myvm", "availability_set": "as1"}, {"name": "myvm-peer", "availability_set": "as1"}]
 MIXED = [{"name": "MyVM", "availability_set": "as1"}, {"name": "myvm-peer", "availability_set": "as1"}]
@@ -39,7 +41,8 @@ RETRIED = (404, 410, 429, 500, 503)
 @dataclasses.dataclass
 class FaultCase:
     """`fails`: a message the call must fail with (regex), else it must succeed; `status`: the
-    status the failure reports; `requests`: how many IMDS requests the call makes."""
+    status the failure reports; `requests`: how many IMDS requests the call makes (None: as many
+    attempts as the failure reports)."""
     event: dict = dataclasses.field(default_factory=lambda: dict(FREEZE))
     fault: dict = None
     fails: str = None
@@ -67,6 +70,19 @@ def _cases():
                              options={"timeout": 0.3, "first_timeout": 0.3}),
         # the warm-up outlasts `timeout` (so only `first_timeout` lets the first call through); the calls after it
         # must each be answered within `timeout`, so that is not cut fine for a loaded machine
+        # the deadline bounds every attempt, backoff and the cold first request; the message says what happened
+        "deadline-no-answer": FaultCase(
+            fault={"kind": "delay", "seconds": 300}, retries=100,
+            fails=r"IMDS GET /metadata/scheduledevents: no answer within the 0\.5 s deadline: 1 attempt in \d+\.\d s; "
+                  r"another after [\d.]+ s of backoff would not fit; last: timed out after 0\.3 s$",
+            options={"timeout": 0.3, "first_timeout": 0.3, "deadline": 0.5}),
+        "deadline-500-forever": FaultCase(
+            fault={"kind": "status", "code": 500}, retries=100, status=500, requests=None,
+            # (a loaded machine may take longer than `timeout` for the first 500: that part does not count)
+            fails=r"IMDS GET /metadata/scheduledevents: no answer within the 2 s deadline(, plus [\d.]+ s for the "
+                  r"service's first answer)?: \d+ attempts? in \d+\.\d s; another after [\d.]+ s of backoff would "
+                  r"not fit; last: answered 500 ",
+            options={"timeout": 0.3, "deadline": 2}),
         "warm-up-2-minutes-scaled": FaultCase(fault={"kind": "warmup", "seconds": 4.0},
                                               options={"timeout": 3.0, "first_timeout": 60.0}),
         "connection-refused": FaultCase(special="refused", fails="failed to connect", requests=0),
@@ -169,7 +185,7 @@ class Served(object):
 
     def check_budget(self, at_least=0):
         """At most 5 requests in any second, and the simulator never had to throttle on its own."""
-        log = self.requests(at_least)
+        log = self.requests(at_least or 0)
         stamps = [entry["wall_time"] for entry in log]
         for i, start in enumerate(stamps):
             assert len([s for s in stamps[i:] if s - start < 1.0]) <= 5
@@ -179,3 +195,10 @@ class Served(object):
     def stop(self):
         self.held.close()
         self.sim.stop()
+
+
+def expected_requests(case, message):
+    """How many requests the call must have made: the case's number, or the attempts its failure reports."""
+    if case.requests is not None:
+        return case.requests
+    return int(ATTEMPTS.search(message).group(1))

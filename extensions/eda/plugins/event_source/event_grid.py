@@ -193,7 +193,7 @@ from ansible_collections.imds.scheduled_events.plugins.module_utils.events impor
     KNOWN_EVENT_TYPES, EventFilter, NamedVms)
 from ansible_collections.imds.scheduled_events.plugins.module_utils.lifecycle import StatusTracker  # noqa: E402
 from ansible_collections.imds.scheduled_events.plugins.module_utils.sources import (  # noqa: E402
-    Argument, ArgumentError, check_args, loggable, rulebook_event)
+    Argument, ArgumentError, check_args, loggable, rulebook_event, unreadable_event)
 
 SOURCE = "imds.scheduled_events.event_grid"
 ARGS = {
@@ -453,8 +453,8 @@ class Receiver(object):  # pylint: disable=too-many-instance-attributes
                 self.counts["unreadable"] += 1
                 logger.warning("%s: unreadable scheduled event %s: %s", SOURCE, loggable(item.delivery_id),
                                loggable(item.problem, 300))
-                out.append({"change": "unreadable", "problem": item.problem, "delivery_id": item.delivery_id,
-                            "source": "event_grid", "event_type": item.event_type})
+                out.append(unreadable_event("event_grid", item.problem, delivery_id=item.delivery_id,
+                                            event_type=item.event_type))
                 continue
             self.counts["events"] += 1
             found = item.found

@@ -106,7 +106,7 @@ from ansible_collections.imds.scheduled_events.plugins.module_utils.events impor
 from ansible_collections.imds.scheduled_events.plugins.module_utils.imds import poll_delay  # noqa: E402
 from ansible_collections.imds.scheduled_events.plugins.module_utils.lifecycle import StatusTracker  # noqa: E402
 from ansible_collections.imds.scheduled_events.plugins.module_utils.sources import (  # noqa: E402
-    Argument, ArgumentError, RepeatedLog, check_args, poll_forever, rulebook_event)
+    Argument, ArgumentError, RepeatedLog, check_args, poll_forever, rulebook_event, unreadable_event)
 
 SOURCE = "imds.scheduled_events.resource_graph"
 ARGS = {
@@ -170,8 +170,7 @@ class ResourceGraphSource(object):
             if key not in self.reported_problems:
                 self.reported_problems.add(key)
                 logger.warning("%s: unreadable row %s: %s", SOURCE, problem.get("id"), problem.get("problem"))
-                out.append({"change": "unreadable", "problem": problem.get("problem"), "row_id": problem.get("id"),
-                            "source": "resource_graph"})
+                out.append(unreadable_event("resource_graph", problem.get("problem"), row_id=problem.get("id")))
         for found in result.events:
             key = "%s/%s" % (found.owner.key, found.event.event_id.lower())
             described = found.describe(self.vms, None)

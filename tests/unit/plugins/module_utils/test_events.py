@@ -270,3 +270,12 @@ def test_named_vms_decide_the_scope_from_outside():
     assert shared.scope(events.NamedVms(["web_0", "web_1"])) == Scope.THIS_VM
     assert shared.scope(events.NamedVms(["db_0"])) == Scope.OTHER_VMS
     assert shared.scope(events.NamedVms(None)) == Scope.THIS_VM, "no names: every VM is named"
+
+
+def test_the_hosts_an_events_resources_name_are_matched_by_name_never_as_patterns():
+    hosts = ["db_0", "web_0", "WEB_0", "all", "x"]
+    resources = ["web_0", "*", "all", "web:&db", "!x", "~.*", "db_0,x", "db_[0:1]", "_x", "web_0"]
+    assert events.hosts_named(resources, hosts) == (
+        ["web_0", "WEB_0", "all", "x"],  # in Resources' order, each once; both case variants of web_0
+        ["*", "web:&db", "!x", "~.*", "db_0,x", "db_[0:1]"])
+    assert events.hosts_named(["all"], ["web_0", "db_0"]) == ([], ["all"])

@@ -68,6 +68,19 @@ def test_the_rulebook_event_of_a_change():
         "outcome": "completed", "source": "imds", "vm": "web_0"}
 
 
+def test_a_queued_event_holds_nothing_the_engine_turns_into_a_surrogate():
+    """JSON's \\udcff reaches a source as a lone surrogate, and the rules engine splits a character beyond U+FFFF into
+    two: ansible-core could not load the extra vars holding either."""
+    change = Change("appeared", "E-1", {"EventId": "E-1", "Description": "a\udcffb", "Resources": ("x\ud800",),
+                                        "x\udfff": None}, "Reboot Scheduled")
+    assert sources.rulebook_event(change, "imds", vm="web\udcff")["scheduled_event"] == {
+        "EventId": "E-1", "Description": "a\ufffdb", "Resources": ["x\ufffd"], "x\ufffd": None}
+    assert sources.rulebook_event(change, "imds", vm="web\udcff")["vm"] == "web\ufffd"
+    assert sources.unreadable_event("event_grid", "bad \udcff", delivery_id="d\udcff") == {
+        "change": "unreadable", "problem": "bad \ufffd", "delivery_id": "d\ufffd", "source": "event_grid"}
+    assert sources.valid_text("Z\u00fcrich \u6771\u4eac \U0001F4A5 \U0010FFFF") == "Z\u00fcrich \u6771\u4eac \ufffd \ufffd"
+
+
 def test_a_repeated_failure_is_logged_once(caplog):
     log = sources.RepeatedLog(logging.getLogger("t"))
     with caplog.at_level(logging.DEBUG, logger="t"):

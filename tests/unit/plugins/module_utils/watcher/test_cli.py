@@ -124,6 +124,28 @@ def test_check_config(rig_factory):
     assert code == EXIT_CONFIG and "approval.rules: rule typo: EventTyp is not a key of an event" in err
 
 
+def test_check_config_and_status_never_show_the_webhook_url_and_warn_while_it_is_in_the_config(rig_factory):
+    rig = rig_factory([])
+    url = "https://hooks.example.net/services/T0KEN-PATH?sig=QUERY-T0KEN"
+    secrets = rig.tmp / "etc" / "secrets.json"
+    secrets.write_text(json.dumps({"webhook_url": url}))
+    os.chmod(str(secrets), 0o600)
+    path = rig.write_config(notify={"webhook": {}})
+    for argv in (("check-config",), ("check-config", "--json"), ("status",), ("status", "--json")):
+        code, out, err = cli("--config", path, "--secrets", str(secrets), *argv)
+        assert code == 0 and err == "", (argv, err)
+        assert "T0KEN" not in out + err and "/services" not in out + err, argv
+    assert json.loads(cli("--config", path, "--secrets", str(secrets), "check-config", "--json")[1])["config"][
+        "notify"]["webhook"]["url"] == "https://hooks.example.net/..."
+    os.unlink(str(secrets))
+    path = rig.write_config(notify={"webhook": {"url": url}})  # where older roles put it: still works
+    for argv in (("check-config",), ("check-config", "--json"), ("status",)):
+        code, out, err = cli("--config", path, "--secrets", str(secrets), *argv)
+        assert code == 0 and "T0KEN" not in out + err, argv
+        assert "warning: %s: notify.webhook.url: the config file may be read by every user" % path in err, argv
+        assert "move the URL to %s (0600) as webhook_url" % secrets in err
+
+
 def test_usage_errors():
     assert cli()[0] == 2
     assert cli("explode")[0] == 2

@@ -91,6 +91,8 @@ def test_a_full_config():
     ({"notify": {"webhook": {"url": "https://bot:pa55@hooks.example.com/x"}}},
      r"notify.webhook.url: the webhook URL https://hooks.example.com/\.\.\. carries user:password@"),
     ({"notify": {"webhook": {"url": "https://hooks.example.com:99999/x"}}}, "notify.webhook.url: .* cannot be parsed"),
+    ({"notify": {"webhook": {"headers": {"X-Team": "ops"}}}},
+     "notify.webhook: no URL; put it in the secrets file as webhook_url"),
     ({"notify": {"email": {"host": "h", "from": "f", "to": []}}}, "notify.email.to: must not be empty"),
     ({"notify": {"email": {"host": "h", "from": "f", "to": ["t"], "username": "u", "starttls": False}}},
      "without starttls"),
@@ -101,6 +103,43 @@ def test_a_full_config():
 def test_errors_name_the_key_path(data, message):
     with pytest.raises(c.ConfigError, match=message):
         c.parse(data, path="/etc/w.json")
+
+
+TOKEN_URL = "https://hooks.example.net/services/T0KEN-PATH-9f8e7d?sig=QUERY-T0KEN-1a2b"
+
+
+def test_the_webhook_url_lives_in_the_secrets_file_and_is_never_shown():
+    config = c.parse({"notify": {"webhook": {"secret_header": "X-T"}}},
+                     secrets={"webhook_url": TOKEN_URL, "webhook_secret": "s3cret"})
+    assert config.webhook_url() == TOKEN_URL and config.warnings == []
+    summary = config.summary()
+    assert summary["notify"]["webhook"]["url"] == "https://hooks.example.net/..."
+    assert summary["secrets"] == ["webhook_secret", "webhook_url"]
+    shown = repr(config) + repr(config.secrets) + json.dumps(summary)
+    assert "T0KEN" not in shown and "services" not in shown
+
+
+def test_a_url_still_in_the_config_works_with_a_warning_that_says_how_to_move_it():
+    config = c.parse({"notify": {"webhook": {"url": TOKEN_URL}}}, path="/etc/w.json", secrets_path="/etc/s.json")
+    assert config.webhook_url() == TOKEN_URL
+    assert config.warnings == [
+        "/etc/w.json: notify.webhook.url: the config file may be read by every user of this machine, and a chat "
+        "webhook's URL is its credential: move the URL to /etc/s.json (0600) as webhook_url and remove it here (the "
+        "watcher role does this when applied again)"]
+    assert config.summary()["warnings"] == config.warnings
+    assert "T0KEN" not in json.dumps(config.summary())
+
+
+@pytest.mark.parametrize("webhook, secrets, message", [
+    ({"url": TOKEN_URL}, {"webhook_url": TOKEN_URL}, "the secrets file has a webhook_url too; keep the URL only there"),
+    ({}, {"webhook_url": "ftp://hooks.example.net/x"}, "webhook_url: expected an http:// or https:// URL"),
+    ({}, {"webhook_url": "https://bot:T0KEN@hooks.example.net/x"},
+     r"the secrets file's webhook_url: the webhook URL https://hooks.example.net/\.\.\. carries user:password@"),
+])
+def test_a_bad_or_doubled_webhook_url_is_refused_without_showing_it(webhook, secrets, message):
+    with pytest.raises(c.ConfigError, match=message) as caught:
+        c.parse({"notify": {"webhook": webhook}}, secrets=secrets)
+    assert "T0KEN" not in str(caught.value)
 
 
 def test_load_from_files(etc):

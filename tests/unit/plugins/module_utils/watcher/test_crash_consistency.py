@@ -179,8 +179,10 @@ class Point(object):
                 "name": "recorder", "hold": command + ["hold"], "release": command + ["release"]}]},
         }
         logger = logging.getLogger("imds-watcher-crash")
+        # each run paces its requests in its own directory, as a VM of its own would: the shared world's clock
+        # would otherwise let one run's requests delay the next run's
         client = ImdsClient(endpoint=self.endpoint, retries=0, timeout=5, first_timeout=10, clock=clock.now,
-                            sleep=clock.sleep)
+                            sleep=clock.sleep, environ={imds_mod.PACE_DIR_ENV: str(self.base / "pace")})
         daemon = Daemon(config_mod.parse(settings), trust=TRUST, client=client,
                         holds=HoldManager(state_file=settings["hold"]["state_file"], owner_uid=UID),
                         notifier=Notifier([Syslog(lambda line: None)], logger=logger), clock=clock.wall,

@@ -15,7 +15,7 @@ import pytest
 
 from ansible_collections.imds.scheduled_events.plugins.module_utils.watcher import config as c
 from ansible_collections.imds.scheduled_events.plugins.module_utils.watcher.notify import (
-    Email, Notifier, Redactor, Syslog, Webhook, safe_url, summary_line)
+    Email, Notifier, Redactor, Syslog, Webhook, summary_line)
 from ansible_collections.imds.scheduled_events.tests.unit.utils.loopback import refused_port, smtp_controller
 from ansible_collections.imds.scheduled_events.tests.unit.utils.tls import self_signed
 
@@ -91,7 +91,21 @@ def test_webhook_failures_are_counted_redacted_and_never_raise():
     assert failed and failed[0][0] == "webhook"
     assert "t0ken" not in failed[0][1] and "pa55" not in failed[0][1]
     assert notifier.failures == {"webhook": 1}
-    assert safe_url(url) == "http://127.0.0.1:%d/hook" % int(url.split(":")[3].split("/")[0])
+
+
+def test_the_url_from_the_secrets_file_is_used_and_never_shown_whatever_fails(receiver):
+    url = receiver.url + "/T0KEN-in-the-path?token=QUERY-T0KEN"
+    config = c.parse({"notify": {"webhook": {"headers": {"X-Team": "ops"}, "timeout": 60}, "syslog": False}},
+                     secrets={"webhook_url": url})
+    assert Notifier.from_config(config).send(TRANSITION) == []
+    assert receiver.requests[0]["path"] == "/hook/T0KEN-in-the-path?token=QUERY-T0KEN"
+
+    class Broken(object):
+        def open(self, request, timeout):
+            raise RuntimeError("library bug while posting to %s" % request.full_url)
+
+    failed = Notifier.from_config(config, opener=Broken()).send(TRANSITION)
+    assert failed and "library bug while posting to" in failed[0][1] and "T0KEN" not in failed[0][1]
 
 
 def test_webhook_error_status_is_a_failure():
@@ -192,11 +206,13 @@ def test_one_failing_channel_does_not_stop_the_others():
 
 
 def test_from_config_builds_every_channel_with_its_secret():
-    config = c.parse({"notify": {"webhook": {"url": "https://hooks.example.net/x", "secret_header": "X-T"},
+    config = c.parse({"notify": {"webhook": {"secret_header": "X-T"},
                                  "email": {"host": "smtp.example.net", "username": "u", "from": "f@x", "to": ["t@x"]},
                                  "syslog": False}},
-                     secrets={"webhook_secret": "s3cret", "smtp_password": "hunter2"})
+                     secrets={"webhook_secret": "s3cret", "smtp_password": "hunter2",
+                              "webhook_url": "https://hooks.example.net/services/T0KEN-9f8e"})
     notifier = Notifier.from_config(config)
     assert [ch.name for ch in notifier.channels] == ["webhook", "email"]
-    assert notifier.redact("s3cret hunter2") == "*** ***"
+    assert notifier.channels[0].url == "https://hooks.example.net/services/T0KEN-9f8e"
+    assert notifier.redact("s3cret hunter2 /services/T0KEN-9f8e") == "*** *** ***"
     assert not notifier.channels[0].settings.get("use_proxy")  # proxies ignored: see the webhook test above
