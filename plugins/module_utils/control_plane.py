@@ -57,7 +57,13 @@ _RESOURCE_ID = re.compile(
     r"^/subscriptions/(?P<subscription>[^/]+)/resourcegroups/(?P<resource_group>[^/]+)/providers/microsoft\.compute/"
     r"(?P<kind>virtualmachines|virtualmachinescalesets|availabilitysets)/(?P<name>[^/]+)/?$", re.IGNORECASE)
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9._()-]{1,90}$")
-_KQL_WORD = re.compile(r"^[A-Za-z0-9 ._()-]+$")
+# What an ARM path segment from outside (a row's id, a resource id an operator gives) may not hold: what would end
+# the path or change it (/ ? # % and the backslash), spaces, control characters and lone surrogates; and no segment
+# ends with a dot ("..", ".").
+_PATH_SEGMENT = re.compile("^[^/?#%\\\\\\s\x00-\x1f\x7f\ud800-\udfff]+(?<!\\.)$")
+# Characters a KQL string literal cannot carry: C0 controls (but \t \n \r, which it escapes), DEL, lone surrogates.
+_KQL_UNWRITABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+_KQL_ESCAPES = {"\\": "\\\\", '"': '\\"', "\t": "\\t", "\n": "\\n", "\r": "\\r"}
 
 
 class ControlPlaneError(Exception):
@@ -231,6 +237,7 @@ class Owner(object):
             raise ValueError("%r is not the id of a VM, scale set or availability set (/subscriptions/<id>/"
                              "resourceGroups/<rg>/providers/Microsoft.Compute/<virtualMachines|"
                              "virtualMachineScaleSets|availabilitySets>/<name>)" % (resource_id,))
+        _check_segments(match, ("subscription", "resource_group", "name"))
         return cls(match.group("subscription"), match.group("resource_group"),
                    OWNER_KINDS[match.group("kind").lower()], match.group("name"))
 
@@ -240,7 +247,7 @@ class Owner(object):
         if canonical is None:
             raise ValueError("kind %r: use vm, scale_set or availability_set" % (kind,))
         for what, value in (("name", name), ("resource_group", resource_group), ("subscription", subscription)):
-            if not value or not _SAFE_NAME.match(str(value)):
+            if not value or not _SAFE_NAME.match(str(value)) or str(value).endswith("."):
                 raise ValueError("%s %r is not a valid Azure name" % (what, value))
         return cls(str(subscription), str(resource_group), canonical, str(name))
 
@@ -256,6 +263,13 @@ class Owner(object):
     def as_dict(self):
         return {"id": self.id, "kind": self.kind, "name": self.name, "resource_group": self.resource_group,
                 "subscription": self.subscription}
+
+
+def _check_segments(match, groups):
+    """Raises ValueError when a part of an ARM id would change the path it is put in (see _PATH_SEGMENT)."""
+    for group in groups:
+        if not _PATH_SEGMENT.match(match.group(group)):
+            raise ValueError("%s %r in %r cannot be part of an ARM path" % (group, match.group(group), match.string))
 
 
 class ControlPlaneEvent(object):
@@ -277,6 +291,7 @@ class ControlPlaneEvent(object):
         if not match:
             raise ValueError("its id %r is not a scheduled event of a VM, scale set or availability set"
                              % (row.get("id"),))
+        _check_segments(match, ("subscription", "resource_group", "name", "event_id"))
         properties = row.get("properties")
         if not isinstance(properties, dict):
             raise ValueError("it has no properties object")
@@ -287,9 +302,17 @@ class ControlPlaneEvent(object):
         if event.event_id.lower() != match.group("event_id").lower():
             raise ValueError("its id names event %s but its properties say %s" % (match.group("event_id"),
                                                                                   event.event_id))
-        owner = Owner(match.group("subscription"), row.get("resourceGroup") or match.group("resource_group"),
-                      OWNER_KINDS[match.group("kind").lower()], match.group("name"))
+        # the id is the ARM path acknowledging goes to: the resourceGroup column only gives its casing
+        group = match.group("resource_group")
+        if str(row.get("resourceGroup") or "").lower() == group.lower():
+            group = row["resourceGroup"]
+        owner = Owner(match.group("subscription"), group, OWNER_KINDS[match.group("kind").lower()], match.group("name"))
         return cls(event, owner, row)
+
+    def owned_by_other_vm(self, vms):
+        """Whether the row files the event under a VM that `vms` (NamedVms) does not name, whatever its Resources
+        say: acknowledging it would act on that VM."""
+        return self.owner.kind == OWNER_KINDS["virtualmachines"] and not vms.is_named(self.owner.name)
 
     def describe(self, vms=None, now=None):
         """event_info's keys for the event, plus where the control plane saw it."""
@@ -305,32 +328,42 @@ class ControlPlaneEvent(object):
 # --- Resource Graph -----------------------------------------------------------------------------------------------
 
 
-def _kql_list(values, what):
-    words = []
-    for value in values:
-        text = str(value)
-        if not _KQL_WORD.match(text):
-            raise ValueError("%s %r: only letters, digits, spaces and ._()- are allowed" % (what, text))
-        words.append('"%s"' % text)
-    return "(%s)" % ", ".join(words)
+def kql_string(value, what="value"):
+    """`value` as a KQL string literal: the one way any value reaches a Kusto query (Resource Graph, workbooks,
+    alert rules), so that a quote, a backslash, a `|` or a newline in it stays inside the string. Double-quoted with
+    Kusto's escapes (\\ \" \t \n \r); any other character, non-ASCII too, stands for itself. Raises ValueError
+    (naming `what`) for a value no literal can carry: not a string, or holding NUL, another control character or a
+    lone surrogate."""
+    if not isinstance(value, str):
+        raise ValueError("%s %r is a %s, not a string" % (what, value, type(value).__name__))
+    bad = _KQL_UNWRITABLE.search(value)
+    if bad:
+        raise ValueError("%s %r holds the character U+%04X, which a KQL string cannot carry"
+                         % (what, value, ord(bad.group())))
+    return '"%s"' % "".join(_KQL_ESCAPES.get(c, c) for c in value)
+
+
+def kql_list(values, what="value"):
+    """A parenthesised list of KQL string literals, for `in` and `in~`."""
+    return "(%s)" % ", ".join(kql_string(value, what) for value in values)
 
 
 def build_query(event_ids=None, types=None, statuses=None, sources=None, resource_groups=None):
     """The KQL sent to Resource Graph (docs/control-plane.md shows it): filters run in Azure, so a large fleet
-    sends back only what was asked for. Values are checked, never pasted raw."""
-    lines = ["maintenanceresources", '| where type == "%s"' % ROW_TYPE]
+    sends back only what was asked for. Every value is a string literal (kql_string), never pasted raw."""
+    lines = ["maintenanceresources", "| where type == %s" % kql_string(ROW_TYPE)]
     if event_ids:
         bad = [i for i in event_ids if not is_event_id(i)]
         if bad:
             raise ValueError("not an EventId (a GUID is expected): %s" % ", ".join(repr(b) for b in bad))
-        lines.append("| where name in~ %s" % _kql_list(event_ids, "event id"))
+        lines.append("| where name in~ %s" % kql_list(event_ids, "event id"))
     for field, values, what in (("properties.EventType", types, "event type"),
                                 ("properties.EventStatus", statuses, "status"),
                                 ("properties.EventSource", sources, "source"),
                                 ("resourceGroup", resource_groups, "resource group")):
         if values:
             column = field if "." not in field else "tostring(%s)" % field
-            lines.append("| where %s in~ %s" % (column, _kql_list(values, what)))
+            lines.append("| where %s in~ %s" % (column, kql_list(values, what)))
     lines.append("| project id, name, type, subscriptionId, resourceGroup, location, properties")
     lines.append("| order by id asc")
     return "\n".join(lines)

@@ -52,7 +52,8 @@ options:
       - The VMs that are ready for maintenance (resource names as C(Resources) lists them; scale-set instances are
         C(<scale set>_<instance id>)).
       - Required unless O(event_ids) is given. With it, events that list none of these VMs are never approved, and
-        events that also list others only with O(allow_shared=true).
+        events that also list others only with O(allow_shared=true). An event Resource Graph files under a VM not
+        named here is not approved either, whatever its C(Resources) say.
     type: list
     elements: str
   allow_shared:
@@ -188,10 +189,14 @@ def main():
     found = control_plane_events(module, client, query)
 
     vms = NamedVms(params["vm_names"])  # None: the operator named the events, for all their VMs
-    owners = dict((e.event.event_id.casefold(), e.owner) for e in found.events)
     document = Document(None, [e.event for e in found.events], raw=None)
     selection = EventFilter(event_ids=requested, types=params["event_types"])
     decided = approval.plan(document, vms, selection, requested_ids=requested, allow_shared=params["allow_shared"])
+    by_id = dict((e.event.event_id.casefold(), e) for e in found.events)
+    elsewhere = [e for e in decided.approve if by_id[e.event_id.casefold()].owned_by_other_vm(vms)]
+    decided.approve = [e for e in decided.approve if e not in elsewhere]
+    decided.skipped.extend(approval.Skip(e.event_id, approval.NOT_THIS_VM, "filed under VM %s"
+                                         % by_id[e.event_id.casefold()].owner.name) for e in elsewhere)
     result = dict(changed=False, approved=[], not_approved=[s.as_dict() for s in decided.skipped], requests=0)
     if found.problems:
         module.warn("%d row(s) of Resource Graph could not be read: %s" % (
@@ -204,7 +209,7 @@ def main():
 
     by_owner = {}
     for event in decided.approve:
-        owner = owners[event.event_id.casefold()]
+        owner = by_id[event.event_id.casefold()].owner
         by_owner.setdefault(owner.key, (owner, []))[1].append(event)
     approved = [dict(EventId=e.event_id, owner=owner.id, Resources=list(e.resources))
                 for owner, events in by_owner.values() for e in events]

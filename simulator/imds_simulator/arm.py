@@ -27,6 +27,7 @@ import urllib.parse
 import uuid
 
 from . import kql
+from .faults import patch_rows
 from .listener import BaseHandler
 from .reply import json_reply
 from .traffic import RequestLog
@@ -123,22 +124,25 @@ class ArmService:
             if method not in methods:
                 return arm_error(405, "MethodNotAllowed",
                                  f"The requested resource does not support http method '{method}'.")
-            faulted = self._fault(path, method)
+            faults = self.world.active_faults(None, path, method)
+            faulted = self._fault(faults)
             if faulted is not None:
                 return faulted
             if func != self.token:
                 refused = self._authenticate(headers)
                 if refused is not None:
                     return refused
-            reply = func(method=method, query=query, body=body, headers=headers, **match.groupdict())
+            extra = {"faults": faults} if func == self.resource_graph else {}
+            reply = func(method=method, query=query, body=body, headers=headers, **match.groupdict(), **extra)
             if func != self.token:
                 reply.headers.update(self._quota_headers())
             reply.headers.setdefault("x-ms-request-id", str(uuid.uuid4()))
             return reply
         return arm_error(404, "NotFound", f"The simulator's control plane has no endpoint {parts.path}.")
 
-    def _fault(self, path, method):
-        for fault in self.world.active_faults(None, path, method):
+    @staticmethod
+    def _fault(faults):
+        for fault in faults:
             if fault.kind == "throttle":
                 wait = fault.retry_after
                 return arm_error(
@@ -204,8 +208,9 @@ class ArmService:
 
     # -- Resource Graph ----------------------------------------------------------
 
-    def resource_graph(self, method, query, body, headers):
-        """POST /providers/Microsoft.ResourceGraph/resources: one page of the reduced KQL's result."""
+    def resource_graph(self, method, query, body, headers, faults=()):
+        """POST /providers/Microsoft.ResourceGraph/resources: one page of the reduced KQL's result (over the rows as
+        the ``arm_fields`` faults among ``faults`` rewrote them)."""
         del method, headers
         version = query.get("api-version")
         if version not in RESOURCE_GRAPH_VERSIONS:
@@ -252,10 +257,10 @@ class ArmService:
                 return _graph_error("InvalidSkipToken", "The $skipToken is not valid for this query and these scopes: "
                                                         "send it back with the same query, subscriptions and "
                                                         "management groups.")
-        rows = self.world.control_plane_rows()
+        rows = patch_rows(self.world.control_plane_rows(), faults)
         if scope is not None:
             wanted = set(scope)
-            rows = [row for row in rows if row["subscriptionId"].lower() in wanted]
+            rows = [row for row in rows if str(row["subscriptionId"]).lower() in wanted]
         result = parsed.run(rows)
         page = result[skip:skip + top]
         more = skip + len(page) < len(result)

@@ -7,11 +7,13 @@ specs into live objects and can always rebuild itself from them (``reset``).
 from __future__ import annotations
 
 import dataclasses
+import json
 import typing as t
 
-IMDS_FAULT_KINDS = ("status", "delay", "warmup", "malformed", "truncated", "non_object", "huge", "drop", "reset_incarnation")
+IMDS_FAULT_KINDS = ("status", "delay", "warmup", "malformed", "truncated", "non_object", "huge", "drop", "reset_incarnation",
+                    "fields")
 # Faults of the control-plane face (ARM, Resource Graph, the token endpoint); they take no ``vm``.
-ARM_FAULT_KINDS = ("throttle", "arm_status", "expire_tokens")
+ARM_FAULT_KINDS = ("throttle", "arm_status", "expire_tokens", "arm_fields")
 FAULT_KINDS = IMDS_FAULT_KINDS + ARM_FAULT_KINDS
 
 
@@ -129,6 +131,7 @@ class FaultSpec:
     """A misbehaviour of the IMDS listeners, active from ``start`` until ``until`` (sim seconds),
     or for the first ``count`` requests it matches.
 
+    ``fields`` (kinds fields and arm_fields) is the JSON text of the values written over what is served.
     ``vms`` None means every VM. ``seconds`` (delay, warmup) are wall-clock
     seconds because they exercise client timeouts, which run on real time.
     """
@@ -145,6 +148,7 @@ class FaultSpec:
     count: t.Optional[int] = None
     id: t.Optional[str] = None
     retry_after: t.Optional[int] = None
+    fields: t.Optional[str] = None
 
     @property
     def arm(self):
@@ -178,6 +182,8 @@ class FaultSpec:
                            ("retry_after", self.retry_after)):
             if value is not None:
                 out[key] = value
+        if self.fields is not None:
+            out["fields"] = json.loads(self.fields)
         return out
 
 

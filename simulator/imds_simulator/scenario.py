@@ -43,9 +43,12 @@ RESERVED_HEADERS = ("content-type", "content-length", "host", "connection", "tra
 _FLEET_KEYS = ("count", "prefix", "availability_set", "update_domains", "fault_domains")
 EVENT_KEYS = ("at", "id", "type", "resources", "availability_set", "scale_set", "notice", "started_for", "source", "description",
               "duration", "cancel_at", "initial_status", "approval", "approval_delay", "outage", "fields")
-FAULT_KEYS = ("kind", "vm", "from", "until", "path", "method", "code", "seconds", "bytes", "count", "retry_after")
+FAULT_KEYS = ("kind", "vm", "from", "until", "path", "method", "code", "seconds", "bytes", "count", "retry_after",
+              "fields")
+# What a fields / arm_fields fault may write over: each key names a mapping of field -> any JSON value.
+FIELDS_TARGETS = {"fields": ("event", "document"), "arm_fields": ("row", "properties")}
 _KIND_KEYS = {"status": ("code",), "arm_status": ("code",), "delay": ("seconds",), "warmup": ("seconds",),
-              "huge": ("bytes",)}
+              "huge": ("bytes",), "fields": ("fields",), "arm_fields": ("fields",)}
 
 
 class ScenarioError(Exception):
@@ -465,7 +468,7 @@ def parse_fault(check, data, path, vms, *, default_from=0.0):
     kind = check.choice(data, path, "kind", FAULT_KINDS, what="fault kind")
     arm = kind in ARM_FAULT_KINDS
     for key, kinds in (("code", ("status", "arm_status")), ("seconds", ("delay", "warmup")), ("bytes", ("huge",)),
-                       ("retry_after", ("throttle",))):
+                       ("retry_after", ("throttle",)), ("fields", ("fields", "arm_fields"))):
         if data.get(key) is not None and kind not in kinds:
             check.fail(join(path, key), f"not used by kind {kind!r} (only by {', '.join(kinds)})")
     if kind in ("reset_incarnation", "expire_tokens"):
@@ -499,12 +502,27 @@ def parse_fault(check, data, path, vms, *, default_from=0.0):
     code = check.integer(data, path, "code", None, minimum=500 if kind == "arm_status" else 100, maximum=599)
     seconds = check.number(data, path, "seconds", None, positive=True)
     size = check.integer(data, path, "bytes", 1048576 if kind == "huge" else None, minimum=64, maximum=1 << 30)
+    fields = None
+    if kind in FIELDS_TARGETS:
+        fields = _parse_fields(check, data["fields"], join(path, "fields"), FIELDS_TARGETS[kind])
     return FaultSpec(kind=kind, vms=targets, start=start, until=until, path=fault_path,
                      method=check.choice(data, path, "method", ("GET", "POST"), None),
-                     code=code, seconds=seconds, size=size,
+                     code=code, seconds=seconds, size=size, fields=fields,
                      count=check.integer(data, path, "count", None, minimum=1),
                      retry_after=check.integer(data, path, "retry_after", 5 if kind == "throttle" else None,
                                                minimum=0, maximum=3600))
+
+
+def _parse_fields(check, data, path, targets):
+    """The values a fields fault writes: {target: {field: any JSON value}}, kept as JSON text (specs are frozen)."""
+    if not isinstance(data, dict) or not data:
+        check.fail(path, "expected a mapping with %s" % " and/or ".join(repr(t) for t in targets))
+    for target, values in data.items():
+        if target not in targets:
+            check.fail(join(path, str(target)), "unknown key; expected %s" % " or ".join(repr(t) for t in targets))
+        if not isinstance(values, dict):
+            check.fail(join(path, target), "expected a mapping of field names to values")
+    return json.dumps(data, sort_keys=True)
 
 
 def parse_scenario(data, source="<scenario>", lines=None):

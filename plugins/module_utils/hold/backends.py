@@ -21,7 +21,7 @@ import shutil
 import time
 
 from .common import (DEFAULT_COMMAND_TIMEOUT, DEFAULT_WAIT_TIMEOUT, BackendError, WaitTimeout, c_locale_env,
-                     format_argv, one_line, run_command)
+                     env_text, format_argv, one_line, run_command)
 
 SYSTEMCTL = "systemctl"
 SYSTEMCTL_TIMEOUT = 300
@@ -572,7 +572,7 @@ class CommandBackend(Backend):
         argv = self.settings[action]
         reason = reason or {}
         env = dict(self.ctx.environ)
-        env.update({
+        env.update((name, env_text(value)) for name, value in {
             "IMDS_HOLD_ACTION": action,
             "IMDS_HOLD_TARGET": self.key,
             "IMDS_HOLD_REASON": reason.get("text") or "",
@@ -580,7 +580,7 @@ class CommandBackend(Backend):
             "IMDS_HOLD_HOLDER": reason.get("holder") or "",
             "IMDS_EVENT_ID": reason.get("event_id") or "",
             "IMDS_HOLD_STATE_FILE": self.ctx.store.path if self.ctx.store is not None else "",
-        })
+        }.items())
         payload = json.dumps({"action": action, "target": self.key, "reason": reason,
                               "reasons": record.get("reasons", [])}, sort_keys=True)
         result = self._run(argv, self.settings.get("timeout", DEFAULT_COMMAND_TIMEOUT), stdin=payload, env=env)

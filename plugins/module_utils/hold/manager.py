@@ -16,6 +16,7 @@ record says is in progress.
 from __future__ import annotations
 
 import copy
+import hashlib
 import os
 import time
 
@@ -42,11 +43,27 @@ class Reason(object):
             raise ValueError("the event id must not contain control characters")
         self.holder = clean_text(holder, "the holder", MAX_REASON_ID, required=False) or "unknown"
 
+    @classmethod
+    def for_event(cls, event_id, text, holder=None):
+        """The hold of an event, released by event_reason_id(event_id). An EventId that cannot be a reason id (a
+        hostile document's) still gets its hold: the record then names no event (the journal keeps the id)."""
+        reason_id = event_reason_id(event_id)
+        return cls(reason_id, text, event_id=event_id if reason_id == event_id else None, holder=holder)
+
     def as_dict(self, since):
         return {"id": self.id, "text": self.text, "event_id": self.event_id, "holder": self.holder, "since": since}
 
     def same_as(self, recorded):
         return (recorded.get("id"), recorded.get("text"), recorded.get("event_id")) == (self.id, self.text, self.event_id)
+
+
+def event_reason_id(event_id):
+    """An event's reason id: its EventId when a reason id can be that (one line, no spaces around, at most
+    MAX_REASON_ID characters: every GUID), else "event-" and a digest of it, the same on every call."""
+    text = "" if event_id is None else str(event_id)
+    if text and text.strip() == text and len(text) <= MAX_REASON_ID and one_line(text) == text:
+        return text
+    return "event-%s" % hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 def default_reason_id(event_id=None):

@@ -38,7 +38,7 @@ import time
 from ..approval import approve_and_confirm
 from ..events import ThisVm
 from ..hold.common import HoldError
-from ..hold.manager import HoldManager, Reason
+from ..hold.manager import HoldManager, Reason, event_reason_id
 from ..imds import DEFAULT_FIRST_TIMEOUT, DEFAULT_TIMEOUT, ImdsClient, ImdsError, poll_delay
 from ..lifecycle import read_boot_id
 from . import health as health_mod
@@ -393,7 +393,7 @@ class Daemon(object):
             return Result("hold", decision.event_id, True, "nothing is configured to hold (hold: {} is empty)")
         held = []
         try:
-            reason = Reason(decision.event_id, decision.reason, event_id=decision.event_id, holder=HOLDER)
+            reason = Reason.for_event(decision.event_id, decision.reason, holder=HOLDER)
             quick, slow = split_targets(self.targets)
             if slow and quick and _urgent(decision.event):
                 outcome = self.holds.hold(reason, quick)
@@ -437,7 +437,7 @@ class Daemon(object):
     def _release(self, decision):
         self.deferred.pop(decision.event_id, None)
         try:
-            outcome = self.holds.release(reason_id=decision.event_id)
+            outcome = self.holds.release(reason_id=event_reason_id(decision.event_id))
         except (HoldError, ValueError, OSError) as exc:
             return Result("release", decision.event_id, False, "release failed: %s" % exc)
         if outcome.failed:

@@ -26,6 +26,7 @@ SIMULATOR_DIR = os.path.abspath(os.path.join(HERE, "..", "..", "..", "simulator"
 if SIMULATOR_DIR not in sys.path:
     sys.path.insert(0, SIMULATOR_DIR)
 
+from imds_simulator.scenario import Checker, parse_fault  # noqa: E402  pylint: disable=wrong-import-position,import-error
 from imds_simulator.simulator import Simulator  # noqa: E402  pylint: disable=wrong-import-position,import-error
 
 MINE = "C7061BAC-AFDC-4513-B24B-AA5F13A16123"
@@ -202,3 +203,49 @@ def expected_requests(case, message):
     if case.requests is not None:
         return case.requests
     return int(ATTEMPTS.search(message).group(1))
+
+
+# --- hostile values in every field (tests/unit/utils/hostile.py) ----------------------------------------------------
+
+# Every field of an IMDS event, and the document's own.
+EVENT_FIELDS = ("EventId", "EventType", "ResourceType", "Resources", "EventStatus", "NotBefore", "Description",
+                "EventSource", "DurationInSeconds")
+DOCUMENT_FIELDS = ("DocumentIncarnation",)
+
+
+class HostileImds(object):
+    """One simulator for a whole hostile-input suite: myvm has one Scheduled Reboot (MINE); inject() writes a value
+    over one field of what IMDS serves (a `fields` fault), clear() puts things back between cases. No rate limit:
+    the suite sends hundreds of requests, each case a few."""
+
+    def __init__(self):
+        scenario = {"name": "hostile", "clock": "manual", "start_time": START, "rate_limit": 0, "vms": PAIR,
+                    "events": [{"id": MINE, "type": "Reboot", "resources": ["myvm"], "at": 0, "notice": 900}]}
+        self.sim = Simulator.from_scenario(scenario, port=0, control_port=None)
+        self.sim.start()
+        self.world = self.sim.world
+        self.world.advance(1)
+        self.endpoint = self.sim.endpoint("myvm")
+
+    def inject(self, field, value):
+        """Serve `value` in `field` (an event's, or the document's); Resources gets it as its only entry, unless
+        it is of the wrong type for a list. Returns what the document now holds there."""
+        if field == "Resources" and not isinstance(value, (list, dict)):
+            value = [value]
+        target = "document" if field in DOCUMENT_FIELDS else "event"
+        self.add_fault({"kind": "fields", "path": "/metadata/scheduledevents", "method": "GET",
+                        "fields": {target: {field: value}}})
+        return value
+
+    def add_fault(self, data):
+        """Straight to the world (the control API would also wait for the listeners to settle, at every call)."""
+        self.world.add_fault(parse_fault(Checker("fault"), data, "", list(self.world.vms.values())))
+
+    def clear(self):
+        self.world.clear_faults()
+        if self.world.approvals:
+            self.sim.reset()
+            self.world.advance(1)
+
+    def stop(self):
+        self.sim.stop()

@@ -19,6 +19,7 @@ import pytest
 from ansible_collections.imds.scheduled_events.plugins.module_utils.hold.manager import HoldManager
 from ansible_collections.imds.scheduled_events.plugins.module_utils.imds import ImdsClient
 from ansible_collections.imds.scheduled_events.plugins.module_utils.watcher import config as config_mod
+from ansible_collections.imds.scheduled_events.plugins.module_utils.watcher.cli import PrintableMessages
 from ansible_collections.imds.scheduled_events.plugins.module_utils.watcher.daemon import Daemon
 from ansible_collections.imds.scheduled_events.plugins.module_utils.watcher.journal import Journal
 from ansible_collections.imds.scheduled_events.plugins.module_utils.watcher.notify import Notifier, Syslog
@@ -73,6 +74,8 @@ class Rig(object):
         self.hooks_file = tmp_path / "hooks-ran"
         self.syslog = []
         self.logger = logging.getLogger("imds-watcher-test")
+        if not any(isinstance(f, PrintableMessages) for f in self.logger.filters):  # as `imds-watcher run` sets it up
+            self.logger.addFilter(PrintableMessages())
 
     # --- configuration -----------------------------------------------------------------
 

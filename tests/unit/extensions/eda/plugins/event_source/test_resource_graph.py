@@ -95,7 +95,7 @@ def test_a_failed_query_is_logged_and_backs_off(server, caplog):
     ({"subscriptions": None}, "name subscriptions or management_groups"),
     ({"poll_interval": 0.5}, "between 1 and 3600"),
     ({"poll_interval": 100, "max_backoff": 50}, "max_backoff must be at least poll_interval"),
-    ({"resource_groups": ['rg"; drop']}, "only letters, digits"),
+    ({"resource_groups": ['rg\x00drop']}, "a KQL string cannot carry"),
     ({"auth_source": "password"}, "must be one of auto, msi, env, cli, credentials"),
     ({"subscription": [SUB]}, "unknown argument(s) subscription"),
 ])
