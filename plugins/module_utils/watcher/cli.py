@@ -192,7 +192,7 @@ def format_refused(refused, files):
 def format_degraded(degraded, saved):
     lines = ["!!! THE WATCHER IS DEGRADED: it cannot do its whole job (as the daemon last saved it, %s). !!!"
              % (moment(saved) or "at an unknown time")]
-    lines.extend("  " + one_line(line) for line in describe_health(degraded))
+    lines.extend("  " + printable(line) for line in describe_health(degraded))
     return "\n".join(lines) + "\n"
 
 
