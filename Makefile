@@ -125,14 +125,18 @@ ANTSIBULL_DOCS = $(BIN)/antsibull-docs collection --use-current --squash-hierarc
 docs: venv collection
 	@mkdir -p docs/plugins
 	$(ANTSIBULL_DOCS) --dest-dir docs/plugins imds.scheduled_events
+	$(BIN)/python scripts/render_eda_docs.py docs/eda-sources
 
-# Every plugin renders without warnings, and docs/plugins/ matches what the code says.
+# Every plugin renders without warnings, and docs/plugins/ (and docs/eda-sources/, the event sources, which
+# antsibull-docs does not render) matches what the code says.
 docs-check: venv collection
 	bash tests/docs/check-plugin-docs
 	$(BIN)/antsibull-docs lint-collection-docs --plugin-docs .
 	@rm -rf .build/docs && mkdir -p .build/docs
 	@$(ANTSIBULL_DOCS) --dest-dir .build/docs imds.scheduled_events >/dev/null
 	@diff -r docs/plugins .build/docs || { echo "docs/plugins/ is out of date: run 'make docs'"; exit 1; }
+	@rm -rf .build/eda-sources && $(BIN)/python scripts/render_eda_docs.py .build/eda-sources >/dev/null
+	@diff -r docs/eda-sources .build/eda-sources || { echo "docs/eda-sources/ is out of date: run 'make docs'"; exit 1; }
 
 sanity: $(foreach c,$(CORES),sanity-$(c))
 units: $(foreach c,$(CORES),units-$(c)) $(foreach p,$(NODE_PYTHONS),units-node-$(p))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ansible.module_utils.basic import env_fallback, missing_required_lib
 
-from .control_plane import ArmClient, ControlPlaneError, credential, explain, query_events
+from .control_plane import ControlPlaneError, explain, query_events, signed_in_client
 from .events import EventFilter, ThisVm, is_event_id
 from .imds import (API_VERSIONS, DEFAULT_API_VERSION, DEFAULT_DEADLINE, DEFAULT_FIRST_TIMEOUT, DEFAULT_RETRIES,
                    DEFAULT_TIMEOUT, ENDPOINT_ENV, HAS_REQUESTS, REQUESTS_IMPORT_ERROR, ImdsClient, ImdsError)
@@ -124,9 +124,9 @@ def arm_client_from_module(module):
         module.fail_json(msg=missing_required_lib("requests"), exception=REQUESTS_IMPORT_ERROR)
     params = module.params
     try:
-        cred = credential(params["auth_source"], params["client_id"], params["secret"], params["tenant"])
-        return ArmClient(cred, endpoint=params["management_endpoint"], timeout=params["timeout"],
-                         retries=params["retries"])
+        return signed_in_client(params["auth_source"], params["client_id"], params["secret"], params["tenant"],
+                                endpoint=params["management_endpoint"], timeout=params["timeout"],
+                                retries=params["retries"])
     except ControlPlaneError as exc:
         if "azure-identity is required" in str(exc):
             module.fail_json(msg=missing_required_lib("azure-identity"))
@@ -146,4 +146,5 @@ def control_plane_events(module, client, query):
     try:
         return query_events(client, query, params["subscriptions"], params["management_groups"])
     except ControlPlaneError as exc:
-        module.fail_json(msg=explain(exc), status=exc.status, code=exc.code, query=query)
+        module.fail_json(msg=explain(exc), status=exc.status, code=exc.code, query=query,
+                         resource_graph_quota=client.quota.as_dict())

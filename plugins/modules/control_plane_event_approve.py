@@ -150,6 +150,30 @@ requests:
   returned: always
   type: int
   sample: 1
+resource_graph_quota:
+  description:
+    - Resource Graph's per-user quota as its last answer announced it, and how the queries were paced by it. Shown
+      with C(-v). Azure allows a user so many queries per window (for example 15 per 5 seconds); each query waits
+      its share of the time left in the window, and once the quota is spent the next one waits for the reset.
+  returned: always
+  type: dict
+  contains:
+    remaining:
+      description: C(x-ms-user-quota-remaining) of the last answer, null when Azure did not say (or a wait spent it).
+      type: int
+    resets_after:
+      description: C(x-ms-user-quota-resets-after) of the last answer, in seconds.
+      type: float
+    waited:
+      description: Seconds waited for the quota, and for C(Retry-After) of throttled queries.
+      type: float
+    throttled:
+      description: How many queries were answered 429 (and retried).
+      type: int
+    queries:
+      description: How many Resource Graph queries were sent (every page, every retry).
+      type: int
+  sample: {remaining: 13, resets_after: 4.0, waited: 0.0, throttled: 0, queries: 2}
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -204,7 +228,8 @@ def main():
     if decided.missing and not params["missing_ok"]:
         held = ["%s (%s, %s)" % (e.event.event_id, e.event.event_type, e.event.status) for e in found.events]
         module.fail_json(msg="not in Resource Graph (never published there, or gone): %s; it holds: %s"
-                         % (", ".join(decided.missing), "; ".join(held) or "no events"), **result)
+                         % (", ".join(decided.missing), "; ".join(held) or "no events"),
+                         resource_graph_quota=client.quota.as_dict(), **result)
     result["not_approved"].extend(approval.Skip(i, approval.NOT_IN_DOCUMENT).as_dict() for i in decided.missing)
 
     by_owner = {}
@@ -214,7 +239,7 @@ def main():
     approved = [dict(EventId=e.event_id, owner=owner.id, Resources=list(e.resources))
                 for owner, events in by_owner.values() for e in events]
     if not approved or module.check_mode:
-        result.update(changed=bool(approved), approved=approved)
+        result.update(changed=bool(approved), approved=approved, resource_graph_quota=client.quota.as_dict())
         module.exit_json(**result)
 
     done, failures = [], []
@@ -242,9 +267,9 @@ def main():
                 else:
                     still.append("%s (%s)" % (event.event_id, explain(exc)))
         if still:
-            result.update(changed=bool(done), approved=done)
+            result.update(changed=bool(done), approved=done, resource_graph_quota=client.quota.as_dict())
             module.fail_json(msg="acknowledging failed: %s" % "; ".join(still), **result)
-    result.update(changed=bool(done), approved=done)
+    result.update(changed=bool(done), approved=done, resource_graph_quota=client.quota.as_dict())
     module.exit_json(**result)
 
 

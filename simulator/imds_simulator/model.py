@@ -84,7 +84,9 @@ class ControlPlaneSpec:
     """The control-plane face's settings: who has opted in, the feature registration, how long rows stay.
 
     ``opted_in`` is ``"all"`` or a tuple of VM, scale-set or availability-set names. ``event_grid``: Event Grid
-    webhook subscriptions made when the simulator starts (and again after a reset).
+    webhook subscriptions made when the simulator starts (and again after a reset). Resource Graph's per-user quota:
+    ``quota_requests`` queries per ``quota_window`` seconds of the simulator's monotonic clock, refused with 429 once
+    spent only when ``quota_enforced``.
     """
 
     opted_in: t.Union[str, t.Tuple[str, ...]] = ()
@@ -93,6 +95,9 @@ class ControlPlaneSpec:
     management_group: str = "mg-imds-sim"
     tenant_id: str = "72f988bf-0000-4000-8000-00000000c0de"
     event_grid: t.Tuple[EventGridSubscriptionSpec, ...] = ()
+    quota_requests: int = 15
+    quota_window: float = 5.0
+    quota_enforced: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -31,7 +31,9 @@ _TOP_KEYS = ("name", "description", "time_scale", "clock", "start_time", "seed",
 _VM_KEYS = ("name", "availability_set", "update_domain", "fault_domain", "port", "address", "computer_name", "vm_id",
             "subscription", "resource_group", "location")
 _SCALE_SET_KEYS = ("name", "instances", "subscription", "resource_group", "location")
-_CONTROL_PLANE_KEYS = ("opted_in", "features_registered", "retention", "management_group", "tenant_id", "event_grid")
+_CONTROL_PLANE_KEYS = ("opted_in", "features_registered", "retention", "management_group", "tenant_id", "event_grid",
+                       "resource_graph_quota")
+_QUOTA_KEYS = ("requests", "window", "enforce")
 EVENT_GRID_KEYS = ("endpoint", "name", "schema", "max_events_per_batch", "headers", "validate", "duplicate_every",
                    "max_attempts", "retry_delays", "insecure_skip_verify", "timeout", "entra")
 ENTRA_KEYS = ("tenant_id", "application_id_or_uri", "token_version")
@@ -253,7 +255,13 @@ def parse_control_plane(check, data, path, vms, scale_sets):
             if spec.name.lower() in names:
                 check.fail(f"{join(path, 'event_grid')}[{index}].name", f"duplicate subscription name {spec.name!r}")
             names.add(spec.name.lower())
+    quota_path = join(path, "resource_graph_quota")
+    quota = check.get(data, path, "resource_graph_quota", "any", {})
+    check.mapping(quota, quota_path, _QUOTA_KEYS)
     return ControlPlaneSpec(
+        quota_requests=check.integer(quota, quota_path, "requests", default.quota_requests, minimum=1),
+        quota_window=check.number(quota, quota_path, "window", default.quota_window, positive=True),
+        quota_enforced=check.get(quota, quota_path, "enforce", "bool", default.quota_enforced),
         opted_in=opted_in,
         features_registered=check.get(data, path, "features_registered", "bool", True),
         retention=check.number(data, path, "retention", default.retention, minimum=0),

@@ -380,6 +380,9 @@ def test_preempt_is_held_and_approved_inside_its_notice(clean, control):
     assert steps.index("held") < steps.index("approved"), steps
     assert "approved by rule spot" in [s["detail"] for s in recent(status, event_id)["timeline"]]
     wait_state(vm, event_id, ["started"])
+    # puppet (the slow target) is disabled beside the hooks and the approval, on the hold lane: not before them
+    wait_for(lambda: [t for t in hold_status(vm)["targets"] if t["key"] == "puppet" and t["phase"] == "held"
+                      and event_id in [r["id"] for r in t["reasons"]]], what="puppet to be held for the Preempt", vm=vm)
     assert_held(vm, event_id)
     control.advance(120)
     status = wait_released(vm, event_id)

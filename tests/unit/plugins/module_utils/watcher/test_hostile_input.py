@@ -34,7 +34,8 @@ from ansible_collections.imds.scheduled_events.plugins.module_utils.watcher.daem
 from ansible_collections.imds.scheduled_events.plugins.module_utils.watcher.notify import Email, Notifier, Syslog, Webhook
 from ansible_collections.imds.scheduled_events.tests.unit.plugins.module_utils.watcher.conftest import (
     SIMULATOR_DIR, START)
-from ansible_collections.imds.scheduled_events.tests.unit.plugins.module_utils.watcher.helpers import TRUST, UID
+from ansible_collections.imds.scheduled_events.tests.unit.plugins.module_utils.watcher.helpers import (
+    TRUST, UID, InlineExecutor)
 from ansible_collections.imds.scheduled_events.tests.unit.plugins.module_utils.watcher.test_notify import Receiver
 from ansible_collections.imds.scheduled_events.tests.unit.utils import hostile
 from ansible_collections.imds.scheduled_events.tests.unit.utils.loopback import start_mailbox
@@ -166,7 +167,8 @@ def daemon_for(rig, endpoint):
                         sleep=rig.time.sleep)
     options = {"client": client, "holds": rig.holds(), "clock": rig.time.wall, "monotonic": rig.time.now,
                "sleep": rig.time.sleep, "boot_id": "boot-a", "logger": rig.logger,
-               "notifier": Notifier([Syslog(rig.syslog.append)], logger=rig.logger)}
+               "notifier": Notifier([Syslog(rig.syslog.append)], logger=rig.logger),
+               "executor": InlineExecutor()}
     daemon = Daemon(rig.config(), trust=TRUST, **options)
     daemon.start()
     return daemon
