@@ -587,7 +587,9 @@ def test_kill_9_at_random_points_of_the_lifecycle(clean, control):
             assert set(r["id"] for r in status["holds"]["reasons"]) <= {event_id}
         status = wait_released(vm, event_id)
         steps = transitions(status, event_id)
-        assert steps.count("released") == 1 and steps[-1] == "released", steps
+        # a kill between the release and the state's save repeats the (idempotent) release after the restart:
+        # nothing but releasing/released may follow the first release
+        assert steps[-1] == "released" and set(steps[steps.index("released"):]) <= {"releasing", "released"}, steps
         assert steps.index("gone") < steps.index("releasing"), steps
         assert recent(status, event_id)["outcome"] == "completed"
         assert int(service_facts(vm)["NRestarts"]) == restarts + len(points)
