@@ -6,7 +6,7 @@ wrapped by imds-drift-guard) and a real puppet agent as the holds, against the I
   policy, started by the simulator, a real reboot of the container, and after it the release of exactly the prior
   state, with the whole lifecycle in the journal.
 - Freeze (auto-approved), Preempt (held and approved), a cancelled event, a reboot before the event (the timer
-  that comes back at boot is stopped again), a deallocation while an event is Scheduled (it vanished), a watcher
+  that the boot would bring back stays stopped), a deallocation while an event is Scheduled (it vanished), a watcher
   that cannot learn its VM's name (it holds a peer's event, approves nothing, says so), an event for another VM
   only (nothing held) and an event shared with another VM (held, never approved early).
 - kill -9 of the daemon at random points of a lifecycle, repeated: systemd restarts it, nothing is released early,
@@ -406,8 +406,9 @@ def test_cancelled_event_is_released_as_cancelled(clean, control):
 
 
 def test_a_reboot_before_the_event_keeps_drift_correction_held(clean, control):
-    """An operator (or a kernel panic) reboots the VM while the event is still Scheduled: the enabled timer comes
-    back at boot, the watcher stops it again as it starts, and the hold lasts until the event is over."""
+    """An operator (or a kernel panic) reboots the VM while the event is still Scheduled: the enabled timer would
+    come back at boot (imds-watcher-boot.service cancels that, and the watcher's settle would stop it again as it
+    starts), and the hold lasts until the event is over."""
     vm = clean
     event_id = new_event_id()
     control.inject(id=event_id, type="Reboot", resources=["myvm"], notice=900, source="Platform")
@@ -586,7 +587,9 @@ def test_kill_9_at_random_points_of_the_lifecycle(clean, control):
             assert set(r["id"] for r in status["holds"]["reasons"]) <= {event_id}
         status = wait_released(vm, event_id)
         steps = transitions(status, event_id)
-        assert steps.count("released") == 1 and steps[-1] == "released", steps
+        # a kill between the release and the state's save repeats the (idempotent) release after the restart:
+        # nothing but releasing/released may follow the first release
+        assert steps[-1] == "released" and set(steps[steps.index("released"):]) <= {"releasing", "released"}, steps
         assert steps.index("gone") < steps.index("releasing"), steps
         assert recent(status, event_id)["outcome"] == "completed"
         assert int(service_facts(vm)["NRestarts"]) == restarts + len(points)

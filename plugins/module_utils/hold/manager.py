@@ -345,6 +345,26 @@ class HoldManager(object):
                 result.steps.extend(steps)
                 _describe(result, rec)
 
+    def at_boot(self):
+        """Early in a boot, before drift correction can start: put back what the boot undoes of every target that a
+        reason holds, whether its hold completed or was cut short (a held timer's start is cancelled, its runtime
+        mask put back). It reads the record without the writers' lock (every write is atomic) and writes nothing,
+        so it needs no write access and cannot wait for anyone; it never releases, never waits for a run, and
+        leaves a target being released alone: the watcher settles and releases once it runs."""
+        doc = self.store.read()
+        results = {}
+        for key in sorted(doc["targets"]):
+            rec = doc["targets"][key]
+            if not rec["reasons"]:
+                continue
+            result = results[key] = TargetResult(key, rec["backend"], rec["name"])
+            try:
+                result.steps.extend(self._backend_of(rec).at_boot(rec))
+            except HoldError as exc:
+                result.error = str(exc)
+            _describe(result, rec)
+        return Outcome(doc, doc, results, self.store.path, False)
+
     # --- doing the steps -------------------------------------------------
 
     def _results(self, doc, keys, targets):

@@ -155,7 +155,8 @@ class Daemon(object):
         self.lanes = Lanes(executor, monotonic=monotonic)
         self.stop_grace = STOP_GRACE
         self.client = client or ImdsClient(endpoint=config["endpoint"], api_version=config["api_version"], retries=0,
-                                           timeout=DEFAULT_TIMEOUT, first_timeout=DEFAULT_FIRST_TIMEOUT)
+                                           timeout=DEFAULT_TIMEOUT, first_timeout=DEFAULT_FIRST_TIMEOUT,
+                                           warn=self.logger.warning)
         self.holds = holds or HoldManager(state_file=config["hold"]["state_file"])
         self.hooks = hooks or HookRunner(config["hooks_dir"], timeout=config["hook_timeout"], trust=trust,
                                          logger=self.logger)

@@ -159,7 +159,8 @@ class ImdsSource(object):
                 SOURCE, self.args["max_backoff"], self.args["poll_interval"]))
         try:
             self.client = client or ImdsClient(endpoint=self.args["endpoint"], api_version=self.args["api_version"],
-                                               retries=0, timeout=DEFAULT_TIMEOUT, first_timeout=DEFAULT_FIRST_TIMEOUT)
+                                               retries=0, timeout=DEFAULT_TIMEOUT, first_timeout=DEFAULT_FIRST_TIMEOUT,
+                                               warn=logger.warning)
         except ImdsError as exc:
             raise ArgumentError("%s: %s" % (SOURCE, exc))
         self.clock = clock
