@@ -65,13 +65,15 @@ export PYTHONDONTWRITEBYTECODE := 1
 venv_of = $(if $(filter $(MAIN_CORE),$(1)),$(VENV),$(VENVS)/core-$(1))
 
 .PHONY: help venv venvs eda-venv collection test matrix lint sanity units integration system changelog-lint docs \
-	docs-check demo bench simulator build lock clean $(foreach c,$(CORES),sanity-$(c) units-$(c) integration-$(c)) \
+	docs-check kql portal demo bench simulator build lock clean $(foreach c,$(CORES),sanity-$(c) units-$(c) integration-$(c)) \
 	$(foreach p,$(NODE_PYTHONS),units-node-$(p))
 
 help:
 	@echo "make demo    run the simulator and the example playbook against it"
 	@echo "make test    install what is needed and run every suite (CI=true: a skip is a failure)"
 	@echo "make lint | sanity | units | integration | system | docs-check | changelog-lint | build"
+	@echo "make kql     every KQL query through Microsoft's Kusto parser (npm @kusto/language-service-next, pinned)"
+	@echo "make portal  rebuild deploy/arm/portal.json and the queries of docs/portal.md from plugins/module_utils/kql.py"
 	@echo "make eda-venv   the ansible-rulebook venv the rulebook system tests start (.build/venvs/eda; make system builds it)"
 	@echo "make sanity-2.20 | units-2.19 | units-node-3.9 | integration-2.21 ...   one leg of the matrix"
 	@echo "make bench   every benchmark on the simulator: bench/results.json, bench/results.md (QUICK=1: short runs; ONLY=a,b: those, the others kept)"
@@ -110,7 +112,7 @@ endef
 
 # The system suites mostly wait on containers and ssh while the matrix legs mostly compute: two lanes side by side,
 # the system suites in one, the legs one after another in the other (each block of output appears when it ends).
-test: venvs collection changelog-lint lint docs-check
+test: venvs collection changelog-lint lint docs-check kql
 	$(MAKE) --no-print-directory -j2 --output-sync=target system matrix
 	@echo "make test: every suite passed"
 
@@ -142,6 +144,29 @@ docs-check: venv collection
 	@diff -r docs/plugins .build/docs || { echo "docs/plugins/ is out of date: run 'make docs'"; exit 1; }
 	@rm -rf .build/eda-sources && $(BIN)/python scripts/render_eda_docs.py .build/eda-sources >/dev/null
 	@diff -r docs/eda-sources .build/eda-sources || { echo "docs/eda-sources/ is out of date: run 'make docs'"; exit 1; }
+
+# Microsoft's Kusto parser, installed as tests/kusto/package-lock.json pins it (npm ci; npm's cache under
+# IMDS_SE_TEST_CACHE), checks every query the collection can emit (tests/kusto, docs/portal.md).
+KUSTO := $(CURDIR)/.build/kusto
+NPM = npm_config_update_notifier=false npm_config_cache=$(IMDS_SE_TEST_CACHE)/npm npm
+
+# Without node or npm (need-program could not install them, and CI is not true: it said so and exits 0 then) there
+# is no stamp, and tests/kusto skips saying what is missing; with CI=true need-program has failed already.
+$(KUSTO)/.stamp: tests/kusto/package.json tests/kusto/package-lock.json
+	@bash scripts/need-program node nodejs
+	@bash scripts/need-program npm npm
+	@if command -v node >/dev/null && command -v npm >/dev/null; then \
+	  rm -rf $(KUSTO) && mkdir -p $(KUSTO) && \
+	  cp tests/kusto/package.json tests/kusto/package-lock.json $(KUSTO)/ && \
+	  (cd $(KUSTO) && $(NPM) ci --prefer-offline --no-audit --no-fund --ignore-scripts) && touch $@; fi
+
+kql: venv collection $(KUSTO)/.stamp
+	IMDS_SE_KUSTO_MODULES=$(KUSTO)/node_modules $(BIN)/python -m pytest -q tests/kusto
+
+# deploy/arm/portal.json and the query listings of the docs, from plugins/module_utils/kql.py (a unit test fails
+# when what ships differs).
+portal: venv collection
+	$(BIN)/python scripts/portal.py
 
 sanity: $(foreach c,$(CORES),sanity-$(c))
 units: $(foreach c,$(CORES),units-$(c)) $(foreach p,$(NODE_PYTHONS),units-node-$(p))

@@ -21,7 +21,7 @@ import re
 import time
 import traceback
 
-from .events import CONTROL_PLANE_STATUSES, DocumentError, Event, is_event_id
+from .events import CONTROL_PLANE_STATUSES, DocumentError, Event
 
 try:
     import requests
@@ -43,7 +43,6 @@ DEFAULT_RETRIES = 4
 MAX_RETRY_AFTER = 120.0
 GRAPH_PATH = "/providers/Microsoft.ResourceGraph/resources"
 FEATURE = "Microsoft.Compute/SendScheduledEventsPolicy"
-ROW_TYPE = "microsoft.maintenance/scheduledevents"
 
 # The owner of an event, as the row id names it; ARM ids are case-insensitive.
 OWNER_KINDS = {"virtualmachines": "virtualMachines", "virtualmachinescalesets": "virtualMachineScaleSets",
@@ -64,9 +63,6 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9._()-]{1,90}$")
 # the path or change it (/ ? # % and the backslash), spaces, control characters and lone surrogates; and no segment
 # ends with a dot ("..", ".").
 _PATH_SEGMENT = re.compile("^[^/?#%\\\\\\s\x00-\x1f\x7f\ud800-\udfff]+(?<!\\.)$")
-# Characters a KQL string literal cannot carry: C0 controls (but \t \n \r, which it escapes), DEL, lone surrogates.
-_KQL_UNWRITABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
-_KQL_ESCAPES = {"\\": "\\\\", '"': '\\"', "\t": "\\t", "\n": "\\n", "\r": "\\r"}
 
 
 class ControlPlaneError(Exception):
@@ -488,47 +484,6 @@ class ControlPlaneEvent(object):
 
 
 # --- Resource Graph -----------------------------------------------------------------------------------------------
-
-
-def kql_string(value, what="value"):
-    """`value` as a KQL string literal: the one way any value reaches a Kusto query (Resource Graph, workbooks,
-    alert rules), so that a quote, a backslash, a `|` or a newline in it stays inside the string. Double-quoted with
-    Kusto's escapes (\\ \" \t \n \r); any other character, non-ASCII too, stands for itself. Raises ValueError
-    (naming `what`) for a value no literal can carry: not a string, or holding NUL, another control character or a
-    lone surrogate."""
-    if not isinstance(value, str):
-        raise ValueError("%s %r is a %s, not a string" % (what, value, type(value).__name__))
-    bad = _KQL_UNWRITABLE.search(value)
-    if bad:
-        raise ValueError("%s %r holds the character U+%04X, which a KQL string cannot carry"
-                         % (what, value, ord(bad.group())))
-    return '"%s"' % "".join(_KQL_ESCAPES.get(c, c) for c in value)
-
-
-def kql_list(values, what="value"):
-    """A parenthesised list of KQL string literals, for `in` and `in~`."""
-    return "(%s)" % ", ".join(kql_string(value, what) for value in values)
-
-
-def build_query(event_ids=None, types=None, statuses=None, sources=None, resource_groups=None):
-    """The KQL sent to Resource Graph (docs/control-plane.md shows it): filters run in Azure, so a large fleet
-    sends back only what was asked for. Every value is a string literal (kql_string), never pasted raw."""
-    lines = ["maintenanceresources", "| where type == %s" % kql_string(ROW_TYPE)]
-    if event_ids:
-        bad = [i for i in event_ids if not is_event_id(i)]
-        if bad:
-            raise ValueError("not an EventId (a GUID is expected): %s" % ", ".join(repr(b) for b in bad))
-        lines.append("| where name in~ %s" % kql_list(event_ids, "event id"))
-    for field, values, what in (("properties.EventType", types, "event type"),
-                                ("properties.EventStatus", statuses, "status"),
-                                ("properties.EventSource", sources, "source"),
-                                ("resourceGroup", resource_groups, "resource group")):
-        if values:
-            column = field if "." not in field else "tostring(%s)" % field
-            lines.append("| where %s in~ %s" % (column, kql_list(values, what)))
-    lines.append("| project id, name, type, subscriptionId, resourceGroup, location, properties")
-    lines.append("| order by id asc")
-    return "\n".join(lines)
 
 
 class QueryResult(object):

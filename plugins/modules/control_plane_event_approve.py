@@ -182,8 +182,9 @@ from ansible_collections.imds.scheduled_events.plugins.module_utils import appro
 from ansible_collections.imds.scheduled_events.plugins.module_utils.ansible_support import (
     CONTROL_PLANE_ARGUMENT_SPEC, arm_client_from_module, argument_spec, control_plane_events, fail_on_bad_event_ids)
 from ansible_collections.imds.scheduled_events.plugins.module_utils.control_plane import (
-    ACKNOWLEDGE_APIS, ControlPlaneError, acknowledge, build_query, explain)
+    ACKNOWLEDGE_APIS, ControlPlaneError, acknowledge, explain)
 from ansible_collections.imds.scheduled_events.plugins.module_utils.events import Document, EventFilter, NamedVms
+from ansible_collections.imds.scheduled_events.plugins.module_utils.kql import build_query
 
 
 def main():
@@ -206,7 +207,9 @@ def main():
     requested = params["event_ids"]
     fail_on_bad_event_ids(module, requested)
     try:
-        query = build_query(event_ids=requested, types=params["event_types"])
+        # Events named by id are fetched whatever they list, so that one not listing vm_names is reported as such.
+        query = build_query(event_ids=requested, types=params["event_types"],
+                            vm_names=None if requested else params["vm_names"])
     except ValueError as exc:
         module.fail_json(msg=str(exc))
     client = arm_client_from_module(module)

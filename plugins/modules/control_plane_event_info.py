@@ -256,7 +256,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.imds.scheduled_events.plugins.module_utils.ansible_support import (
     CONTROL_PLANE_ARGUMENT_SPEC, arm_client_from_module, argument_spec, control_plane_events)
-from ansible_collections.imds.scheduled_events.plugins.module_utils.control_plane import build_query
+from ansible_collections.imds.scheduled_events.plugins.module_utils.kql import build_query
 from ansible_collections.imds.scheduled_events.plugins.module_utils.events import NamedVms
 
 
@@ -279,7 +279,8 @@ def main():
     params = module.params
     try:
         query = build_query(event_ids=params["event_ids"], types=params["event_types"], statuses=params["statuses"],
-                            sources=params["sources"], resource_groups=params["resource_groups"])
+                            sources=params["sources"], resource_groups=params["resource_groups"],
+                            vm_names=params["vm_names"])
     except ValueError as exc:
         module.fail_json(msg=str(exc))
     client = arm_client_from_module(module)

@@ -289,12 +289,7 @@ class ArmService:
         try:
             parsed = kql.parse(text)
         except kql.KqlError as exc:
-            detail = {"code": "InvalidQuery", "message": exc.message}
-            if exc.token is not None:
-                detail["token"] = exc.token
-            if exc.position is not None:
-                detail["characterPositionInQuery"] = exc.position
-            return _graph_error(None, None, [detail])
+            return _graph_error(None, None, [_query_problem(exc)])
         scope = sorted(sub.lower() for sub in subscriptions) if subscriptions is not None else None
         fingerprint = hashlib.sha256(json.dumps([text, scope, sorted(g.lower() for g in groups or ())])
                                      .encode("utf-8")).hexdigest()[:16]
@@ -304,14 +299,19 @@ class ArmService:
                 return _graph_error("InvalidSkipToken", "The $skipToken is not valid for this query and these scopes: "
                                                         "send it back with the same query, subscriptions and "
                                                         "management groups.")
-        rows = patch_rows(self.world.control_plane_rows(), faults)
+        tables, moment = self.world.graph_snapshot()
+        tables[kql.TABLE] = patch_rows(tables[kql.TABLE], faults)
         if scope is not None:
             wanted = set(scope)
-            rows = [row for row in rows if str(row["subscriptionId"]).lower() in wanted]
-        result = parsed.run(rows)
+            tables = dict((name, [row for row in rows if str(row["subscriptionId"]).lower() in wanted])
+                          for name, rows in tables.items())
+        try:
+            result = parsed.run(tables, moment)
+        except kql.KqlError as exc:
+            return _graph_error(None, None, [_query_problem(exc)])
         page = result[skip:skip + top]
         more = skip + len(page) < len(result)
-        payload = {"totalRecords": len(result), "count": len(page), "data": [parsed.shape(row) for row in page],
+        payload = {"totalRecords": len(result), "count": len(page), "data": page,
                    "facets": [], "resultTruncated": "true" if more and not parsed.keeps_id else "false"}
         if more and parsed.keeps_id:
             payload["$skipToken"] = _make_skip_token(skip + len(page), fingerprint)
@@ -442,6 +442,16 @@ def _graph_error(code, message, details=None):
     return arm_error(400, "BadRequest", "Please provide below info when asking for support: the simulator rejected "
                                         "the request; see details.",
                      details=details if details is not None else [{"code": code, "message": message}])
+
+
+def _query_problem(exc):
+    """The detail of a query the simulator refuses: what, and where."""
+    detail = {"code": "InvalidQuery", "message": exc.message}
+    if exc.token is not None:
+        detail["token"] = exc.token
+    if exc.position is not None:
+        detail["characterPositionInQuery"] = exc.position
+    return detail
 
 
 def _json_object(body):

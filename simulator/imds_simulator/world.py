@@ -694,6 +694,34 @@ class World:
             rows.sort(key=lambda row: row["id"])
             return rows
 
+    def resource_rows(self):
+        """Resource Graph's resources table: every VM, scale set and availability set, ordered by id. Its properties
+        hold the scheduledEventsPolicy (when it has one) as ARM returns it; a VM of an availability set names it."""
+        tenant = self.scenario.control_plane.tenant_id
+        with self._lock:
+            rows = []
+            for resource in self.resources.values():
+                properties = {}
+                if resource.policy:
+                    properties["scheduledEventsPolicy"] = json.loads(json.dumps(resource.policy))
+                spec = self.vms.get(resource.name) if resource.kind == VIRTUAL_MACHINES else None
+                if spec is not None and spec.availability_set is not None:
+                    properties["availabilitySet"] = {"id": self._own_owner(spec).id}
+                rows.append({"id": resource.id, "name": resource.name, "type": f"microsoft.compute/{resource.kind.lower()}",
+                             "tenantId": tenant, "kind": "", "location": resource.location,
+                             "resourceGroup": resource.resource_group, "subscriptionId": resource.subscription,
+                             "managedBy": "", "sku": None, "plan": None, "properties": properties, "tags": None,
+                             "identity": None, "zones": None, "extendedLocation": None})
+            rows.sort(key=lambda row: row["id"])
+            return rows
+
+    def graph_snapshot(self):
+        """Resource Graph at one instant: ({table: rows}, that instant as a datetime) for a query's now()."""
+        with self._lock:
+            self._sync()
+            moment = self.clock.to_datetime(self.clock.now())
+            return {"maintenanceresources": self.control_plane_rows(), "resources": self.resource_rows()}, moment
+
     def control_plane_event(self, event_id):
         """One event as the control plane sees it: owner, status, whether Resource Graph shows it, and its row."""
         with self._lock:

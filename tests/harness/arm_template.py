@@ -8,8 +8,10 @@ Function names are case-insensitive, as in ARM; '' is a quote inside a string li
 """
 
 import base64
+import hashlib
 import json
 import re
+import uuid
 
 
 class TemplateError(Exception):
@@ -121,6 +123,19 @@ def _b64(text):
     return base64.b64encode(text.encode("utf-8")).decode("ascii")
 
 
+SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
+
+
+def _guid(*parts):
+    """A stand-in for ARM's guid(): deterministic in its arguments (not ARM's own hash)."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, "\x00".join(parts)))
+
+
+def _unique_string(*parts):
+    """A stand-in for ARM's uniqueString(): 13 lower-case characters, deterministic in its arguments."""
+    return hashlib.sha256("\x00".join(parts).encode("utf-8")).hexdigest()[:13]
+
+
 class Deployment(object):
     """A template with parameter values, as ARM evaluates it (no Azure: resourceGroup() and resourceId() are stand-ins)."""
 
@@ -142,6 +157,17 @@ class Deployment(object):
         "tolower": lambda text: text.lower(),
         "true": lambda: True,
         "false": lambda: False,
+        "json": json.loads,
+        "length": len,
+        "sub": lambda a, b: a - b,
+        "createobject": lambda *a: dict(zip(a[::2], a[1::2])),
+        "guid": _guid,
+        "uniquestring": _unique_string,
+        "subscription": lambda: {"id": "/subscriptions/" + SUBSCRIPTION, "subscriptionId": SUBSCRIPTION},
+        "subscriptionresourceid": lambda kind, *names: "/subscriptions/%s/providers/%s/%s" % (
+            SUBSCRIPTION, kind, "/".join(names)),
+        # what ARM would read from the deployed resource: a managed identity's principal, derived from its id
+        "reference": lambda resource_id, _api=None: {"principalId": _guid("principal", resource_id)},
     }
 
     def __init__(self, template, parameters, resource_group="test-rg", location="westeurope"):
@@ -154,6 +180,7 @@ class Deployment(object):
         self.resource_group = resource_group
         self.location = location
         self._variables = {}
+        self._copy_index = {}
 
     # --- names -----------------------------------------------------------------------------------------------
 
@@ -174,18 +201,27 @@ class Deployment(object):
 
     def variable(self, name):
         declared = self.template.get("variables", {})
-        if name not in declared:
+        loops = dict((loop["name"], loop) for loop in declared.get("copy", []))
+        if name not in declared and name not in loops or name == "copy":
             raise TemplateError("variables(%r): not declared" % name)
         if name not in self._variables:
-            self._variables[name] = self.evaluate(declared[name])
+            if name in loops:  # a variable copy loop: its input once per index, copyIndex(name) the index
+                items = []
+                for index in range(self.evaluate(loops[name]["count"])):
+                    self._copy_index[name] = index
+                    items.append(self.evaluate(loops[name]["input"]))
+                self._copy_index.pop(name, None)
+                self._variables[name] = items
+            else:
+                self._variables[name] = self.evaluate(declared[name])
         return self._variables[name]
 
     # --- evaluation -------------------------------------------------------------------------------------------
 
     def evaluate(self, value):
         """A template value with every expression in it evaluated (objects and arrays recursively)."""
-        if isinstance(value, dict):
-            return dict((k, self.evaluate(v)) for k, v in value.items())
+        if isinstance(value, dict):  # a property name may be an expression too (userAssignedIdentities' keys)
+            return dict((self.evaluate(k), self.evaluate(v)) for k, v in value.items())
         if isinstance(value, list):
             return [self.evaluate(v) for v in value]
         if isinstance(value, str) and value.startswith("[") and value.endswith("]"):
@@ -212,11 +248,16 @@ class Deployment(object):
             return self.parameter(values[0])
         if name == "variables":
             return self.variable(values[0])
+        if name == "copyindex":
+            if values[0] not in self._copy_index:
+                raise TemplateError("copyIndex(%r) outside its copy loop" % values[0])
+            return self._copy_index[values[0]]
         if name == "resourcegroup":
-            return {"name": self.resource_group, "location": self.location}
+            return {"name": self.resource_group, "location": self.location,
+                    "id": "/subscriptions/%s/resourceGroups/%s" % (SUBSCRIPTION, self.resource_group)}
         if name == "resourceid":
-            return "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/%s/providers/%s/%s" % (
-                self.resource_group, values[0], "/".join(values[1:]))
+            return "/subscriptions/%s/resourceGroups/%s/providers/%s/%s" % (
+                SUBSCRIPTION, self.resource_group, values[0], "/".join(values[1:]))
         if name not in self.FUNCTIONS:
             raise TemplateError("the evaluator does not know the function %s()" % name)
         return self.FUNCTIONS[name](*values)

@@ -16,6 +16,8 @@ from harness.arm_template import Deployment, TemplateError, references
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 ARM = os.path.join(ROOT, "deploy", "arm")
 TEMPLATES = {"vm.json": "vmName", "vmss.json": "scaleSetName"}
+# Templates with tests of their own (the checks of every template below apply to them too).
+OTHER_TEMPLATES = {"portal.json": "test_portal.py"}
 # The Compute API version that knows scheduledEventsPolicy (azure-control-plane.md: 2025-04-01 or later).
 POLICY_API = "2025-04-01"
 
@@ -47,10 +49,10 @@ def custom_data(name, deployment):
 
 
 def test_every_template_is_in_this_test():
-    assert sorted(f for f in os.listdir(ARM) if f.endswith(".json")) == sorted(TEMPLATES)
+    assert sorted(f for f in os.listdir(ARM) if f.endswith(".json")) == sorted(list(TEMPLATES) + list(OTHER_TEMPLATES))
 
 
-@pytest.mark.parametrize("name", sorted(TEMPLATES))
+@pytest.mark.parametrize("name", sorted(list(TEMPLATES) + list(OTHER_TEMPLATES)))
 def test_every_parameter_is_declared_described_and_used(name):
     template = load(name)
     declared = set(template["parameters"])
@@ -65,10 +67,11 @@ def test_every_parameter_is_declared_described_and_used(name):
             assert spec["defaultValue"] in spec["allowedValues"], pname
 
 
-@pytest.mark.parametrize("name", sorted(TEMPLATES))
+@pytest.mark.parametrize("name", sorted(list(TEMPLATES) + list(OTHER_TEMPLATES)))
 def test_every_variable_is_declared_and_used(name):
     template = load(name)
-    declared = set(template.get("variables", {}))
+    declared = set(template.get("variables", {})) - {"copy"}
+    declared |= set(loop["name"] for loop in template.get("variables", {}).get("copy", []))  # variable copy loops
     used = references(dict((k, v) for k, v in template.items()), "variables")
     assert used == declared
 
@@ -199,11 +202,11 @@ def test_the_scale_set_announces_terminations_with_the_timeout_given():
 def test_the_evaluator_refuses_what_it_does_not_know():
     template = {"parameters": {"a": {"type": "string", "defaultValue": "x"}}, "variables": {
         "quoted": "[format('it''s {0}', parameters('a'))]", "literal": "[[not an expression]",
-        "unknown": "[uniqueString(parameters('a'))]"}}
+        "unknown": "[dateTimeAdd(parameters('a'), 'PT1H')]"}}
     deployment = Deployment(template, {})
     assert deployment.variable("quoted") == "it's x"
     assert deployment.variable("literal") == "[not an expression]"
-    with pytest.raises(TemplateError, match="does not know the function uniquestring"):
+    with pytest.raises(TemplateError, match="does not know the function datetimeadd"):
         deployment.variable("unknown")
     with pytest.raises(TemplateError, match="declares no parameter"):
         Deployment(template, {"b": 1})

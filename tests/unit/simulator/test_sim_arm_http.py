@@ -225,10 +225,11 @@ def test_graph_request_rejections(arm, body, code):
 
 def test_graph_rejects_a_query_outside_the_subset_naming_the_token(arm):
     client = arm()
-    status, payload = client.graph(GRAPH_QUERY + " | extend x = 1")
+    status, payload = client.graph(GRAPH_QUERY + " | join (resources) on id")
     assert status == 400 and payload["error"]["code"] == "BadRequest"
     detail = payload["error"]["details"][0]
-    assert detail["code"] == "InvalidQuery" and "'extend'" in detail["message"] and detail["token"] == "extend"
+    assert detail["code"] == "InvalidQuery" and "'join'" in detail["message"] and detail["token"] == "join"
+    assert detail["characterPositionInQuery"] == len(GRAPH_QUERY) + 3
 
 
 def test_graph_rejects_bad_json_and_api_versions(arm):

@@ -226,7 +226,8 @@ def test_a_large_fleet_loads_and_answers_a_page():
     assert len(world.vms) == 5000
     query = parse('maintenanceresources | where type == "microsoft.maintenance/scheduledevents" '
                   '| where properties.EventType in ("Reboot", "Freeze") | order by id asc')
-    rows = query.run(world.control_plane_rows())
+    tables, moment = world.graph_snapshot()
+    rows = query.run(tables, moment)
     assert len(rows) == 145 and sum(len(row["properties"]["Resources"]) == 100 for row in rows) == 45
 
 

@@ -5,8 +5,9 @@
 """resource_graph: the fleet's scheduled events read from Azure Resource Graph, as rulebook events.
 
 For fleets without an Event Grid subscription: it polls the query control_plane_event_info sends (the same
-ArmClient, KQL and row reading of module_utils/control_plane.py) and turns each row's status into the changes the
-event_grid source emits (lifecycle.StatusTracker), so a rulebook can swap one source for the other.
+ArmClient and row reading of module_utils/control_plane.py, the same KQL of module_utils/kql.py) and turns each
+row's status into the changes the event_grid source emits (lifecycle.StatusTracker), so a rulebook can swap one
+source for the other.
 """
 
 from __future__ import annotations
@@ -100,10 +101,11 @@ except ImportError:  # ansible-rulebook runs this file by path: put the collecti
     sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), *[os.pardir] * 7)))
 
 from ansible_collections.imds.scheduled_events.plugins.module_utils.control_plane import (  # noqa: E402
-    AUTH_SOURCES, DEFAULT_ENDPOINT, ControlPlaneError, build_query, query_events, signed_in_client)
+    AUTH_SOURCES, DEFAULT_ENDPOINT, ControlPlaneError, query_events, signed_in_client)
 from ansible_collections.imds.scheduled_events.plugins.module_utils.events import (  # noqa: E402
     KNOWN_EVENT_TYPES, NamedVms)
 from ansible_collections.imds.scheduled_events.plugins.module_utils.imds import poll_delay  # noqa: E402
+from ansible_collections.imds.scheduled_events.plugins.module_utils.kql import build_query  # noqa: E402
 from ansible_collections.imds.scheduled_events.plugins.module_utils.lifecycle import StatusTracker  # noqa: E402
 from ansible_collections.imds.scheduled_events.plugins.module_utils.sources import (  # noqa: E402
     Argument, ArgumentError, RepeatedLog, check_args, poll_forever, rulebook_event, unreadable_event)

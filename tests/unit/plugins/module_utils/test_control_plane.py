@@ -12,6 +12,7 @@ import pytest
 
 from ansible_collections.imds.scheduled_events.plugins.module_utils import control_plane as cp
 from ansible_collections.imds.scheduled_events.plugins.module_utils.events import NamedVms
+from ansible_collections.imds.scheduled_events.plugins.module_utils.kql import SCHEDULED_EVENTS_TYPE
 from ansible_collections.imds.scheduled_events.tests.unit.utils.scripted_server import ScriptedServer, answer
 
 SUB = "11111111-2222-3333-4444-555555555555"
@@ -69,7 +70,7 @@ def row(event_id=EVENT, kind="virtualMachineScaleSets", owner="web", status="Sch
     properties.update(props)
     return {"id": "/subscriptions/%s/resourcegroups/rg-web/providers/Microsoft.Compute/%s/%s/providers/"
                   "Microsoft.Maintenance/scheduledevents/%s" % (SUB, kind, owner, event_id),
-            "name": event_id, "type": cp.ROW_TYPE, "subscriptionId": SUB, "resourceGroup": "rg-web",
+            "name": event_id, "type": SCHEDULED_EVENTS_TYPE, "subscriptionId": SUB, "resourceGroup": "rg-web",
             "location": "westeurope", "properties": properties}
 
 
@@ -86,40 +87,6 @@ def client(server):
     arm = cp.ArmClient(FakeCredential(), endpoint=server.endpoint, timeout=10, retries=3, sleep=sleeps.append)
     arm.sleeps = sleeps
     return arm
-
-
-# --- the query ------------------------------------------------------------------------------------------------------
-
-
-def test_the_query_filters_in_azure_with_checked_values():
-    query = cp.build_query(event_ids=[EVENT], types=["Reboot", "Redeploy"], statuses=["Scheduled"],
-                           sources=["User"], resource_groups=["rg-web"])
-    assert query.splitlines() == [
-        "maintenanceresources",
-        '| where type == "microsoft.maintenance/scheduledevents"',
-        '| where name in~ ("%s")' % EVENT,
-        '| where tostring(properties.EventType) in~ ("Reboot", "Redeploy")',
-        '| where tostring(properties.EventStatus) in~ ("Scheduled")',
-        '| where tostring(properties.EventSource) in~ ("User")',
-        '| where resourceGroup in~ ("rg-web")',
-        "| project id, name, type, subscriptionId, resourceGroup, location, properties",
-        "| order by id asc",
-    ]
-
-
-def test_values_stay_string_literals():
-    query = cp.build_query(types=['Reboot") | take 1 //'], resource_groups=["rg\nweb"])
-    assert '| where tostring(properties.EventType) in~ ("Reboot\\") | take 1 //")' in query.splitlines()
-    assert '| where resourceGroup in~ ("rg\\nweb")' in query.splitlines()
-
-
-@pytest.mark.parametrize("kwargs, message", [
-    ({"event_ids": ["not-a-guid"]}, "not an EventId"),
-    ({"resource_groups": ["rg\x00web"]}, "a KQL string cannot carry"),
-])
-def test_values_no_query_can_carry_are_refused(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        cp.build_query(**kwargs)
 
 
 # --- rows ------------------------------------------------------------------------------------------------------------

@@ -13,13 +13,15 @@ refused with a clear error naming it."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import urllib.parse
 
 import pytest
 
-from ansible_collections.imds.scheduled_events.plugins.module_utils import control_plane as cp
+from ansible_collections.imds.scheduled_events.plugins.module_utils.events import NamedVms
+from ansible_collections.imds.scheduled_events.plugins.module_utils.kql import build_query, kql_string
 from ansible_collections.imds.scheduled_events.plugins.modules import (
     control_plane_event_approve, control_plane_event_info, control_plane_policy)
 from ansible_collections.imds.scheduled_events.tests.unit.utils import hostile
@@ -72,7 +74,7 @@ def no_canary():
     ("", '""'),
 ])
 def test_kql_string_escapes_quotes_backslashes_and_line_breaks(value, literal):
-    assert cp.kql_string(value) == literal
+    assert kql_string(value) == literal
     (token, end) = kql.tokenize(literal)
     assert token.kind == "string" and token.value == value and end.kind == "end"
 
@@ -80,13 +82,13 @@ def test_kql_string_escapes_quotes_backslashes_and_line_breaks(value, literal):
 @pytest.mark.parametrize("value", ["nul\x00", "esc\x1b[31m", "bell\x07", "del\x7f", "lone \udcff"])
 def test_kql_string_refuses_what_no_literal_carries_naming_the_value(value):
     with pytest.raises(ValueError, match="resource group .* holds the character U\\+"):
-        cp.kql_string(value, "resource group")
+        kql_string(value, "resource group")
 
 
 @pytest.mark.parametrize("value", TYPES, ids=hostile.ids(TYPES))
 def test_kql_string_refuses_what_is_not_a_string(value):
     with pytest.raises(ValueError, match="is a .*, not a string"):
-        cp.kql_string(value.value, "event type")
+        kql_string(value.value, "event type")
 
 
 @pytest.mark.parametrize("case", STRINGS, ids=hostile.ids(STRINGS))
@@ -94,7 +96,7 @@ def test_kql_string_refuses_what_is_not_a_string(value):
                                            ("sources", "properties.EventSource"), ("resource_groups", "resourceGroup")])
 def test_build_query_keeps_every_value_a_string_literal(case, option, field):
     try:
-        query = cp.build_query(**{option: [case.value, "Reboot"]})
+        query = build_query(**{option: [case.value, "Reboot"]})
     except ValueError as exc:
         assert case.name in UNWRITABLE and "cannot carry" in str(exc)
         return
@@ -102,6 +104,37 @@ def test_build_query_keeps_every_value_a_string_literal(case, option, field):
     assert [c.field for c in parsed.conditions] == ["type", field]
     assert parsed.conditions[1].values == (case.value, "Reboot")
     assert parsed.project is not None and parsed.limit is None
+
+
+def listing(index, resources):
+    """A Resource Graph row of an event whose Resources are `resources`."""
+    event_id = "C7061BAC-AFDC-4513-B24B-AA5F13A161%02d" % index
+    return {"id": WEB + "/providers/Microsoft.Maintenance/scheduledevents/" + event_id, "name": event_id,
+            "type": "microsoft.maintenance/scheduledevents", "resourceGroup": RG, "subscriptionId": SUB,
+            "properties": {"EventId": event_id, "Resources": list(resources)}}
+
+
+@pytest.mark.parametrize("case", STRINGS, ids=hostile.ids(STRINGS))
+def test_vm_names_select_in_kql_the_rows_named_vms_accepts(case):
+    """Issue 25 item 4: the query, run by the simulator's Resource Graph, keeps the rows that list the name as
+    NamedVms compares names (any case, a leading underscore), and no other: the name stays a string literal."""
+    value = case.value
+    rows = [listing(0, [value]), listing(1, ["other", value.upper()]), listing(2, ["_" + value]),
+            listing(3, [value.lower(), "x"]), listing(4, ["other"]), listing(5, [])]
+    try:
+        query = build_query(vm_names=[value])
+    except ValueError as exc:
+        assert case.name in UNWRITABLE or not value.strip(), exc
+        return
+    got = [r["name"] for r in kql.parse(query).run({"maintenanceresources": rows}, datetime.datetime.now(
+        datetime.timezone.utc))]
+    named = NamedVms([value])
+    accepted = [r["name"] for r in rows if any(named.is_named(vm) for vm in r["properties"]["Resources"])]
+    if value.isascii() and " " not in value.strip() and value == value.strip():
+        assert got == accepted
+    else:
+        assert set(got) <= set(accepted)
+    assert rows[4]["name"] not in got and rows[5]["name"] not in got
 
 
 # --- the modules, against the simulator's ARM face -----------------------------------------------------------------
@@ -168,7 +201,7 @@ def test_info_options_are_string_literals_or_refused(arm, case, option):
     if failed:
         check_refusal(result, case.value)
         assert option in ("event_ids", "subscriptions", "management_groups") or case.name in UNWRITABLE or \
-            case.kind == "type", result["msg"]
+            case.kind == "type" or (option == "vm_names" and not case.value.strip()), result["msg"]
         return
     # the value matched nothing, or exactly what it names (the VM, group or subscription is not there)
     assert result["events"] == [] or (option, case.value) in (("event_types", "Reboot"),), result["events"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.imds.scheduled_events.plugins.module_utils import control_plane as cp
+from ansible_collections.imds.scheduled_events.plugins.module_utils.kql import build_query
 from ansible_collections.imds.scheduled_events.tests.unit.utils.arm_simulator import EVENTS, SUB, ArmSimulators, Clock
 
 pytest.importorskip("azure.identity")
@@ -31,7 +32,7 @@ def start_fixture(clock, monkeypatch):
 
 
 def read(client):
-    return sorted(found.event.event_id for found in cp.query_events(client, cp.build_query(), subscriptions=[SUB]).events)
+    return sorted(found.event.event_id for found in cp.query_events(client, build_query(), subscriptions=[SUB]).events)
 
 
 @pytest.mark.parametrize("refusal", ["revoke_tokens", "expire_tokens"])
@@ -56,7 +57,7 @@ def test_resource_graph_pages_are_paced_by_the_quota_so_none_is_throttled(start,
     simulator enforces 3 queries per 10 s; seven pages of one row never meet a 429."""
     sim, control = start(resource_graph_quota={"requests": 3, "window": 10, "enforce": True})
     client = cp.signed_in_client("msi", endpoint=sim.arm_url, retries=0, sleep=clock.sleep, clock=clock)
-    found = cp.query_events(client, cp.build_query(), subscriptions=[SUB], page_size=1)
+    found = cp.query_events(client, build_query(), subscriptions=[SUB], page_size=1)
     assert sorted(e.event.event_id for e in found.events) == EVENTS and found.pages == 7
     graph = [entry for entry in control.arm_requests() if "ResourceGraph" in entry["path"]]
     assert [(entry["status"], entry["fault"]) for entry in graph] == [(200, None)] * 7
@@ -72,6 +73,6 @@ def test_without_pacing_the_same_pages_would_be_throttled(start, clock):
     sim, control = start(resource_graph_quota={"requests": 3, "window": 10, "enforce": True})
     client = cp.signed_in_client("msi", endpoint=sim.arm_url, retries=1, sleep=clock.sleep, clock=clock)
     client.quota.delay = lambda now: 0.0
-    cp.query_events(client, cp.build_query(), subscriptions=[SUB], page_size=1)
+    cp.query_events(client, build_query(), subscriptions=[SUB], page_size=1)
     graph = [entry["status"] for entry in control.arm_requests() if "ResourceGraph" in entry["path"]]
     assert graph[:5] == [200, 200, 200, 429, 200] and client.quota.throttled >= 1

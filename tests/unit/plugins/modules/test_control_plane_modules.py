@@ -14,6 +14,7 @@ import pytest
 from ansible.module_utils import basic
 
 from ansible_collections.imds.scheduled_events.plugins.module_utils import control_plane
+from ansible_collections.imds.scheduled_events.plugins.module_utils.kql import build_query
 from ansible_collections.imds.scheduled_events.plugins.modules import (
     control_plane_event_approve, control_plane_event_info, control_plane_policy)
 from ansible_collections.imds.scheduled_events.tests.unit.plugins.module_utils.test_control_plane import (
@@ -76,6 +77,8 @@ def test_info_narrows_to_named_vms_and_says_their_scope(server):
     server.script(graph(*FLEET))
     failed, result = run_module(control_plane_event_info.main, args(server, vm_names=["web_0"]))
     assert [(e["EventId"], e["scope"]) for e in result["events"]] == [(EVENT, "shared")]
+    # filtered by Resource Graph, not here (issue 25 item 4)
+    assert json.loads(server.requests[0]["body"])["query"] == result["query"] == build_query(vm_names=["web_0"])
 
 
 def test_info_reports_unreadable_rows_and_warns(server, monkeypatch):
@@ -131,6 +134,7 @@ def test_approve_only_what_lists_the_named_vms_alone(server):
     assert result["approved"] == [{"EventId": OTHER, "owner": VM_ID, "Resources": ["solo"]}]
     reasons = dict((s["EventId"], s["reason"]) for s in result["not_approved"])
     assert reasons == {EVENT: "also lists other VMs"}  # STARTED and DONE list VMs not named: never candidates
+    assert json.loads(server.requests[0]["body"])["query"] == build_query(vm_names=["solo", "web_0"])
     ack = server.requests[1]
     assert ack["method"] == "POST" and ack["path"] == VM_ID + "/providers/Microsoft.Maintenance/scheduledevents"
     assert json.loads(ack["body"]) == {"value": [OTHER]} and ("api-version", "2025-10-01-preview") in ack["query"]

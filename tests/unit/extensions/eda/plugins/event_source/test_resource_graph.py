@@ -13,6 +13,7 @@ import pytest
 
 from ansible_collections.imds.scheduled_events.extensions.eda.plugins.event_source import resource_graph as source
 from ansible_collections.imds.scheduled_events.plugins.module_utils import control_plane as cp
+from ansible_collections.imds.scheduled_events.plugins.module_utils.kql import build_query
 from ansible_collections.imds.scheduled_events.plugins.module_utils.sources import ArgumentError
 from ansible_collections.imds.scheduled_events.tests.unit.plugins.module_utils.test_control_plane import (
     EVENT, OTHER, SUB, FakeCredential, row)
@@ -58,7 +59,7 @@ def test_polls_become_lifecycle_events_and_repeat_nothing(server):
     assert changes(src.poll()) == [("approved", EVENT, None), ("started", EVENT, None)]  # NotBefore is in 2050
     assert changes(src.poll()) == [("gone", EVENT, "completed")]
     body = json.loads(server.requests[0]["body"])
-    assert body["subscriptions"] == [SUB] and body["query"] == cp.build_query()
+    assert body["subscriptions"] == [SUB] and body["query"] == build_query()
 
 
 def test_finished_rows_on_the_first_poll_when_asked(server):
@@ -70,7 +71,7 @@ def test_the_query_narrows_in_azure(server):
     server.script(graph())
     make(server, event_types=["reboot"], resource_groups=["rg-web"]).poll()
     query = json.loads(server.requests[0]["body"])["query"]
-    assert query == cp.build_query(types=["Reboot"], resource_groups=["rg-web"])
+    assert query == build_query(types=["Reboot"], resource_groups=["rg-web"])
 
 
 def test_an_unreadable_row_is_told_once(server):
