@@ -69,7 +69,7 @@ del FLEET_EVENT["vm"]
 
 def hostile_event(shape, text, values, **keep):
     """`shape` with every leaf (string, number, boolean, null) replaced by `text`, and every list by `values`; `keep`
-    (top-level keys) holds the values that stay as given. event_id is the EventId stripped, as the sources say it."""
+    (top-level keys) holds the values that stay as given. event_id is the EventId verbatim, as the sources give it."""
     def walk(value):
         if isinstance(value, dict):
             return dict((key, walk(item)) for key, item in value.items())
@@ -78,7 +78,7 @@ def hostile_event(shape, text, values, **keep):
         return text
     out = walk(shape)
     out.update(keep)
-    out["event_id"] = out["scheduled_event"]["EventId"].strip()
+    out["event_id"] = out["scheduled_event"]["EventId"]
     return out
 
 
