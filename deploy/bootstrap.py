@@ -851,7 +851,8 @@ def check_held_units(settings, variables):
     if not isinstance(units, list):
         return  # the role's argument spec says what it must be
     for unit in units:
-        if not isinstance(unit, str) or unit_known(unit) or (settings["ansible_pull"] and unit == PULL_TIMER):
+        if not isinstance(unit, str) or (settings["ansible_pull"] and unit in (PULL_TIMER, PULL_SERVICE)) or \
+                unit_known(unit):
             continue
         if unit in (PULL_TIMER, PULL_SERVICE):
             raise BootstrapError("%s names %s, but no ansible_pull url is set (ansiblePullUrl in the ARM templates) "

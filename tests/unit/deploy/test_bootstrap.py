@@ -300,7 +300,10 @@ def test_holding_the_ansible_pull_timer_without_ansible_pull_is_refused_with_the
         bootstrap.check_held_units({"ansible_pull": None}, {"watcher_hold_systemd_units": ["ansible-pull.timer"]})
     assert "no ansible_pull url is set (ansiblePullUrl in the ARM templates)" in str(caught.value)
     assert machine.calls == [["systemctl", "list-unit-files", "--no-legend", "--", "ansible-pull.timer"]]
-    bootstrap.check_held_units({"ansible_pull": PULL}, {"watcher_hold_systemd_units": ["ansible-pull.timer"]})
+    machine.calls[:] = []
+    bootstrap.check_held_units({"ansible_pull": PULL}, {"watcher_hold_systemd_units": ["ansible-pull.timer",
+                                                                                       "ansible-pull.service"]})
+    assert machine.calls == []  # the bootstrap makes both
     bootstrap.check_held_units({"ansible_pull": None}, {"watcher_hold_systemd_units": ["puppet-run.timer"]})
     assert "warning: watcher_hold_systemd_units names puppet-run.timer, which is not on this machine" in \
         capsys.readouterr().out
