@@ -50,6 +50,9 @@ export ANSIBLE_ASYNC_DIR := $(ANSIBLE_HOME)/async
 # molecule's ansible.cfg names the ssh control sockets' directory itself; the variable wins over the file
 export ANSIBLE_SSH_CONTROL_PATH_DIR := $(ANSIBLE_HOME)/cp
 export XDG_CACHE_HOME := $(IMDS_SE_TEST_CACHE)/xdg
+# the IMDS client's pacing file (shared by the processes of a user) for everything make runs on this host, root
+# included, instead of /run/imds-scheduled-events (the containers of the system suites use their own /run)
+export IMDS_SE_PACE_DIR := $(CURDIR)/.build/pace
 export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export ANSIBLE_COLLECTIONS_SCAN_SYS_PATH := false
 export ANSIBLE_NOCOLOR := 1
@@ -74,6 +77,7 @@ $(STAMP): $(REQS)/tools.txt scripts/venv scripts/find-python
 	bash scripts/venv $(VENV) $(PY_$(MAIN_CORE)) $(REQS)/tools.txt
 
 venv: $(STAMP)
+	@mkdir -p $(dir $(IMDS_SE_PACE_DIR)) && mkdir -p -m 0700 $(IMDS_SE_PACE_DIR)
 
 $(VENVS)/core-%/.matrix-stamp: $(REQS)/core-%.txt scripts/venv scripts/find-python
 	bash scripts/venv $(VENVS)/core-$* $(PY_$*) $(REQS)/core-$*.txt
@@ -121,14 +125,18 @@ ANTSIBULL_DOCS = $(BIN)/antsibull-docs collection --use-current --squash-hierarc
 docs: venv collection
 	@mkdir -p docs/plugins
 	$(ANTSIBULL_DOCS) --dest-dir docs/plugins imds.scheduled_events
+	$(BIN)/python scripts/render_eda_docs.py docs/eda-sources
 
-# Every plugin renders without warnings, and docs/plugins/ matches what the code says.
+# Every plugin renders without warnings, and docs/plugins/ (and docs/eda-sources/, the event sources, which
+# antsibull-docs does not render) matches what the code says.
 docs-check: venv collection
 	bash tests/docs/check-plugin-docs
 	$(BIN)/antsibull-docs lint-collection-docs --plugin-docs .
 	@rm -rf .build/docs && mkdir -p .build/docs
 	@$(ANTSIBULL_DOCS) --dest-dir .build/docs imds.scheduled_events >/dev/null
 	@diff -r docs/plugins .build/docs || { echo "docs/plugins/ is out of date: run 'make docs'"; exit 1; }
+	@rm -rf .build/eda-sources && $(BIN)/python scripts/render_eda_docs.py .build/eda-sources >/dev/null
+	@diff -r docs/eda-sources .build/eda-sources || { echo "docs/eda-sources/ is out of date: run 'make docs'"; exit 1; }
 
 sanity: $(foreach c,$(CORES),sanity-$(c))
 units: $(foreach c,$(CORES),units-$(c)) $(foreach p,$(NODE_PYTHONS),units-node-$(p))

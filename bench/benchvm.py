@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -67,6 +68,22 @@ def summarize(values):
     return {"n": len(values), "p50": percentile(values, 50), "p95": percentile(values, 95),
             "p99": percentile(values, 99), "min": min(values), "max": max(values),
             "mean": statistics.fmean(values)}
+
+
+def approve_preempt(vm):
+    """Inject a Preempt for the VM (30 s of notice) and wait for its approval; returns the wall seconds in between
+    (the simulator's approvals log)."""
+    event_id = str(uuid.uuid4()).upper()
+    appeared = time.time()
+    vm.control.inject(id=event_id, type="Preempt", resources=["myvm"], notice=30, started_for=5)
+    deadline = time.monotonic() + 60
+    approvals = []
+    while not approvals:
+        if time.monotonic() > deadline:
+            raise RuntimeError("Preempt %s not approved within 60 s\n%s" % (event_id, vm.diagnose()))
+        time.sleep(0.05)
+        approvals = vm.control.approvals(event_id)
+    return approvals[0]["wall_time"] - appeared
 
 
 def event_benchmark_args(argv, doc, name):
@@ -152,9 +169,10 @@ class BenchVm(object):
         data = json.loads(out.strip().splitlines()[-1])
         return data.get("at")
 
-    def start_probe(self, mode, timeout):
-        """The probe in the background (over ssh): returns the Popen; its last stdout line is the JSON."""
-        argv = self.box.ssh_argv() + ["/usr/bin/python3", PROBE, mode, str(timeout)]
+    def start_probe(self, mode, *args):
+        """The probe in the background (over ssh): returns the Popen; its last stdout line is the JSON.
+        `args`: the mode's arguments (vm_probe.py), the timeout last."""
+        argv = self.box.ssh_argv() + ["/usr/bin/python3", PROBE, mode] + [str(arg) for arg in args]
         return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
 
     def wait_idle(self, timeout=120):

@@ -17,7 +17,6 @@ import os
 import random
 import sys
 import time
-import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -32,17 +31,7 @@ def measure(vm, events, seed=11):
     samples = []
     for index in range(events):
         time.sleep(rng.uniform(0.0, 1.0))
-        event_id = str(uuid.uuid4()).upper()
-        appeared = time.time()
-        vm.control.inject(id=event_id, type="Preempt", resources=["myvm"], notice=30, started_for=5)
-        deadline = time.monotonic() + 60
-        approvals = []
-        while not approvals:
-            if time.monotonic() > deadline:
-                raise RuntimeError("Preempt %s not approved within 60 s\n%s" % (event_id, vm.diagnose()))
-            time.sleep(0.05)
-            approvals = vm.control.approvals(event_id)
-        samples.append(approvals[0]["wall_time"] - appeared)
+        samples.append(benchvm.approve_preempt(vm))
         sys.stderr.write("preempt %d/%d: approved after %.3f s\n" % (index + 1, events, samples[-1]))
         vm.control.advance(40)  # evicted and gone
         vm.wait_idle()

@@ -7,6 +7,9 @@
   request_rate       steady polling and 429/500 storms (host)
   detection_latency  event appears -> ansible-pull.timer stopped and the guard held (systemd container)
   preempt_budget     Preempt appears -> approved (the same container)
+  busy_watcher       the same while a Reboot's 30-s or 120-s pre-hook (or a 10-s hold command) runs: approvals, the
+                     metrics file's age, IMDS requests during the hook, the Reboot's hooks and release (the same container)
+  boot_cost          what imds-watcher-boot.service costs a boot, empty record and one held timer (the same container)
   module_overhead    event_info vs ansible.builtin.uri
   fleet_report       event_info and the fleet report vs `ansible -m ping`, 50/200/500 hosts
   control_plane_report  the fleet report of 5,000 VMs from Resource Graph vs the SSH path's for 500 hosts (issue #14)
@@ -14,8 +17,9 @@
                      for the imds and the event_grid sources (the real ansible-rulebook, one engine per source)
 Each is also a script of its own (python bench/<name>.py --help). footprint and request_rate run at the same time
 (each measures only its own processes, which use a fraction of a percent of a core); the rest one after another.
-Under `make bench` (30 Preempts rather than 50, shorter storms, one fleet run per size) the whole takes about a
-quarter of an hour. `make bench` puts tests/guard on PYTHONPATH. No test suite asserts any of these timings.
+Under `make bench` (30 Preempts rather than 50, shorter storms, one fleet run per size) the whole takes about
+25 minutes, busy_watcher's hooks (which really run 30 and 120 s) 8.5 of them. `make bench` puts tests/guard on
+PYTHONPATH. No test suite asserts any of these timings.
 With --only, the benchmarks not run keep their last results (results.md says from which run).
 Usage: python bench/run.py [--quick] [--only name,name]
 """
@@ -36,6 +40,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import benchvm  # noqa: E402  pylint: disable=wrong-import-position
+import boot_cost  # noqa: E402  pylint: disable=wrong-import-position
+import busy_watcher  # noqa: E402  pylint: disable=wrong-import-position
 import control_plane_report  # noqa: E402  pylint: disable=wrong-import-position
 import detection_latency  # noqa: E402  pylint: disable=wrong-import-position
 import eda_latency  # noqa: E402  pylint: disable=wrong-import-position
@@ -45,9 +51,11 @@ import module_overhead  # noqa: E402  pylint: disable=wrong-import-position
 import preempt_budget  # noqa: E402  pylint: disable=wrong-import-position
 import request_rate  # noqa: E402  pylint: disable=wrong-import-position
 
-ORDER = ["footprint", "request_rate", "detection_latency", "preempt_budget", "module_overhead", "fleet_report",
-         "control_plane_report", "eda_latency"]
-VM_BENCHMARKS = ("detection_latency", "preempt_budget")
+ORDER = ["footprint", "request_rate", "detection_latency", "preempt_budget", "busy_watcher", "boot_cost",
+         "module_overhead", "fleet_report", "control_plane_report", "eda_latency"]
+VM_BENCHMARKS = ("detection_latency", "preempt_budget", "busy_watcher", "boot_cost")
+BUSY_CASES = {"hook30": "a Reboot's 30-s pre-hook", "hook120": "a Reboot's 120-s pre-hook",
+              "command10": "a 10-s hold command, then a 30-s pre-hook"}
 
 
 def machine():
@@ -91,6 +99,25 @@ def rows(name, r):
                            s["polls_to_recover"], s["seconds_to_recover"], s["gap_after_recovery"]),
                         "<= 5/s, backing off, recovered within 2 polls", ok))
         return out
+    if name == "busy_watcher":
+        out = []
+        for case, what in BUSY_CASES.items():
+            if case not in r["cases"]:
+                continue
+            c, st = r["cases"][case], r["cases"][case]["seconds"]
+            out.append(("busy watcher: Preempts during %s (%d in %d cycles)" % (what, st["n"], len(c["cycles"])),
+                        "approved p50 %.3f s, **p99 %.3f s**; metrics file at most %.2f s old; >= %.2f IMDS requests/s "
+                        "during the hook; hooks %s; released %s the post-hook"
+                        % (st["p50"], st["p99"], c["metrics_max_age_seconds"], c["min_requests_per_second"],
+                           "complete" if c["hooks_completed"] else "**incomplete**",
+                           "after" if c["release_after_post_hook"] else "**not after**"),
+                        "p99 <= 1.5 s; <= 2 s old; >= 0.9 req/s; complete; after", c["met"]))
+        return out
+    if name == "boot_cost":
+        return [("boot cost of %s, %s record (%d boots)" % (r["unit"], mode, r["boots"]),
+                 "process median **%.0f ms** (max %.0f), activation median %.0f ms (max %.0f)"
+                 % (r[mode]["process_ms"]["p50"], r[mode]["process_ms"]["max"], r[mode]["activation_ms"]["p50"],
+                    r[mode]["activation_ms"]["max"]), "reported only", True) for mode in ("empty", "held")]
     if name in VM_BENCHMARKS:
         st = r["seconds"]
         what = "detection latency (%d events)" % st["n"] if name == "detection_latency" else \
@@ -195,7 +222,8 @@ def main(argv=None):
                                    "request_rate": ["--steady", "20", "--storm", "12", "--calm", "8"]}
     extra["fleet_report"] = ["--runs", "1", "--no-before"]
     modules = {"footprint": footprint, "request_rate": request_rate, "detection_latency": detection_latency,
-               "preempt_budget": preempt_budget, "module_overhead": module_overhead, "fleet_report": fleet_report,
+               "preempt_budget": preempt_budget, "busy_watcher": busy_watcher, "boot_cost": boot_cost,
+               "module_overhead": module_overhead, "fleet_report": fleet_report,
                "control_plane_report": control_plane_report, "eda_latency": eda_latency}
     vm = None
     background = {}

@@ -51,8 +51,11 @@ options:
     default: 60
   retries:
     description:
-      - How many times a request is tried again after a 429 (waiting what C(Retry-After) says, at most 120 seconds),
-        a 5xx answer or a connection error.
+      - How many times a request is tried again after a 429 (waiting what C(Retry-After) says, else until Resource
+        Graph's quota resets, at most 120 seconds), a 5xx answer or a connection error.
+      - Besides, Resource Graph queries are paced by the quota its answers announce (C(x-ms-user-quota-remaining),
+        C(x-ms-user-quota-resets-after)), so that they are not throttled; and a refused token (401) is replaced once
+        by a fresh one (with the claims of Azure's challenge when it sends one), never by the cached one.
     type: int
     default: 4
 requirements:

@@ -148,6 +148,7 @@ from collections.abc import Mapping
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.imds.scheduled_events.plugins.module_utils.fleet import build_report
+from ansible_collections.imds.scheduled_events.plugins.plugin_utils.data import data_filter
 
 
 def _get(mapping, key):
@@ -181,4 +182,4 @@ def fleet_report_data(data, result_key=None, hosts=None, events_key=None, group_
 
 class FilterModule(object):
     def filters(self):
-        return {"fleet_report_data": fleet_report_data}
+        return {"fleet_report_data": data_filter(fleet_report_data)}

@@ -201,6 +201,7 @@ from collections.abc import Mapping
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.imds.scheduled_events.plugins.module_utils.waves import PlanError, plan
+from ansible_collections.imds.scheduled_events.plugins.plugin_utils.data import data_filter
 
 
 def dig(value, path):
@@ -262,4 +263,4 @@ def rolling_approvals(data, result_key=None, hosts=None, group_by=None, inventor
 
 class FilterModule(object):
     def filters(self):
-        return {"rolling_approvals": rolling_approvals}
+        return {"rolling_approvals": data_filter(rolling_approvals)}

@@ -24,6 +24,7 @@ description:
     M(imds.scheduled_events.event_info) returns them.
   - The lookup takes no terms; every option is passed as a keyword.
 extends_documentation_fragment:
+  - imds.scheduled_events.imds.REQUESTS
   - imds.scheduled_events.imds.FILTERS
 options:
   endpoint:
@@ -46,24 +47,6 @@ options:
     type: str
     default: "2020-07-01"
     choices: ["2017-03-01", "2017-08-01", "2017-11-01", "2019-01-01", "2019-04-01", "2019-08-01", "2020-07-01"]
-  timeout:
-    description:
-      - Seconds to wait for each answer once the service is warm. Must be positive.
-    type: float
-    default: 5
-  first_timeout:
-    description:
-      - Seconds to wait for the first answer of the lookup. The first request after a long idle period enables
-        scheduled events for the VM and can take up to two minutes. Must be positive.
-    type: float
-    default: 120
-  retries:
-    description:
-      - How many times to retry a request that failed with 404, 410, 429, a 5xx status, a timeout or a connection
-        error, with exponential backoff and jitter. Other errors are not retried. Must not be negative.
-      - Requests stay under IMDS's budget of five per second in every case.
-    type: int
-    default: 4
   vm_name:
     description:
       - This VM's Azure resource name, the value that C(Resources) lists.
@@ -295,7 +278,8 @@ class LookupModule(LookupBase):
 
     def _client(self):
         try:
-            return imds.ImdsClient(**client_options(self.get_option))
+            return imds.ImdsClient(warn=lambda text: display.warning("imds.scheduled_events.events: %s" % text),
+                                   **client_options(self.get_option))
         except imds.ImdsError as exc:
             if not imds.HAS_REQUESTS:
                 raise AnsibleLookupError(

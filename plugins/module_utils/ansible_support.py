@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from ansible.module_utils.basic import env_fallback, missing_required_lib
 
-from .control_plane import ArmClient, ControlPlaneError, credential, explain, query_events
+from .control_plane import ControlPlaneError, explain, query_events, signed_in_client
 from .events import EventFilter, ThisVm, is_event_id
-from .imds import (API_VERSIONS, DEFAULT_API_VERSION, DEFAULT_FIRST_TIMEOUT, DEFAULT_RETRIES,
+from .imds import (API_VERSIONS, DEFAULT_API_VERSION, DEFAULT_DEADLINE, DEFAULT_FIRST_TIMEOUT, DEFAULT_RETRIES,
                    DEFAULT_TIMEOUT, ENDPOINT_ENV, HAS_REQUESTS, REQUESTS_IMPORT_ERROR, ImdsClient, ImdsError)
 
 IMDS_ARGUMENT_SPEC = dict(
@@ -21,6 +21,7 @@ IMDS_ARGUMENT_SPEC = dict(
     timeout=dict(type="float", default=DEFAULT_TIMEOUT),
     first_timeout=dict(type="float", default=DEFAULT_FIRST_TIMEOUT),
     retries=dict(type="int", default=DEFAULT_RETRIES),
+    deadline=dict(type="float", default=DEFAULT_DEADLINE),
     vm_name=dict(type="str"),
 )
 
@@ -42,7 +43,8 @@ def argument_spec(*specs, **extra):
 
 def client_options(get):
     """The client's keyword arguments from any option getter (module params or a lookup's get_option)."""
-    return dict((name, get(name)) for name in ("endpoint", "api_version", "timeout", "first_timeout", "retries"))
+    return dict((name, get(name)) for name in ("endpoint", "api_version", "timeout", "first_timeout", "retries",
+                                               "deadline"))
 
 
 def selection_from_options(get):
@@ -82,7 +84,7 @@ def client_from_module(module):
     if not HAS_REQUESTS:
         module.fail_json(msg=missing_required_lib("requests"), exception=REQUESTS_IMPORT_ERROR)
     try:
-        return ImdsClient(**client_options(module.params.get))
+        return ImdsClient(warn=module.warn, **client_options(module.params.get))
     except ImdsError as exc:
         module.fail_json(msg=str(exc))
 
@@ -122,9 +124,9 @@ def arm_client_from_module(module):
         module.fail_json(msg=missing_required_lib("requests"), exception=REQUESTS_IMPORT_ERROR)
     params = module.params
     try:
-        cred = credential(params["auth_source"], params["client_id"], params["secret"], params["tenant"])
-        return ArmClient(cred, endpoint=params["management_endpoint"], timeout=params["timeout"],
-                         retries=params["retries"])
+        return signed_in_client(params["auth_source"], params["client_id"], params["secret"], params["tenant"],
+                                endpoint=params["management_endpoint"], timeout=params["timeout"],
+                                retries=params["retries"])
     except ControlPlaneError as exc:
         if "azure-identity is required" in str(exc):
             module.fail_json(msg=missing_required_lib("azure-identity"))
@@ -144,4 +146,5 @@ def control_plane_events(module, client, query):
     try:
         return query_events(client, query, params["subscriptions"], params["management_groups"])
     except ControlPlaneError as exc:
-        module.fail_json(msg=explain(exc), status=exc.status, code=exc.code, query=query)
+        module.fail_json(msg=explain(exc), status=exc.status, code=exc.code, query=query,
+                         resource_graph_quota=client.quota.as_dict())

@@ -15,6 +15,8 @@ module_utils it imports nothing from ansible; modules pass their options in.
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 import time
 import traceback
@@ -39,6 +41,7 @@ PAGE_SIZE = 1000  # Resource Graph's largest page
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_RETRIES = 4
 MAX_RETRY_AFTER = 120.0
+GRAPH_PATH = "/providers/Microsoft.ResourceGraph/resources"
 FEATURE = "Microsoft.Compute/SendScheduledEventsPolicy"
 ROW_TYPE = "microsoft.maintenance/scheduledevents"
 
@@ -57,17 +60,27 @@ _RESOURCE_ID = re.compile(
     r"^/subscriptions/(?P<subscription>[^/]+)/resourcegroups/(?P<resource_group>[^/]+)/providers/microsoft\.compute/"
     r"(?P<kind>virtualmachines|virtualmachinescalesets|availabilitysets)/(?P<name>[^/]+)/?$", re.IGNORECASE)
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9._()-]{1,90}$")
-_KQL_WORD = re.compile(r"^[A-Za-z0-9 ._()-]+$")
+# What an ARM path segment from outside (a row's id, a resource id an operator gives) may not hold: what would end
+# the path or change it (/ ? # % and the backslash), spaces, control characters and lone surrogates; and no segment
+# ends with a dot ("..", ".").
+_PATH_SEGMENT = re.compile("^[^/?#%\\\\\\s\x00-\x1f\x7f\ud800-\udfff]+(?<!\\.)$")
+# Characters a KQL string literal cannot carry: C0 controls (but \t \n \r, which it escapes), DEL, lone surrogates.
+_KQL_UNWRITABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+_KQL_ESCAPES = {"\\": "\\\\", '"': '\\"', "\t": "\\t", "\n": "\\n", "\r": "\\r"}
 
 
 class ControlPlaneError(Exception):
-    """A request Azure refused or that never got an answer; `code` is ARM's error code when there is one."""
+    """A request Azure refused or that never got an answer; `code` is ARM's error code when there is one. `method`
+    and `path` say which request, `identity` who sent it (never a token), for explain()."""
 
-    def __init__(self, message, status=None, code=None, details=None):
+    def __init__(self, message, status=None, code=None, details=None, method=None, path=None, identity=None):
         super(ControlPlaneError, self).__init__(message)
         self.status = status
         self.code = code
         self.details = details or []
+        self.method = method
+        self.path = path
+        self.identity = identity
 
 
 # --- credentials ------------------------------------------------------------------------------------------------
@@ -107,15 +120,31 @@ def credential(auth_source="auto", client_id=None, secret=None, tenant=None):
     return identity.DefaultAzureCredential(**kwargs)
 
 
+def signed_in_client(auth_source="auto", client_id=None, secret=None, tenant=None, **options):
+    """An ArmClient with the credential() these options choose, which signs in afresh (a new credential, so a new
+    token cache) when Azure refuses a token without saying what claims it wants; `options` are ArmClient's."""
+    def renew():
+        return credential(auth_source, client_id, secret, tenant)
+
+    said = ["auth_source=%s" % auth_source] + ["%s=%s" % (k, v) for k, v in (("client_id", client_id),
+                                                                             ("tenant", tenant)) if v]
+    return ArmClient(renew(), renew=renew, identity=", ".join(said), **options)
+
+
 # --- the ARM client -----------------------------------------------------------------------------------------------
 
 
 class ArmClient(object):
     """Azure Resource Manager over HTTPS with a bearer token: JSON in and out, ARM's error bodies turned into
-    ControlPlaneError, 429 answered by waiting Retry-After (bounded), 5xx and connection errors retried."""
+    ControlPlaneError, 429 answered by waiting Retry-After (bounded), 5xx and connection errors retried, Resource
+    Graph queries paced by the quota its answers announce (GraphQuota).
+
+    A 401 gets one fresh token, never the cached one that was refused: with the claims of the answer's challenge
+    (continuous access evaluation: azure-identity then bypasses its cache), else from a new credential (`renew`,
+    which starts with an empty cache). `identity` says how the client signed in, for error messages."""
 
     def __init__(self, cred, endpoint=DEFAULT_ENDPOINT, timeout=DEFAULT_TIMEOUT, retries=DEFAULT_RETRIES,
-                 session=None, sleep=time.sleep, clock=time.time):
+                 session=None, sleep=time.sleep, clock=time.time, renew=None, identity=None):
         if not HAS_REQUESTS:
             raise ControlPlaneError("the Python package requests is required")
         endpoint = (endpoint or DEFAULT_ENDPOINT).rstrip("/")
@@ -124,28 +153,65 @@ class ArmClient(object):
         self.endpoint = endpoint
         self.scope = endpoint + "/.default"
         self.credential = cred
+        self.renew = renew
+        self.identity = identity
         self.timeout = timeout
         self.retries = retries
         self.session = session or requests.Session()
         self.sleep = sleep
         self.clock = clock
+        self.quota = GraphQuota()
         self._token = None
         self.requests_sent = 0
 
     def _bearer(self):
         if self._token is None or self._token.expires_on - 300 <= self.clock():
-            try:
-                self._token = self.credential.get_token(self.scope)
-            except Exception as exc:  # azure-identity raises its own types, and says what it tried
-                raise ControlPlaneError("cannot get a token for %s: %s" % (self.scope, _one_line(exc)))
+            self._token = self._get_token()
         return self._token.token
+
+    def _get_token(self, claims=None):
+        try:
+            if claims:
+                return self.credential.get_token(self.scope, claims=claims)
+            return self.credential.get_token(self.scope)
+        except Exception as exc:  # azure-identity raises its own types, and says what it tried
+            raise ControlPlaneError("cannot get a %stoken for %s (%s): %s" % (
+                "fresh " if claims else "", self.scope, self.identity or "azure-identity", _one_line(exc)))
+
+    def _fresh_token(self, response):
+        """After a 401: a token other than the refused one, or None when the credential has no other to give."""
+        refused = self._token
+        claims = claims_challenge(response.headers.get("WWW-Authenticate"))
+        if claims is None and self.renew is not None:
+            try:
+                self.credential = self.renew()
+            except ControlPlaneError as exc:
+                raise ControlPlaneError("cannot sign in again after a 401: %s" % exc)
+        self._token = self._get_token(claims)
+        return None if refused is not None and self._token.token == refused.token else self._token
+
+    def describe_identity(self):
+        """Who the requests were sent as: how the client signed in, and the identity the token names when it can
+        be read (a JWT's appid or azp, oid, tid and aud claims). Never the token."""
+        said = [self.identity] if self.identity else []
+        claims = token_claims(self._token.token) if self._token is not None else {}
+        for keys, label in ((("appid", "azp"), "client id"), (("oid",), "object id"), (("tid",), "tenant"),
+                            (("aud",), "audience")):
+            value = next((claims[k] for k in keys if isinstance(claims.get(k), str)), None)
+            if value:
+                said.append("%s %s" % (label, value))
+        return ", ".join(said) or "unknown"
 
     def request(self, method, path, api_version, body=None):
         """The parsed JSON answer of one ARM call (retried as above)."""
         url = "%s%s" % (self.endpoint, path)
+        graph = path.lower().startswith(GRAPH_PATH.lower())
         attempt = 0
+        renewed = None
         while True:
             attempt += 1
+            if graph:
+                self._pace()
             headers = {"Authorization": "Bearer " + self._bearer(), "Accept": "application/json"}
             try:
                 self.requests_sent += 1
@@ -154,35 +220,136 @@ class ArmClient(object):
             except requests.RequestException as exc:
                 if attempt > self.retries:
                     raise ControlPlaneError("%s %s: no answer after %d attempts: %s"
-                                            % (method, path, attempt, _one_line(exc)))
+                                            % (method, path, attempt, _one_line(exc)), method=method, path=path)
                 self.sleep(min(2 ** attempt, 30))
                 continue
             status = response.status_code
-            if status == 401 and attempt == 1:
-                self._token = None  # revoked or expired early: one more try with a fresh token
-                continue
+            if graph:
+                self.quota.observe(response.headers, self.clock(), status == 429)
+            if status == 401 and renewed is None:
+                renewed = self._fresh_token(response) is not None
+                if renewed:
+                    continue
             if status == 429 or status >= 500:
                 if attempt > self.retries:
-                    raise _error(method, path, response)
-                self.sleep(_retry_after(response, attempt))
+                    raise self._error(method, path, response, renewed)
+                wait = _retry_after(response, attempt)
+                self.sleep(wait)
+                self.quota.waited_out(wait)
                 continue
             if status >= 400:
-                raise _error(method, path, response)
+                raise self._error(method, path, response, renewed)
             if not response.content:
                 return {}
             try:
                 return response.json()
             except ValueError:
                 raise ControlPlaneError("%s %s answered %d with a body that is not JSON" % (method, path, status),
-                                        status=status)
+                                        status=status, method=method, path=path)
+
+    def _pace(self):
+        wait = self.quota.delay(self.clock())
+        if wait > 0:
+            self.sleep(wait)
+            self.quota.waited_out(wait)
+
+    def _error(self, method, path, response, renewed):
+        exc = _error(method, path, response)
+        exc.identity = self.describe_identity()
+        if response.status_code == 401 and renewed is not None:
+            exc.args = ("%s (%s)" % (str(exc).rstrip("."), "refused again with a fresh token" if renewed else
+                                     "the credential gave the refused token again"),)
+        return exc
+
+
+class GraphQuota(object):
+    """Resource Graph's per-user quota, as its answers announce it (Microsoft's "Guidance for throttled requests in
+    Azure Resource Graph"): `x-ms-user-quota-remaining` queries until `x-ms-user-quota-resets-after` (hh:mm:ss).
+    The next query waits its share of the time left, (time left) / (remaining + 1): the quota is spread over the
+    window, and once it is spent the next query waits for the reset. `waited` adds up the seconds waited (pacing
+    and 429s), `throttled` counts the 429s; as_dict() is what the modules return."""
+
+    def __init__(self):
+        self.remaining = None
+        self.resets_after = None
+        self.answered_at = None
+        self.waited = 0.0
+        self.throttled = 0
+        self.queries = 0
+
+    def observe(self, headers, now, throttled=False):
+        self.queries += 1
+        self.throttled += 1 if throttled else 0
+        remaining = headers.get("x-ms-user-quota-remaining")
+        resets_after = parse_duration(headers.get("x-ms-user-quota-resets-after"))
+        if remaining is None or not str(remaining).strip().isdigit() or resets_after is None:
+            return
+        self.remaining, self.resets_after, self.answered_at = int(remaining), resets_after, now
+
+    def delay(self, now):
+        """Seconds to wait before the next query (at most MAX_RETRY_AFTER)."""
+        if self.remaining is None:
+            return 0.0
+        due = self.answered_at + min(self.resets_after, MAX_RETRY_AFTER) / (self.remaining + 1)
+        return min(max(0.0, due - now), MAX_RETRY_AFTER)  # bounded even if the clock went back
+
+    def waited_out(self, seconds):
+        """A wait for the quota (or a 429's Retry-After) is over: what the last answer said is spent."""
+        self.waited += seconds
+        self.remaining = None
+
+    def as_dict(self):
+        return {"remaining": self.remaining, "resets_after": self.resets_after, "waited": round(self.waited, 3),
+                "throttled": self.throttled, "queries": self.queries}
+
+
+def parse_duration(text):
+    """Seconds in a hh:mm:ss (optionally fractional) duration, or None."""
+    match = re.match(r"^\s*(\d+):([0-5]?\d):([0-5]?\d(?:\.\d+)?)\s*$", str(text or ""))
+    if not match:
+        return None
+    return int(match.group(1)) * 3600 + int(match.group(2)) * 60 + float(match.group(3))
+
+
+def claims_challenge(header):
+    """The claims a 401's `WWW-Authenticate: Bearer ... error="insufficient_claims", claims="<base64>"` asks for
+    (decoded JSON text, as azure-identity's get_token(claims=) takes it), or None."""
+    text = str(header or "")
+    if not re.search(r'\berror="insufficient_claims"', text):
+        return None
+    match = re.search(r'\bclaims="([A-Za-z0-9+/_=-]+)"', text)
+    if not match:
+        return None
+    encoded = match.group(1)
+    try:
+        claims = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode("utf-8")
+        json.loads(claims)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return claims
+
+
+def token_claims(token):
+    """The claims of an access token that is a JWT, unverified (for messages only), else {}."""
+    parts = str(token or "").split(".")
+    if len(parts) != 3:
+        return {}
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)).decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return {}
+    return claims if isinstance(claims, dict) else {}
 
 
 def _retry_after(response, attempt):
+    """Retry-After, else the quota's reset (a 429 of Resource Graph), else exponential backoff; bounded."""
     value = response.headers.get("Retry-After")
     try:
         seconds = float(value)
     except (TypeError, ValueError):
-        seconds = min(2 ** attempt, 30)
+        seconds = parse_duration(response.headers.get("x-ms-user-quota-resets-after"))
+        if seconds is None or response.status_code != 429:
+            seconds = min(2 ** attempt, 30)
     return max(0.0, min(seconds, MAX_RETRY_AFTER))
 
 
@@ -207,7 +374,8 @@ def _error(method, path, response):
     for detail in details[:5]:
         text += "; %s%s: %s" % ("%s " % detail["target"] if detail.get("target") else "", detail.get("code"),
                                 _one_line(detail.get("message", "")))
-    return ControlPlaneError(text, status=response.status_code, code=code, details=details)
+    return ControlPlaneError(text, status=response.status_code, code=code, details=details, method=method,
+                             path=path.split("?")[0])
 
 
 # --- owners and rows ----------------------------------------------------------------------------------------------
@@ -231,6 +399,7 @@ class Owner(object):
             raise ValueError("%r is not the id of a VM, scale set or availability set (/subscriptions/<id>/"
                              "resourceGroups/<rg>/providers/Microsoft.Compute/<virtualMachines|"
                              "virtualMachineScaleSets|availabilitySets>/<name>)" % (resource_id,))
+        _check_segments(match, ("subscription", "resource_group", "name"))
         return cls(match.group("subscription"), match.group("resource_group"),
                    OWNER_KINDS[match.group("kind").lower()], match.group("name"))
 
@@ -240,7 +409,7 @@ class Owner(object):
         if canonical is None:
             raise ValueError("kind %r: use vm, scale_set or availability_set" % (kind,))
         for what, value in (("name", name), ("resource_group", resource_group), ("subscription", subscription)):
-            if not value or not _SAFE_NAME.match(str(value)):
+            if not value or not _SAFE_NAME.match(str(value)) or str(value).endswith("."):
                 raise ValueError("%s %r is not a valid Azure name" % (what, value))
         return cls(str(subscription), str(resource_group), canonical, str(name))
 
@@ -256,6 +425,13 @@ class Owner(object):
     def as_dict(self):
         return {"id": self.id, "kind": self.kind, "name": self.name, "resource_group": self.resource_group,
                 "subscription": self.subscription}
+
+
+def _check_segments(match, groups):
+    """Raises ValueError when a part of an ARM id would change the path it is put in (see _PATH_SEGMENT)."""
+    for group in groups:
+        if not _PATH_SEGMENT.match(match.group(group)):
+            raise ValueError("%s %r in %r cannot be part of an ARM path" % (group, match.group(group), match.string))
 
 
 class ControlPlaneEvent(object):
@@ -277,6 +453,7 @@ class ControlPlaneEvent(object):
         if not match:
             raise ValueError("its id %r is not a scheduled event of a VM, scale set or availability set"
                              % (row.get("id"),))
+        _check_segments(match, ("subscription", "resource_group", "name", "event_id"))
         properties = row.get("properties")
         if not isinstance(properties, dict):
             raise ValueError("it has no properties object")
@@ -287,9 +464,17 @@ class ControlPlaneEvent(object):
         if event.event_id.lower() != match.group("event_id").lower():
             raise ValueError("its id names event %s but its properties say %s" % (match.group("event_id"),
                                                                                   event.event_id))
-        owner = Owner(match.group("subscription"), row.get("resourceGroup") or match.group("resource_group"),
-                      OWNER_KINDS[match.group("kind").lower()], match.group("name"))
+        # the id is the ARM path acknowledging goes to: the resourceGroup column only gives its casing
+        group = match.group("resource_group")
+        if str(row.get("resourceGroup") or "").lower() == group.lower():
+            group = row["resourceGroup"]
+        owner = Owner(match.group("subscription"), group, OWNER_KINDS[match.group("kind").lower()], match.group("name"))
         return cls(event, owner, row)
+
+    def owned_by_other_vm(self, vms):
+        """Whether the row files the event under a VM that `vms` (NamedVms) does not name, whatever its Resources
+        say: acknowledging it would act on that VM."""
+        return self.owner.kind == OWNER_KINDS["virtualmachines"] and not vms.is_named(self.owner.name)
 
     def describe(self, vms=None, now=None):
         """event_info's keys for the event, plus where the control plane saw it."""
@@ -305,32 +490,42 @@ class ControlPlaneEvent(object):
 # --- Resource Graph -----------------------------------------------------------------------------------------------
 
 
-def _kql_list(values, what):
-    words = []
-    for value in values:
-        text = str(value)
-        if not _KQL_WORD.match(text):
-            raise ValueError("%s %r: only letters, digits, spaces and ._()- are allowed" % (what, text))
-        words.append('"%s"' % text)
-    return "(%s)" % ", ".join(words)
+def kql_string(value, what="value"):
+    """`value` as a KQL string literal: the one way any value reaches a Kusto query (Resource Graph, workbooks,
+    alert rules), so that a quote, a backslash, a `|` or a newline in it stays inside the string. Double-quoted with
+    Kusto's escapes (\\ \" \t \n \r); any other character, non-ASCII too, stands for itself. Raises ValueError
+    (naming `what`) for a value no literal can carry: not a string, or holding NUL, another control character or a
+    lone surrogate."""
+    if not isinstance(value, str):
+        raise ValueError("%s %r is a %s, not a string" % (what, value, type(value).__name__))
+    bad = _KQL_UNWRITABLE.search(value)
+    if bad:
+        raise ValueError("%s %r holds the character U+%04X, which a KQL string cannot carry"
+                         % (what, value, ord(bad.group())))
+    return '"%s"' % "".join(_KQL_ESCAPES.get(c, c) for c in value)
+
+
+def kql_list(values, what="value"):
+    """A parenthesised list of KQL string literals, for `in` and `in~`."""
+    return "(%s)" % ", ".join(kql_string(value, what) for value in values)
 
 
 def build_query(event_ids=None, types=None, statuses=None, sources=None, resource_groups=None):
     """The KQL sent to Resource Graph (docs/control-plane.md shows it): filters run in Azure, so a large fleet
-    sends back only what was asked for. Values are checked, never pasted raw."""
-    lines = ["maintenanceresources", '| where type == "%s"' % ROW_TYPE]
+    sends back only what was asked for. Every value is a string literal (kql_string), never pasted raw."""
+    lines = ["maintenanceresources", "| where type == %s" % kql_string(ROW_TYPE)]
     if event_ids:
         bad = [i for i in event_ids if not is_event_id(i)]
         if bad:
             raise ValueError("not an EventId (a GUID is expected): %s" % ", ".join(repr(b) for b in bad))
-        lines.append("| where name in~ %s" % _kql_list(event_ids, "event id"))
+        lines.append("| where name in~ %s" % kql_list(event_ids, "event id"))
     for field, values, what in (("properties.EventType", types, "event type"),
                                 ("properties.EventStatus", statuses, "status"),
                                 ("properties.EventSource", sources, "source"),
                                 ("resourceGroup", resource_groups, "resource group")):
         if values:
             column = field if "." not in field else "tostring(%s)" % field
-            lines.append("| where %s in~ %s" % (column, _kql_list(values, what)))
+            lines.append("| where %s in~ %s" % (column, kql_list(values, what)))
     lines.append("| project id, name, type, subscriptionId, resourceGroup, location, properties")
     lines.append("| order by id asc")
     return "\n".join(lines)
@@ -435,15 +630,41 @@ def policy_differs(current, wanted):
 
 
 def explain(exc):
-    """What to do about the refusals an operator meets first."""
+    """What to do about the refusals an operator meets first: the message, then the remedy, as sentences."""
+    said = str(exc).rstrip().rstrip(".")
     if exc.code == "SubscriptionNotRegisteredForFeature" or (exc.code or "").startswith("FeatureNotRegistered") or \
             "SendScheduledEventsPolicy" in str(exc):
         return ("%s. Register the preview feature once per subscription: az feature register --namespace "
                 "Microsoft.Compute --name SendScheduledEventsPolicy (then az provider register -n Microsoft.Compute)"
-                % exc)
+                % said)
     if "scheduledEventsPolicy" in str(exc) and exc.status == 400:
-        return "%s. scheduledEventsPolicy needs Compute api-version %s or later" % (exc, COMPUTE_POLICY_API)
-    if exc.status in (401, 403):
-        return ("%s. The identity needs Reader on the VMs (Resource Graph) and the \"Scheduled Events "
-                "Contributor\" role to acknowledge" % exc)
+        return "%s. scheduledEventsPolicy needs Compute api-version %s or later" % (said, COMPUTE_POLICY_API)
+    if exc.status == 401:
+        return ("%s. Authentication failed (401): Azure Resource Manager does not accept the token of this identity "
+                "(%s). Check that it is issued by the tenant of the subscriptions, for the audience of "
+                "management_endpoint, that the identity still exists and its tokens were not revoked, and that this "
+                "machine's clock is right" % (said, exc.identity or "unknown"))
+    if exc.status == 403:
+        return ("%s. Authorisation failed (403): the identity (%s) signed in, but no role assignment allows this. "
+                "%s" % (said, exc.identity or "unknown", _role_needed(exc.method, exc.path)))
     return str(exc)
+
+
+def _role_needed(method, path):
+    """The role assignment a refused request needs, said for the request it was."""
+    path = path or ""
+    if path.lower().startswith(GRAPH_PATH.lower()):
+        return ("Assign it Reader on the subscriptions or management groups queried (Resource Graph shows only what "
+                "the identity may read)")
+    owner = _RESOURCE_ID.match(re.split(r"/providers/microsoft\.maintenance/", path, flags=re.IGNORECASE)[0])
+    scope = owner.group(0) if owner else "the VM, scale set or availability set"
+    if "/providers/microsoft.maintenance/scheduledevents" in path.lower():
+        return ("Assign it the \"Scheduled Events Contributor\" role (action "
+                "Microsoft.Maintenance/scheduledevents/acknowledge/action) on %s" % scope)
+    if method in ("PATCH", "PUT") and owner:
+        return ("Assign it a role with Microsoft.Compute/%s/write on %s, for example Virtual Machine Contributor"
+                % (OWNER_KINDS[owner.group("kind").lower()], scope))
+    if owner:
+        return "Assign it Reader on %s" % scope
+    return ("It needs Reader on the resources for Resource Graph, and the \"Scheduled Events Contributor\" role "
+            "(Microsoft.Maintenance/scheduledevents/acknowledge/action) to acknowledge")

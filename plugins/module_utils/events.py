@@ -256,7 +256,7 @@ class Event(object):
             problems.append("unknown EventStatus %r, treated as pending" % (status,))
         return cls(
             raw=raw,
-            event_id=event_id.strip(),
+            event_id=event_id,  # verbatim: the id approving it must name, as IMDS gave it
             event_type=event_type,
             resource_type=_text(raw.get("ResourceType")),
             resources=resources,

@@ -15,6 +15,7 @@ wrap it, and the tests call it directly.
 from __future__ import annotations
 
 import datetime
+import re
 
 from .events import (CONTROL_PLANE_STATUSES, FINISHED_STATUSES, DocumentError, Event, ThisVm, format_iso,
                      normalize_resource_name, parse_not_before, utcnow)
@@ -70,6 +71,43 @@ def _seconds_until(moment, now):
 
 def _text(value):
     return None if value is None else str(value)
+
+
+# Characters that no UTF-8 file, mail or JSON consumer can carry (lone surrogates, as json.loads lets through) or that
+# HTML and SMTP refuse (NUL): each becomes U+FFFD, once, in the report document; everything else is kept as it came.
+_UNWRITABLE = re.compile("[\x00\ud800-\udfff]")
+# What would break a one-line display or steer a terminal: line breaks, other C0/C1 controls (ANSI escapes), DEL,
+# and the bidirectional overrides that reorder what a reader sees. Shown as \xNN / \uNNNN escapes.
+_CONTROLS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# Chat markup (Slack's mrkdwn, Mattermost, Teams, Discord, Rocket.Chat): mentions and links with a label.
+_MENTION = re.compile("@(?=\\w)")
+WORD_JOINER = "\u2060"
+
+
+def displayable(value):
+    """`value` (a report, or any JSON value) with every string writable as UTF-8 anywhere."""
+    if isinstance(value, str):
+        return _UNWRITABLE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return dict((displayable(k), displayable(v)) for k, v in value.items())
+    if isinstance(value, list):
+        return [displayable(v) for v in value]
+    return value
+
+
+def one_line(value):
+    """A value shown inside one line of a plain-text alert: no line break, control or bidi override of its own."""
+    text = displayable("" if value is None else str(value))
+    return _CONTROLS.sub(lambda m: "\\x%02x" % ord(m.group()) if ord(m.group()) < 0x100
+                         else "\\u%04x" % ord(m.group()), text)
+
+
+def chat_text(text):
+    """Plain text made inert for chat webhooks, which render what they receive: &, < and > as Slack's entities (no
+    <!here>, <@U...>, <url|label> or HTML), a word joiner after @ (no @channel, @here or @user mention) and between
+    ] and ( (no [label](url) link). Every character of the value stays, and shows, as it was."""
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _MENTION.sub("@" + WORD_JOINER, text).replace("](", "]" + WORD_JOINER + "(")
 
 
 def _host_status(watcher, events):
@@ -206,9 +244,9 @@ def build_report(hosts, now=None, title="Fleet maintenance report", control_plan
     }
     summary["seconds_until_next"] = _seconds_until(parse_not_before(summary["next_not_before"])[0], now) \
         if summary["next_not_before"] else None
-    return {"format": FORMAT, "version": VERSION, "title": title, "generated": format_iso(now),
-            "summary": summary, "hosts": rows, "events": event_list, "holds": holds, "approvals": approvals,
-            "unreachable": unreadable, "problems": problems}
+    return displayable({"format": FORMAT, "version": VERSION, "title": title, "generated": format_iso(now),
+                        "summary": summary, "hosts": rows, "events": event_list, "holds": holds,
+                        "approvals": approvals, "unreachable": unreadable, "problems": problems})
 
 
 def _read_watcher(name, watcher, row, holds, approvals):
@@ -222,7 +260,8 @@ def _read_watcher(name, watcher, row, holds, approvals):
                                                                           _text(d.get("detail")))
                            for d in watcher.get("degraded") or [] if isinstance(d, dict))
     status = watcher.get("holds") or {}
-    phases = dict((t.get("key"), t.get("phase")) for t in status.get("targets") or [] if isinstance(t, dict))
+    phases = dict((_text(t.get("key")), _text(t.get("phase"))) for t in status.get("targets") or []
+                  if isinstance(t, dict))
     row["held_targets"] = sorted(k for k in phases if k)
     for reason in status.get("reasons") or []:
         if not isinstance(reason, dict):
@@ -388,34 +427,38 @@ def change_counts(changes):
 
 
 def _hosts(items, limit=8):
-    items = list(items)
+    items = [one_line(i) for i in items]
     text = ", ".join(items[:limit])
     return text + (" and %d more" % (len(items) - limit) if len(items) > limit else "")
 
 
 def describe_change(key, item):
-    """One line per changed item, for email and chat."""
-    if key in ("new_events", "gone_events", "started_events"):
-        when = " NotBefore %s" % item["not_before"] if item.get("not_before") and key == "new_events" else ""
+    """One line per changed item, for email and chat: every value on it through one_line, so that none can add
+    a line (a change that did not happen) or steer the reader's terminal."""
+    show = dict((k, one_line(v)) for k, v in item.items() if isinstance(v, str))
+    if key in ("new_events", "gone_events", "started_events", "finished_events"):
+        when = " NotBefore %s" % show["not_before"] if item.get("not_before") and key == "new_events" else ""
         hosts = _hosts(item.get("hosts") or []) or "no inventory host"
-        return "%s %s (%s)%s on %s" % (item.get("event_type") or "event", item["event_id"], item.get("status"), when, hosts)
+        return "%s %s (%s)%s on %s" % (show.get("event_type") or "event", show["event_id"], show.get("status"), when,
+                                       hosts)
     if key in ("new_holds", "released_holds"):
-        event = ", event %s" % item["event_id"] if item.get("event_id") else ""
+        event = ", event %s" % show["event_id"] if item.get("event_id") else ""
         return "%s: %s held by %s since %s: %s [reason %s%s]" % (
-            item["host"], _hosts(item.get("targets") or []) or "nothing", item.get("holder") or "unknown",
-            item.get("since") or "?", item.get("text") or "", item.get("reason_id"), event)
-    return "%s (%s): %s" % (item["host"], item.get("status"), item.get("msg") or "")
+            show["host"], _hosts(item.get("targets") or []) or "nothing", show.get("holder") or "unknown",
+            show.get("since") or "?", show.get("text") or "", show.get("reason_id"), event)
+    return "%s (%s): %s" % (show["host"], show.get("status"), show.get("msg") or "")
 
 
 def subject(changes, title="Fleet maintenance report"):
+    """One line (a mail header: a line break in the title would start a header of its own)."""
     counts = change_counts(changes)
     parts = ["%d %s" % (n, CHANGE_TITLES[k].lower()) for k, n in counts.items() if n]
-    return "[%s] %s" % (title, "; ".join(parts) if parts else "no change")
+    return "[%s] %s" % (one_line(title), "; ".join(parts) if parts else "no change")
 
 
 def render_text(changes, report, link=None):
     """The plain-text alert: what changed, then where things stand."""
-    lines = ["%s, %s" % (report.get("title") or "Fleet maintenance report", report["generated"]), ""]
+    lines = ["%s, %s" % (one_line(report.get("title") or "Fleet maintenance report"), report["generated"]), ""]
     for key in CHANGE_KEYS:
         items = changes.get(key) or []
         if not items:
@@ -430,17 +473,19 @@ def render_text(changes, report, link=None):
     if summary.get("next_not_before"):
         lines.append("Next NotBefore: %s." % summary["next_not_before"])
     if link:
-        lines.append("Report: %s" % link)
+        lines.append("Report: %s" % one_line(link))
     return "\n".join(lines) + "\n"
 
 
 def webhook_payload(changes, report, link=None):
+    """What the webhook receives: `subject` and `text` are what chat services display, made inert by chat_text;
+    every other key carries the values as they are (JSON), for a receiver that escapes them for its own markup."""
     return {
         "source": "imds.scheduled_events.fleet_report",
         "title": report.get("title"),
         "generated": report["generated"],
-        "subject": subject(changes, report.get("title") or "Fleet maintenance report"),
-        "text": render_text(changes, report, link),
+        "subject": chat_text(subject(changes, report.get("title") or "Fleet maintenance report")),
+        "text": chat_text(render_text(changes, report, link)),
         "counts": change_counts(changes),
         "changes": dict((k, changes.get(k) or []) for k in CHANGE_KEYS),
         "summary": report["summary"],

@@ -73,6 +73,9 @@ def wait_for_events(client, selection, vm, condition, timeout, interval, clock, 
     While waiting, a retryable IMDS failure (the service updating, throttling, a
     connection reset) is another reason to keep waiting, not to fail: the last one
     is reported if time runs out. Other errors end the wait at once.
+
+    Each read is bounded by the client's deadline and by what is left of `timeout`, so the wait ends when it
+    says, retries included. A `timeout` of 0 reads once, bounded by the deadline alone.
     """
     if condition not in CONDITIONS:
         raise ValueError("unknown wait condition %r" % (condition,))
@@ -82,8 +85,9 @@ def wait_for_events(client, selection, vm, condition, timeout, interval, clock, 
     outcome = None
     while True:
         polls += 1
+        left = timeout - (clock() - start)
         try:
-            document = client.get_document()
+            document = client.get_document(within=left if condition != "none" and timeout > 0 else None)
         except ImdsError as exc:
             if condition == "none" or not exc.retryable:
                 raise

@@ -52,7 +52,8 @@ options:
       - The VMs that are ready for maintenance (resource names as C(Resources) lists them; scale-set instances are
         C(<scale set>_<instance id>)).
       - Required unless O(event_ids) is given. With it, events that list none of these VMs are never approved, and
-        events that also list others only with O(allow_shared=true).
+        events that also list others only with O(allow_shared=true). An event Resource Graph files under a VM not
+        named here is not approved either, whatever its C(Resources) say.
     type: list
     elements: str
   allow_shared:
@@ -149,6 +150,30 @@ requests:
   returned: always
   type: int
   sample: 1
+resource_graph_quota:
+  description:
+    - Resource Graph's per-user quota as its last answer announced it, and how the queries were paced by it. Shown
+      with C(-v). Azure allows a user so many queries per window (for example 15 per 5 seconds); each query waits
+      its share of the time left in the window, and once the quota is spent the next one waits for the reset.
+  returned: always
+  type: dict
+  contains:
+    remaining:
+      description: C(x-ms-user-quota-remaining) of the last answer, null when Azure did not say (or a wait spent it).
+      type: int
+    resets_after:
+      description: C(x-ms-user-quota-resets-after) of the last answer, in seconds.
+      type: float
+    waited:
+      description: Seconds waited for the quota, and for C(Retry-After) of throttled queries.
+      type: float
+    throttled:
+      description: How many queries were answered 429 (and retried).
+      type: int
+    queries:
+      description: How many Resource Graph queries were sent (every page, every retry).
+      type: int
+  sample: {remaining: 13, resets_after: 4.0, waited: 0.0, throttled: 0, queries: 2}
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -188,10 +213,14 @@ def main():
     found = control_plane_events(module, client, query)
 
     vms = NamedVms(params["vm_names"])  # None: the operator named the events, for all their VMs
-    owners = dict((e.event.event_id.casefold(), e.owner) for e in found.events)
     document = Document(None, [e.event for e in found.events], raw=None)
     selection = EventFilter(event_ids=requested, types=params["event_types"])
     decided = approval.plan(document, vms, selection, requested_ids=requested, allow_shared=params["allow_shared"])
+    by_id = dict((e.event.event_id.casefold(), e) for e in found.events)
+    elsewhere = [e for e in decided.approve if by_id[e.event_id.casefold()].owned_by_other_vm(vms)]
+    decided.approve = [e for e in decided.approve if e not in elsewhere]
+    decided.skipped.extend(approval.Skip(e.event_id, approval.NOT_THIS_VM, "filed under VM %s"
+                                         % by_id[e.event_id.casefold()].owner.name) for e in elsewhere)
     result = dict(changed=False, approved=[], not_approved=[s.as_dict() for s in decided.skipped], requests=0)
     if found.problems:
         module.warn("%d row(s) of Resource Graph could not be read: %s" % (
@@ -199,17 +228,18 @@ def main():
     if decided.missing and not params["missing_ok"]:
         held = ["%s (%s, %s)" % (e.event.event_id, e.event.event_type, e.event.status) for e in found.events]
         module.fail_json(msg="not in Resource Graph (never published there, or gone): %s; it holds: %s"
-                         % (", ".join(decided.missing), "; ".join(held) or "no events"), **result)
+                         % (", ".join(decided.missing), "; ".join(held) or "no events"),
+                         resource_graph_quota=client.quota.as_dict(), **result)
     result["not_approved"].extend(approval.Skip(i, approval.NOT_IN_DOCUMENT).as_dict() for i in decided.missing)
 
     by_owner = {}
     for event in decided.approve:
-        owner = owners[event.event_id.casefold()]
+        owner = by_id[event.event_id.casefold()].owner
         by_owner.setdefault(owner.key, (owner, []))[1].append(event)
     approved = [dict(EventId=e.event_id, owner=owner.id, Resources=list(e.resources))
                 for owner, events in by_owner.values() for e in events]
     if not approved or module.check_mode:
-        result.update(changed=bool(approved), approved=approved)
+        result.update(changed=bool(approved), approved=approved, resource_graph_quota=client.quota.as_dict())
         module.exit_json(**result)
 
     done, failures = [], []
@@ -237,9 +267,9 @@ def main():
                 else:
                     still.append("%s (%s)" % (event.event_id, explain(exc)))
         if still:
-            result.update(changed=bool(done), approved=done)
+            result.update(changed=bool(done), approved=done, resource_graph_quota=client.quota.as_dict())
             module.fail_json(msg="acknowledging failed: %s" % "; ".join(still), **result)
-    result.update(changed=bool(done), approved=done)
+    result.update(changed=bool(done), approved=done, resource_graph_quota=client.quota.as_dict())
     module.exit_json(**result)
 
 

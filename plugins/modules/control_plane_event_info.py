@@ -226,6 +226,30 @@ pages:
   returned: always
   type: int
   sample: 1
+resource_graph_quota:
+  description:
+    - Resource Graph's per-user quota as its last answer announced it, and how the queries were paced by it. Shown
+      with C(-v). Azure allows a user so many queries per window (for example 15 per 5 seconds); each query waits
+      its share of the time left in the window, and once the quota is spent the next one waits for the reset.
+  returned: always
+  type: dict
+  contains:
+    remaining:
+      description: C(x-ms-user-quota-remaining) of the last answer, null when Azure did not say (or a wait spent it).
+      type: int
+    resets_after:
+      description: C(x-ms-user-quota-resets-after) of the last answer, in seconds.
+      type: float
+    waited:
+      description: Seconds waited for the quota, and for C(Retry-After) of throttled queries.
+      type: float
+    throttled:
+      description: How many queries were answered 429 (and retried).
+      type: int
+    queries:
+      description: How many Resource Graph queries were sent (every page, every retry).
+      type: int
+  sample: {remaining: 13, resets_after: 4.0, waited: 0.0, throttled: 0, queries: 2}
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -269,7 +293,8 @@ def main():
     if found.problems:
         module.warn("%d row(s) of Resource Graph could not be read: see problems" % len(found.problems))
     module.exit_json(changed=False, events=[e.describe(vms) for e in events], counts=counts,
-                     problems=found.problems, query=query, total_records=found.total_records, pages=found.pages)
+                     problems=found.problems, query=query, total_records=found.total_records, pages=found.pages,
+                     resource_graph_quota=client.quota.as_dict())
 
 
 if __name__ == "__main__":

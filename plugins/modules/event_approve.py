@@ -21,6 +21,7 @@ author:
   - imds.scheduled_events maintainers (@imds-scheduled-events)
 extends_documentation_fragment:
   - imds.scheduled_events.imds
+  - imds.scheduled_events.imds.REQUESTS
   - imds.scheduled_events.attributes
 options:
   event_ids:
@@ -141,7 +142,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.imds.scheduled_events.plugins.module_utils import approval
 from ansible_collections.imds.scheduled_events.plugins.module_utils.ansible_support import (
     IMDS_ARGUMENT_SPEC, argument_spec, client_from_module, fail_on_bad_event_ids, this_vm_from_module)
-from ansible_collections.imds.scheduled_events.plugins.module_utils.events import EventFilter
+from ansible_collections.imds.scheduled_events.plugins.module_utils.events import EventFilter, is_event_id
 from ansible_collections.imds.scheduled_events.plugins.module_utils.imds import ImdsError
 
 
@@ -184,8 +185,8 @@ def main():
     try:
         approved, late_skips = approval.approve_and_confirm(client, decided)
     except ImdsError as exc:
-        module.fail_json(msg="approving %s failed: %s" % (", ".join(decided.approve_ids), exc), status=exc.status,
-                         **result)
+        named = ", ".join(i if is_event_id(i) else repr(i) for i in decided.approve_ids)
+        module.fail_json(msg="approving %s failed: %s" % (named, exc), status=exc.status, **result)
     result["not_approved"].extend(s.as_dict() for s in late_skips)
     result.update(changed=bool(approved), approved=approved)
     module.exit_json(**result)

@@ -21,6 +21,7 @@ author:
   - imds.scheduled_events maintainers (@imds-scheduled-events)
 extends_documentation_fragment:
   - imds.scheduled_events.imds
+  - imds.scheduled_events.imds.REQUESTS
   - imds.scheduled_events.imds.FILTERS
   - imds.scheduled_events.attributes
   - imds.scheduled_events.attributes.info_module
@@ -39,6 +40,9 @@ options:
   wait_timeout:
     description:
       - Seconds to wait before failing, when O(wait_for) is not V(none).
+      - It bounds the whole wait, reads included. Each read is bounded by O(deadline) and by what is left of the
+        wait, whichever ends first. An IMDS failure that would be retried does not end the wait early; the last one
+        is reported if time runs out. V(0) reads once, bounded by O(deadline) alone.
     type: int
     default: 1800
   wait_interval:

@@ -132,6 +132,9 @@ options:
   webhook:
     description:
       - POST alerts as JSON to a URL (chat webhooks accept the C(text) key of the payload). Not sent when not set.
+      - The payload's C(text) and C(subject), which chat services display, carry no mention or link from the data
+        (C(&), C(<) and C(>) as entities, a word joiner after C(@) and inside a Markdown link); its other keys carry
+        the values as they came, for a receiver that escapes them for its own markup.
       - Redirects are refused, so the secret header never goes anywhere else. Only the URL's scheme, host and port
         appear in messages, since chat webhooks carry their token in the path.
     type: dict

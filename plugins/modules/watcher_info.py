@@ -29,6 +29,7 @@ author:
   - imds.scheduled_events maintainers (@imds-scheduled-events)
 extends_documentation_fragment:
   - imds.scheduled_events.imds
+  - imds.scheduled_events.imds.REQUESTS
   - imds.scheduled_events.attributes
   - imds.scheduled_events.attributes.info_module
 options:

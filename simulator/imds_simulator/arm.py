@@ -11,14 +11,17 @@ sends to ``https://management.azure.com`` about scheduled events:
 
 Every call but the token endpoint needs ``Authorization: Bearer <a token the endpoint issued>``. The
 world is the IMDS face's: an acknowledgement here is an approval there, and the reverse.
+
+Tokens are shaped like Entra ID's (a JWT whose claims name the tenant, the audience and the managed identity)
+but unsigned: the simulator knows the tokens it issued, and clients never verify an access token.
 """
 
 from __future__ import annotations
 
 import base64
-import collections
 import hashlib
 import json
+import math
 import re
 import secrets
 import threading
@@ -27,6 +30,7 @@ import urllib.parse
 import uuid
 
 from . import kql
+from .faults import patch_rows
 from .listener import BaseHandler
 from .reply import json_reply
 from .traffic import RequestLog
@@ -41,9 +45,9 @@ ACKNOWLEDGE_LIST_VERSIONS = ("2025-10-01-preview",)
 POLICY_MIN_VERSION = "2025-04-01"
 FEATURE = "Microsoft.Compute/SendScheduledEventsPolicy"
 MAX_TOP = 1000
-# Resource Graph's per-user quota, reported in x-ms-user-quota-remaining (the simulator never throttles by itself).
-QUOTA = 15
-QUOTA_WINDOW = 5.0
+# The managed identity whose tokens the endpoint issues (a user-assigned one's ids would be the same shape).
+CLIENT_ID = "00000000-0000-4000-8000-00000000a11d"
+OBJECT_ID = "00000000-0000-4000-8000-00000000a0b1"
 _VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
 _KINDS = {kind.lower(): kind for kind in RESOURCE_KINDS}
 _RESOURCE = (r"/subscriptions/(?P<subscription>[^/]+)/resourcegroups/(?P<resource_group>[^/]+)"
@@ -63,7 +67,8 @@ def arm_error(status, code, message, details=None, headers=None):
 
 
 def _resets_after(seconds):
-    seconds = int(seconds)
+    """hh:mm:ss, rounded up: a client that waits what it says is never early."""
+    seconds = math.ceil(seconds)
     return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
@@ -81,7 +86,8 @@ class ArmService:
         self._monotonic = monotonic
         self._lock = threading.Lock()
         self._tokens = {}
-        self._quota = collections.deque()
+        self._window_start = None
+        self._window_count = 0
         self.request_log = RequestLog(request_log_size)
         self._routes = [
             (("GET",), TOKEN_PATH, self.token),
@@ -94,13 +100,17 @@ class ArmService:
     def reset(self):
         """Forget the quota window and the request log (tokens stay valid, as a client may have cached one)."""
         with self._lock:
-            self._quota.clear()
+            self._window_start, self._window_count = None, 0
         self.request_log.clear()
 
     @property
     def tokens_issued(self):
         """How many access tokens the endpoint handed out."""
         return len(self._tokens)
+
+    def revoke_tokens(self):
+        """Revoke every token issued so far (now, on the tokens' clock); returns the new token epoch."""
+        return self.world.revoke_tokens(int(self._wall()))
 
     # -- the request -----------------------------------------------------------
 
@@ -123,22 +133,29 @@ class ArmService:
             if method not in methods:
                 return arm_error(405, "MethodNotAllowed",
                                  f"The requested resource does not support http method '{method}'.")
-            faulted = self._fault(path, method)
+            faults = self.world.active_faults(None, path, method)
+            faulted = self._fault(faults)
             if faulted is not None:
                 return faulted
             if func != self.token:
                 refused = self._authenticate(headers)
                 if refused is not None:
                     return refused
-            reply = func(method=method, query=query, body=body, headers=headers, **match.groupdict())
-            if func != self.token:
-                reply.headers.update(self._quota_headers())
+            quota, extra = {}, {}
+            if func == self.resource_graph:
+                refused, quota = self._spend_quota()
+                if refused is not None:
+                    return refused
+                extra = {"faults": faults}
+            reply = func(method=method, query=query, body=body, headers=headers, **match.groupdict(), **extra)
+            reply.headers.update(quota)
             reply.headers.setdefault("x-ms-request-id", str(uuid.uuid4()))
             return reply
         return arm_error(404, "NotFound", f"The simulator's control plane has no endpoint {parts.path}.")
 
-    def _fault(self, path, method):
-        for fault in self.world.active_faults(None, path, method):
+    @staticmethod
+    def _fault(faults):
+        for fault in faults:
             if fault.kind == "throttle":
                 wait = fault.retry_after
                 return arm_error(
@@ -154,14 +171,28 @@ class ArmService:
                 return reply
         return None
 
-    def _quota_headers(self):
+    def _spend_quota(self):
+        """Count one Resource Graph query against the per-user quota (``control_plane.resource_graph_quota``: so many
+        queries per window of the monotonic clock, a window opening with the first query after the last one closed).
+        Returns (the 429 when the quota is spent and enforced, else None; the quota headers of the answer)."""
+        control = self.world.scenario.control_plane
         now = self._monotonic()
         with self._lock:
-            while self._quota and self._quota[0] <= now - QUOTA_WINDOW:
-                self._quota.popleft()
-            self._quota.append(now)
-            remaining = max(0, QUOTA - len(self._quota))
-        return {"x-ms-user-quota-remaining": str(remaining), "x-ms-user-quota-resets-after": _resets_after(QUOTA_WINDOW)}
+            if self._window_start is None or now >= self._window_start + control.quota_window:
+                self._window_start, self._window_count = now, 0
+            resets_after = self._window_start + control.quota_window - now
+            refused = control.quota_enforced and self._window_count >= control.quota_requests
+            if not refused:
+                self._window_count += 1
+            remaining = max(0, control.quota_requests - self._window_count)
+        headers = {"x-ms-user-quota-remaining": str(remaining), "x-ms-user-quota-resets-after": _resets_after(resets_after)}
+        if not refused:
+            return None, headers
+        headers["Retry-After"] = str(math.ceil(resets_after))
+        reply = arm_error(429, "RateLimiting", "Client application has been throttled and should not attempt to repeat "
+                          "the request until an amount of time has elapsed.", headers=headers)
+        reply.fault = "quota"
+        return reply, headers
 
     # -- authentication ----------------------------------------------------------
 
@@ -178,12 +209,22 @@ class ArmService:
             return json_reply(400, {"statusCode": 400, "message": "The X-IDENTITY-HEADER request header is missing"})
         if not secrets.compare_digest(given, self.identity_header):
             return json_reply(401, {"statusCode": 401, "message": "The X-IDENTITY-HEADER value is not valid"})
-        access_token = secrets.token_urlsafe(32)
-        expires_on = int(self._wall()) + TOKEN_LIFETIME
+        issued_at = int(self._wall())
+        expires_on = issued_at + TOKEN_LIFETIME
+        access_token = self._mint(resource, issued_at, expires_on)
         with self._lock:
             self._tokens[access_token] = (expires_on, self.world.token_epoch, resource)
         return json_reply(200, {"access_token": access_token, "expires_on": str(expires_on), "resource": resource,
-                                "token_type": "Bearer", "client_id": "00000000-0000-4000-8000-00000000a11d"})
+                                "token_type": "Bearer", "client_id": CLIENT_ID})
+
+    def _mint(self, resource, issued_at, expires_on):
+        """An unsigned JWT with the claims of a managed identity's token from Entra ID."""
+        tenant = self.world.scenario.control_plane.tenant_id
+        claims = {"aud": resource, "iss": f"https://sts.windows.net/{tenant}/", "iat": issued_at, "nbf": issued_at,
+                  "exp": expires_on, "tid": tenant, "oid": OBJECT_ID, "sub": OBJECT_ID, "appid": CLIENT_ID,
+                  "idtyp": "app", "uti": secrets.token_urlsafe(16)}
+        return ".".join(_b64url(json.dumps(part, separators=(",", ":")).encode("utf-8"))
+                        for part in ({"typ": "JWT", "alg": "none"}, claims)) + "."
 
     def _authenticate(self, headers):
         value = headers.get("authorization", "")
@@ -198,14 +239,25 @@ class ArmService:
         if issued is None:
             return arm_error(401, "AuthenticationFailed", "Authentication failed. The access token is not valid.")
         expires_on, epoch, _resource = issued
+        revoked = self.world.revoked_at.get(epoch)
+        if revoked is not None:
+            # Continuous access evaluation: a revoked token earns a claims challenge (Microsoft's "Claims challenges,
+            # claims requests and client capabilities"); the token asked for must not predate the revocation.
+            claims = {"access_token": {"nbf": {"essential": True, "value": str(revoked)}}}
+            tenant = self.world.scenario.control_plane.tenant_id
+            challenge = (f'Bearer authorization_uri="https://login.microsoftonline.com/{tenant}/oauth2/authorize", '
+                         f'error="insufficient_claims", claims="{_b64url(json.dumps(claims).encode("utf-8"), pad=True)}"')
+            return arm_error(401, "InvalidAuthenticationToken", "The access token has been revoked.",
+                             headers={"WWW-Authenticate": challenge})
         if epoch != self.world.token_epoch or expires_on <= self._wall():
             return arm_error(401, "AuthenticationFailed", "Authentication failed. The access token has expired.")
         return None
 
     # -- Resource Graph ----------------------------------------------------------
 
-    def resource_graph(self, method, query, body, headers):
-        """POST /providers/Microsoft.ResourceGraph/resources: one page of the reduced KQL's result."""
+    def resource_graph(self, method, query, body, headers, faults=()):
+        """POST /providers/Microsoft.ResourceGraph/resources: one page of the reduced KQL's result (over the rows as
+        the ``arm_fields`` faults among ``faults`` rewrote them)."""
         del method, headers
         version = query.get("api-version")
         if version not in RESOURCE_GRAPH_VERSIONS:
@@ -252,10 +304,10 @@ class ArmService:
                 return _graph_error("InvalidSkipToken", "The $skipToken is not valid for this query and these scopes: "
                                                         "send it back with the same query, subscriptions and "
                                                         "management groups.")
-        rows = self.world.control_plane_rows()
+        rows = patch_rows(self.world.control_plane_rows(), faults)
         if scope is not None:
             wanted = set(scope)
-            rows = [row for row in rows if row["subscriptionId"].lower() in wanted]
+            rows = [row for row in rows if str(row["subscriptionId"]).lower() in wanted]
         result = parsed.run(rows)
         page = result[skip:skip + top]
         more = skip + len(page) < len(result)
@@ -372,6 +424,11 @@ class ArmService:
         except ControlPlaneError as exc:
             return arm_error(404 if exc.code == "NotFound" else 409, exc.code, exc.message, details=exc.details)
         return json_reply(200, {"value": "Successfully Approved"})
+
+
+def _b64url(raw, pad=False):
+    text = base64.urlsafe_b64encode(raw).decode("ascii")
+    return text if pad else text.rstrip("=")
 
 
 def _bad_version(version, supported):

@@ -114,6 +114,9 @@ class ControlClient:
     def expire_tokens(self):
         return self.call("POST", "/control-plane/tokens/expire")
 
+    def revoke_tokens(self):
+        return self.call("POST", "/control-plane/tokens/revoke")
+
     def arm_requests(self, since=None, limit=None):
         return self.call("GET", "/control-plane/requests" + _query(since=since, limit=limit))["requests"]
 

@@ -52,6 +52,7 @@ class ControlService:
             ("GET", r"/control-plane/events/(?P<event_id>[^/]+)", self.cp_event),
             ("GET", r"/control-plane/acknowledgements", self.acknowledgements),
             ("POST", r"/control-plane/tokens/expire", self.expire_tokens),
+            ("POST", r"/control-plane/tokens/revoke", self.revoke_tokens),
             ("GET", r"/control-plane/requests", self.cp_requests),
             ("GET", r"/control-plane/event-grid/subscriptions", self.eg_subscriptions),
             ("POST", r"/control-plane/event-grid/subscriptions", self.eg_subscribe),
@@ -276,6 +277,11 @@ class ControlService:
         """POST /control-plane/tokens/expire: every token issued so far is refused from now on."""
         del data, query
         return json_reply(200, {"token_epoch": self.world.expire_tokens()})
+
+    def revoke_tokens(self, data, query):
+        """POST /control-plane/tokens/revoke: every token issued so far is refused with a claims challenge."""
+        del data, query
+        return json_reply(200, {"token_epoch": self.sim.arm.revoke_tokens()})
 
     def cp_requests(self, data, query):
         """GET /control-plane/requests[?since=&limit=]: the control-plane face's request log."""

@@ -8,8 +8,10 @@ connections dropped mid-way and incarnation resets. They are declared as
 1. *waits* (``warmup``, ``delay``) block the request, then it goes on;
 2. *short-circuits* (``drop``, ``status``) answer instead of IMDS; the
    request is not processed (an approval in it is not applied);
-3. *body faults* (``malformed``, ``truncated``, ``non_object``, ``huge``)
-   replace the body of a request IMDS processed successfully (status 200).
+3. *body faults* (``malformed``, ``truncated``, ``non_object``, ``huge``, ``fields``)
+   replace the body of a request IMDS processed successfully (status 200);
+   ``fields`` writes given values over every event's fields and the document's
+   (hostile-input tests: any value in any field, of any JSON type).
 
 ``reset_incarnation`` is not per request: the world applies it once, at its
 ``from`` time.
@@ -24,7 +26,7 @@ from .reply import JSON, Reply, json_reply
 
 WAITS = ("warmup", "delay")
 SHORT_CIRCUITS = ("drop", "status")
-BODY_FAULTS = ("malformed", "truncated", "non_object", "huge")
+BODY_FAULTS = ("malformed", "truncated", "non_object", "huge", "fields")
 
 
 class FaultEngine:
@@ -115,4 +117,31 @@ def _huge(reply, fault):
     return Reply(200, body, reply.content_type, fault="huge")
 
 
-_BODY_FAULTS = {"malformed": _malformed, "truncated": _truncated, "non_object": _non_object, "huge": _huge}
+def _fields(reply, fault):
+    """The document with the fault's values written over the document's keys and every event's."""
+    payload = json.loads(reply.body.decode("utf-8"))
+    values = json.loads(fault.fields)
+    if isinstance(payload, dict) and "Events" in payload:  # the scheduled-events document, not instance metadata
+        payload.update(values.get("document", {}))
+        for event in payload.get("Events") or ():
+            event.update(values.get("event", {}))
+    reply = json_reply(200, payload)
+    reply.fault = "fields"
+    return reply
+
+
+def patch_rows(rows, faults):
+    """Resource Graph rows with the values of the ``arm_fields`` faults written over each row and its properties."""
+    for fault in faults:
+        if fault.kind != "arm_fields":
+            continue
+        values = json.loads(fault.fields)
+        for row in rows:
+            row.update(values.get("row", {}))
+            if isinstance(row.get("properties"), dict):
+                row["properties"].update(values.get("properties", {}))
+    return rows
+
+
+_BODY_FAULTS = {"malformed": _malformed, "truncated": _truncated, "non_object": _non_object, "huge": _huge,
+                "fields": _fields}

@@ -131,6 +131,15 @@ def _sort_key(value):
     return (2, 0, str(value))
 
 
+# Kusto's escapes in a quoted string: the quotes, the backslash, \t \n \r; any other escaped character is itself.
+_ESCAPES = {"t": "\t", "n": "\n", "r": "\r"}
+
+
+def unquote(literal):
+    """The value of a "double" or 'single' quoted string literal."""
+    return re.sub(r"\\(.)", lambda m: _ESCAPES.get(m.group(1), m.group(1)), literal[1:-1], flags=re.DOTALL)
+
+
 def tokenize(text):
     """The tokens of ``text``; a character of no known token is an ``other`` token the parser refuses in context."""
     tokens, position = [], 0
@@ -141,7 +150,7 @@ def tokenize(text):
         if kind != "space":
             value = raw
             if kind == "string":
-                value = re.sub(r"\\(.)", r"\1", raw[1:-1])
+                value = unquote(raw)
             elif kind == "number":
                 value = int(raw)
             tokens.append(Token(kind, raw, value, position))

@@ -7,11 +7,13 @@ specs into live objects and can always rebuild itself from them (``reset``).
 from __future__ import annotations
 
 import dataclasses
+import json
 import typing as t
 
-IMDS_FAULT_KINDS = ("status", "delay", "warmup", "malformed", "truncated", "non_object", "huge", "drop", "reset_incarnation")
+IMDS_FAULT_KINDS = ("status", "delay", "warmup", "malformed", "truncated", "non_object", "huge", "drop", "reset_incarnation",
+                    "fields")
 # Faults of the control-plane face (ARM, Resource Graph, the token endpoint); they take no ``vm``.
-ARM_FAULT_KINDS = ("throttle", "arm_status", "expire_tokens")
+ARM_FAULT_KINDS = ("throttle", "arm_status", "expire_tokens", "arm_fields")
 FAULT_KINDS = IMDS_FAULT_KINDS + ARM_FAULT_KINDS
 
 
@@ -82,7 +84,9 @@ class ControlPlaneSpec:
     """The control-plane face's settings: who has opted in, the feature registration, how long rows stay.
 
     ``opted_in`` is ``"all"`` or a tuple of VM, scale-set or availability-set names. ``event_grid``: Event Grid
-    webhook subscriptions made when the simulator starts (and again after a reset).
+    webhook subscriptions made when the simulator starts (and again after a reset). Resource Graph's per-user quota:
+    ``quota_requests`` queries per ``quota_window`` seconds of the simulator's monotonic clock, refused with 429 once
+    spent only when ``quota_enforced``.
     """
 
     opted_in: t.Union[str, t.Tuple[str, ...]] = ()
@@ -91,6 +95,9 @@ class ControlPlaneSpec:
     management_group: str = "mg-imds-sim"
     tenant_id: str = "72f988bf-0000-4000-8000-00000000c0de"
     event_grid: t.Tuple[EventGridSubscriptionSpec, ...] = ()
+    quota_requests: int = 15
+    quota_window: float = 5.0
+    quota_enforced: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,6 +136,7 @@ class FaultSpec:
     """A misbehaviour of the IMDS listeners, active from ``start`` until ``until`` (sim seconds),
     or for the first ``count`` requests it matches.
 
+    ``fields`` (kinds fields and arm_fields) is the JSON text of the values written over what is served.
     ``vms`` None means every VM. ``seconds`` (delay, warmup) are wall-clock
     seconds because they exercise client timeouts, which run on real time.
     """
@@ -145,6 +153,7 @@ class FaultSpec:
     count: t.Optional[int] = None
     id: t.Optional[str] = None
     retry_after: t.Optional[int] = None
+    fields: t.Optional[str] = None
 
     @property
     def arm(self):
@@ -178,6 +187,8 @@ class FaultSpec:
                            ("retry_after", self.retry_after)):
             if value is not None:
                 out[key] = value
+        if self.fields is not None:
+            out["fields"] = json.loads(self.fields)
         return out
 
 

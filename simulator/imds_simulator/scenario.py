@@ -31,7 +31,9 @@ _TOP_KEYS = ("name", "description", "time_scale", "clock", "start_time", "seed",
 _VM_KEYS = ("name", "availability_set", "update_domain", "fault_domain", "port", "address", "computer_name", "vm_id",
             "subscription", "resource_group", "location")
 _SCALE_SET_KEYS = ("name", "instances", "subscription", "resource_group", "location")
-_CONTROL_PLANE_KEYS = ("opted_in", "features_registered", "retention", "management_group", "tenant_id", "event_grid")
+_CONTROL_PLANE_KEYS = ("opted_in", "features_registered", "retention", "management_group", "tenant_id", "event_grid",
+                       "resource_graph_quota")
+_QUOTA_KEYS = ("requests", "window", "enforce")
 EVENT_GRID_KEYS = ("endpoint", "name", "schema", "max_events_per_batch", "headers", "validate", "duplicate_every",
                    "max_attempts", "retry_delays", "insecure_skip_verify", "timeout", "entra")
 ENTRA_KEYS = ("tenant_id", "application_id_or_uri", "token_version")
@@ -43,9 +45,12 @@ RESERVED_HEADERS = ("content-type", "content-length", "host", "connection", "tra
 _FLEET_KEYS = ("count", "prefix", "availability_set", "update_domains", "fault_domains")
 EVENT_KEYS = ("at", "id", "type", "resources", "availability_set", "scale_set", "notice", "started_for", "source", "description",
               "duration", "cancel_at", "initial_status", "approval", "approval_delay", "outage", "fields")
-FAULT_KEYS = ("kind", "vm", "from", "until", "path", "method", "code", "seconds", "bytes", "count", "retry_after")
+FAULT_KEYS = ("kind", "vm", "from", "until", "path", "method", "code", "seconds", "bytes", "count", "retry_after",
+              "fields")
+# What a fields / arm_fields fault may write over: each key names a mapping of field -> any JSON value.
+FIELDS_TARGETS = {"fields": ("event", "document"), "arm_fields": ("row", "properties")}
 _KIND_KEYS = {"status": ("code",), "arm_status": ("code",), "delay": ("seconds",), "warmup": ("seconds",),
-              "huge": ("bytes",)}
+              "huge": ("bytes",), "fields": ("fields",), "arm_fields": ("fields",)}
 
 
 class ScenarioError(Exception):
@@ -250,7 +255,13 @@ def parse_control_plane(check, data, path, vms, scale_sets):
             if spec.name.lower() in names:
                 check.fail(f"{join(path, 'event_grid')}[{index}].name", f"duplicate subscription name {spec.name!r}")
             names.add(spec.name.lower())
+    quota_path = join(path, "resource_graph_quota")
+    quota = check.get(data, path, "resource_graph_quota", "any", {})
+    check.mapping(quota, quota_path, _QUOTA_KEYS)
     return ControlPlaneSpec(
+        quota_requests=check.integer(quota, quota_path, "requests", default.quota_requests, minimum=1),
+        quota_window=check.number(quota, quota_path, "window", default.quota_window, positive=True),
+        quota_enforced=check.get(quota, quota_path, "enforce", "bool", default.quota_enforced),
         opted_in=opted_in,
         features_registered=check.get(data, path, "features_registered", "bool", True),
         retention=check.number(data, path, "retention", default.retention, minimum=0),
@@ -465,7 +476,7 @@ def parse_fault(check, data, path, vms, *, default_from=0.0):
     kind = check.choice(data, path, "kind", FAULT_KINDS, what="fault kind")
     arm = kind in ARM_FAULT_KINDS
     for key, kinds in (("code", ("status", "arm_status")), ("seconds", ("delay", "warmup")), ("bytes", ("huge",)),
-                       ("retry_after", ("throttle",))):
+                       ("retry_after", ("throttle",)), ("fields", ("fields", "arm_fields"))):
         if data.get(key) is not None and kind not in kinds:
             check.fail(join(path, key), f"not used by kind {kind!r} (only by {', '.join(kinds)})")
     if kind in ("reset_incarnation", "expire_tokens"):
@@ -499,12 +510,27 @@ def parse_fault(check, data, path, vms, *, default_from=0.0):
     code = check.integer(data, path, "code", None, minimum=500 if kind == "arm_status" else 100, maximum=599)
     seconds = check.number(data, path, "seconds", None, positive=True)
     size = check.integer(data, path, "bytes", 1048576 if kind == "huge" else None, minimum=64, maximum=1 << 30)
+    fields = None
+    if kind in FIELDS_TARGETS:
+        fields = _parse_fields(check, data["fields"], join(path, "fields"), FIELDS_TARGETS[kind])
     return FaultSpec(kind=kind, vms=targets, start=start, until=until, path=fault_path,
                      method=check.choice(data, path, "method", ("GET", "POST"), None),
-                     code=code, seconds=seconds, size=size,
+                     code=code, seconds=seconds, size=size, fields=fields,
                      count=check.integer(data, path, "count", None, minimum=1),
                      retry_after=check.integer(data, path, "retry_after", 5 if kind == "throttle" else None,
                                                minimum=0, maximum=3600))
+
+
+def _parse_fields(check, data, path, targets):
+    """The values a fields fault writes: {target: {field: any JSON value}}, kept as JSON text (specs are frozen)."""
+    if not isinstance(data, dict) or not data:
+        check.fail(path, "expected a mapping with %s" % " and/or ".join(repr(t) for t in targets))
+    for target, values in data.items():
+        if target not in targets:
+            check.fail(join(path, str(target)), "unknown key; expected %s" % " or ".join(repr(t) for t in targets))
+        if not isinstance(values, dict):
+            check.fail(join(path, target), "expected a mapping of field names to values")
+    return json.dumps(data, sort_keys=True)
 
 
 def parse_scenario(data, source="<scenario>", lines=None):

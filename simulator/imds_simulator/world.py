@@ -180,8 +180,10 @@ class World:
                           else (vm.name,) for vm in scenario.vms}
         self._build_resources()
         # Access tokens carry the epoch they were issued in; expiring tokens moves it on (never back, not even on a
-        # reset, so a client's cached token cannot come back to life).
+        # reset, so a client's cached token cannot come back to life). ``revoked_at``: the epochs that ended by a
+        # revocation (not an expiry), each with the wall time it happened, which the claims challenge names.
         self.token_epoch = 0
+        self.revoked_at = {}
         # The Event Grid publisher turns this on while it has subscribers: only then is every change of an event's
         # control-plane status kept (in ``_changes``) until it takes them (``take_changes``).
         self.record_changes = False
@@ -636,6 +638,14 @@ class World:
     def expire_tokens(self):
         """Every access token issued so far stops being accepted."""
         with self._lock:
+            self.token_epoch += 1
+            return self.token_epoch
+
+    def revoke_tokens(self, when):
+        """Every access token issued so far is revoked at ``when`` (the tokens' clock, epoch seconds): refused with a
+        claims challenge that names that moment."""
+        with self._lock:
+            self.revoked_at[self.token_epoch] = when
             self.token_epoch += 1
             return self.token_epoch
 

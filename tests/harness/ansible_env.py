@@ -23,6 +23,12 @@ def ensure_collection():
     return COLLECTIONS
 
 
+def ansible_program(name="ansible-playbook"):
+    """The Ansible command beside this Python (under ansible-test, `python -m ansible` finds no entry points)."""
+    here = Path(sys.executable).parent / name
+    return str(here) if here.exists() else str(ROOT / ".venv" / "bin" / name)
+
+
 def ansible_env(**extra):
     """A copy of os.environ for ansible-playbook and ansible; `extra` adds or overrides variables."""
     ensure_collection()

@@ -321,8 +321,9 @@ class SystemdContainer:
         """The container's boot id (nspawn gives every boot a fresh one)."""
         return self.ssh(["cat", "/proc/sys/kernel/random/boot_id"], timeout=30).stdout.strip()
 
-    def reboot(self, timeout=None):
-        """`systemctl reboot` inside, then wait for the next boot to reach running."""
+    def reboot(self, timeout=None, until_running=True):
+        """`systemctl reboot` inside, then wait for the next boot to reach running (or, `until_running=False`, only
+        until it answers ssh: for a boot that a test holds back from finishing)."""
         timeout = timeout or self.boot_timeout
         deadline = time.monotonic() + timeout
         with self._cond:
@@ -336,7 +337,16 @@ class SystemdContainer:
                     raise HarnessError(f"container {self.name} exited with {self._exit_codes[-1]} instead of rebooting")
                 if not self._cond.wait(timeout=max(0.1, deadline - time.monotonic())) and time.monotonic() >= deadline:
                     raise HarnessError(f"container {self.name} did not reboot within {timeout}s\n{self.console_tail()}")
-        self.wait_running(timeout=max(10.0, deadline - time.monotonic()))
+        if until_running:
+            self.wait_running(timeout=max(10.0, deadline - time.monotonic()))
+            return
+        while True:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                if self.ssh(["true"], check=False, timeout=30).returncode != 255:  # 255: sshd is not up yet
+                    return
+            if time.monotonic() >= deadline:
+                raise HarnessError(f"container {self.name} did not answer ssh within {timeout}s\n{self.console_tail()}")
+            time.sleep(0.3)
 
     def poweroff(self, timeout=60):
         """`systemctl poweroff` inside and wait for nspawn to exit; start() powers it on again."""

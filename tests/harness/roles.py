@@ -2,19 +2,17 @@
 
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-from harness.ansible_env import ansible_env
+from harness.ansible_env import ansible_env, ansible_program
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 APPLY_WATCHER = ROOT / "tests" / "system" / "watcher" / "apply-role.yml"
 
 
 def ansible_playbook():
-    here = Path(sys.executable).parent / "ansible-playbook"
-    return str(here) if here.exists() else str(ROOT / ".venv" / "bin" / "ansible-playbook")
+    return ansible_program("ansible-playbook")
 
 
 class RoleRun(object):

@@ -11,6 +11,9 @@
 - The fleet_report role runs twice with real ansible-playbook (forks 20). A real SMTP server on
   loopback (aiosmtpd) and a loopback http.server webhook receive the alert of the first run and
   nothing from the second, unchanged, run. Secrets appear nowhere in the output or the files.
+- One report with every hostile value (tests/unit/utils/hostile.py) in every field, opened in the same Chromium (no
+  script of the data runs, no request, every value shows as text) and rendered by GitHub's cmark-gfm (no link,
+  markup or HTML from the data).
 - The HTML report is opened in headless Chromium (Debian's package): checked through the DOM
   (--dump-dom, and a DevTools session that clicks column headers to sort), and screenshotted
   (--screenshot) into docs/images/fleet-report.png.
@@ -48,9 +51,15 @@ sys.path.insert(0, str(FLEET))
 sys.path.insert(0, str(ROOT / "simulator"))
 sys.path.insert(0, str(ROOT / "tests" / "unit" / "utils"))
 import browser  # noqa: E402  pylint: disable=wrong-import-position,import-error
+import hostile  # noqa: E402  pylint: disable=wrong-import-position,import-error
+import hostile_fleet  # noqa: E402  pylint: disable=wrong-import-position,import-error
 import loopback  # noqa: E402  pylint: disable=wrong-import-position,import-error
 from harness.ansible_env import COLLECTIONS, ansible_env as harness_ansible_env  # noqa: E402  pylint: disable=wrong-import-position
 from imds_simulator import ControlClient  # noqa: E402  pylint: disable=wrong-import-position
+from harness.ansible_env import ensure_collection  # noqa: E402  pylint: disable=wrong-import-position
+
+sys.path.insert(0, str(ensure_collection()))
+from ansible_collections.imds.scheduled_events.plugins.module_utils.fleet import build_report  # noqa: E402  pylint: disable=wrong-import-position,import-error
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the fleet report suite needs root (hold records are "
                                                           "trusted only when root owns them)")
@@ -318,7 +327,7 @@ def test_markdown_has_the_same_data(fleet, runs):
         assert "\n| %s | " % event_id in text
     for name in vm_names() + UNREACHABLE + [NO_IMDS]:
         assert "\n| %s | " % name in text
-    assert "kernel &lt;script>alert('x')&lt;/script> &amp; &lt;b>patching&lt;/b> &#124; now" in text
+    assert "kernel &lt;script&gt;alert('x')&lt;/script&gt; &amp; &lt;b&gt;patching&lt;/b&gt; &#124; now" in text
 
 
 def test_first_run_alerts_by_email(runs):
@@ -581,3 +590,100 @@ def test_rolling_approvals_in_waves(rolling):
         approval = [a for a in approvals if a["vm"] == host]
         assert restores[host][1] >= at and (not approval or approval[0]["wall_time"] >= at)
     assert "not approved: ['%s: affects more hosts of a group than its limit']" % freeze in rolling["proc"].stdout
+
+
+# --- every hostile value in one report: Chromium and GitHub's Markdown ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hostile_report(tmp_path_factory):
+    """One report with every value of tests/unit/utils/hostile.py in every field a host or Resource Graph sets,
+    rendered by Ansible's templating as the role renders it; the title is hostile too."""
+    work = tmp_path_factory.mktemp("hostile-report")
+    canary = str(work / "canary")
+    values = hostile.strings(canary)
+    report = build_report(hostile_fleet.table_hosts(values), now=hostile_fleet.NOW, title=HOSTILE_TITLE,
+                          control_plane=hostile_fleet.control_plane(values[0].value, tag="cp/"))
+    page = work / "fleet-report.html"
+    page.write_text(hostile_fleet.render("fleet-report.html.j2", report), encoding="utf-8")
+    markdown = hostile_fleet.render("fleet-report.md.j2", report)
+    hostile.assert_no_trace(canary, page.read_text(encoding="utf-8"), markdown)
+    return {"report": report, "url": page.as_uri(), "markdown": markdown}
+
+
+HOSTILE_TITLE = "<script>document.title='pwned'</script>{{ 'x' }}"
+
+
+def shown_text(value):
+    """A value as the HTML parser gives it back: line breaks normalised to LF."""
+    return value.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def test_hostile_values_in_chromium(chromium, hostile_report):
+    """No script from the data runs (the title is the template's, no request, no element or handler of the data),
+    and every value shows as text, intact."""
+    report = hostile_report["report"]
+    with browser.Browser(chromium, hostile_report["url"]) as page:
+        assert page.evaluate("document.title") == "%s \u2013 %s" % (HOSTILE_TITLE, report["generated"])
+        assert page.evaluate("performance.getEntriesByType('resource').length") == 0, "no request"
+        tags = set(page.evaluate("Array.from(document.querySelectorAll('*')).map(e => e.localName)"))
+        assert tags <= hostile_fleet.TEMPLATE_TAGS, tags - hostile_fleet.TEMPLATE_TAGS
+        assert page.evaluate("document.scripts.length") == 1
+        assert page.evaluate("Array.from(document.querySelectorAll('*')).filter(e => Array.from(e.attributes)"
+                             ".some(a => a.name.startsWith('on'))).length") == 0, "no event handler"
+        assert page.evaluate("Array.from(document.querySelectorAll('#hosts tbody tr')).map(r => r.dataset.host)") \
+            == [shown_text(h["host"]) for h in report["hosts"]]
+        reasons = page.evaluate("Array.from(document.querySelectorAll('#holds tbody tr')).map(r => r.cells[2]"
+                                ".textContent)")
+        assert sorted(reasons) == sorted(shown_text(h["text"]) for h in report["holds"])
+        described = page.evaluate("Array.from(document.querySelectorAll('#events tbody tr')).map(r => r.cells[8]"
+                                  ".textContent)")
+        assert sorted(described) == sorted(shown_text(e["description"] or "") for e in report["events"])
+        assert page.evaluate("document.querySelector('#title').textContent") == HOSTILE_TITLE
+
+
+GFM_ALLOWED = {"h1", "h2", "p", "table", "thead", "tbody", "tr", "th", "td"}
+
+
+def test_hostile_values_in_githubs_markdown(hostile_report):
+    """GitHub's own renderer (cmark-gfm, with its table, autolink, strikethrough and tagfilter extensions, raw
+    HTML allowed so that none may hide): no link, address, emphasis, code, list, heading or HTML from the data,
+    each row keeps its cells, and every hold reason shows intact (a line break as a space)."""
+    cmarkgfm = pytest.importorskip("cmarkgfm")
+    from cmarkgfm.cmark import Options  # pylint: disable=import-outside-toplevel,import-error
+    out = cmarkgfm.github_flavored_markdown_to_html(hostile_report["markdown"], options=Options.CMARK_OPT_UNSAFE)
+    parser = DomSummary()
+    parser.feed(out)
+    tags = set(tag for tag, attrs in parser.tags)
+    assert tags <= GFM_ALLOWED, tags - GFM_ALLOWED
+    cells = CellTexts()
+    cells.feed(out)
+    report = hostile_report["report"]
+    holds = [row for row in cells.rows if len(row) == 7]
+    assert len(holds) == len(report["holds"]) + 1, "every row of the holds table has its 7 cells"
+    want = sorted(re.sub("[\r\n]+", " ", h["text"]).strip() for h in report["holds"])
+    assert sorted(row[2].replace("\u2060", "").strip() for row in holds[1:]) == want
+
+
+class CellTexts(html.parser.HTMLParser):
+    """Each table row's cells as text."""
+
+    def __init__(self):
+        super(CellTexts, self).__init__(convert_charrefs=True)
+        self.rows = []
+        self.cell = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "tr":
+            self.rows.append([])
+        elif tag in ("td", "th"):
+            self.cell = []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self.cell is not None:
+            self.rows[-1].append("".join(self.cell))
+            self.cell = None
+
+    def handle_data(self, data):
+        if self.cell is not None:
+            self.cell.append(data)

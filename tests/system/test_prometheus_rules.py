@@ -7,11 +7,17 @@
 
 - promtool check rules, and promtool test rules with prometheus/rules/tests/: every alert has a case where it fires
   and one where it stays silent; the cases are shown to catch a rule that never fires and one that always does;
+- every hostile value (tests/unit/utils/hostile.py) as a label value comes through the annotations as text
+  (prometheus/rules/tests/imds-scheduled-events-hostile.test.yml, which hostile_cases() writes);
 - every alert's annotations and runbook_url (a section that exists in docs/alerts.md);
 - the watcher's own metrics file passes promtool check metrics;
 - amtool check-config on the Alertmanager example;
+- no dashboard panel shows a label value as HTML or Markdown, or builds a link from one;
 - every dashboard query parses (promtool) and names only series that exist: the watcher's, node_exporter's
-  textfile collector's, or the rules' records.
+  textfile and stat collectors', Prometheus's `up`, or the rules' records;
+- the dashboard's "Watchers not polling" and "Watchers whose metrics vanished" count what ImdsWatcherNotPolling and
+  ImdsWatcherMetricsMissing fire on (the same expressions, so the same start grace), and the panels, evaluated by
+  promtool over a fleet fed to it, count a watcher that is starting or whose VM just booted as polling.
 
 Needs root to install the packages when they are missing; without them it skips loudly, and CI=true fails a skip.
 Nothing here opens a socket: promtool and amtool read files.
@@ -34,18 +40,23 @@ from harness.ansible_env import ensure_collection
 
 sys.path.insert(0, str(ensure_collection()))
 from ansible_collections.imds.scheduled_events.plugins.module_utils.watcher.metrics import METRICS, Metrics  # noqa: E402  pylint: disable=wrong-import-position,import-error
+from ansible_collections.imds.scheduled_events.plugins.module_utils.watcher.metrics import _label as watcher_label  # noqa: E402  pylint: disable=wrong-import-position,import-error,protected-access
+from ansible_collections.imds.scheduled_events.tests.unit.utils import hostile  # noqa: E402  pylint: disable=wrong-import-position,import-error
 
 ROOT = Path(__file__).resolve().parents[2]
 PROM = ROOT / "prometheus"
 RULES = PROM / "rules" / "imds-scheduled-events.rules"
 TESTS = PROM / "rules" / "tests" / "imds-scheduled-events.test.yml"
+HOSTILE_TESTS = PROM / "rules" / "tests" / "imds-scheduled-events-hostile.test.yml"
+HOSTILE_ALERT = "ImdsMaintenanceInProgress"
 ALERTMANAGER = PROM / "alertmanager" / "alertmanager.example.yml"
 DASHBOARD = PROM / "dashboards" / "imds-scheduled-events.json"
 RUNBOOKS = ROOT / "docs" / "alerts.md"
 # Grafana's variables, as a query sees them once Grafana substituted them
 GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1h", "$instance": ".*"}
-# node_exporter's textfile collector: the file's modification time
-NODE_EXPORTER_SERIES = {"node_textfile_mtime_seconds"}
+# node_exporter's textfile collector (the file's modification time) and stat collector (the boot time), and the
+# target's health that Prometheus records for every scrape
+NODE_EXPORTER_SERIES = {"node_textfile_mtime_seconds", "node_boot_time_seconds", "up"}
 PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "offset", "bool", "and", "or",
                 "unless", "inf", "nan"}
 SEVERITIES = ("critical", "warning", "info")
@@ -173,6 +184,20 @@ def test_the_alertmanager_example(tools):
     assert "ImdsWatcherTextfileStale" in routed and "ImdsMaintenanceInProgress" in routed
 
 
+def grafana_substituted(query):
+    """A query as Grafana sends it to Prometheus, its variables substituted."""
+    for name, value in GRAFANA_VARIABLES.items():
+        query = query.replace(name, value)
+    return query
+
+
+def panel_queries():
+    """{panel title: [its queries]}, Grafana's variables substituted."""
+    board = json.loads(DASHBOARD.read_text())
+    return dict((p["title"], [grafana_substituted(t["expr"]) for t in p["targets"]]) for p in board["panels"]
+                if p.get("targets"))
+
+
 def dashboard_queries():
     """Every PromQL query of the dashboard (panel targets and the template variable's), Grafana's variables
     substituted."""
@@ -181,9 +206,7 @@ def dashboard_queries():
     for variable in board["templating"]["list"]:
         match = re.match(r"label_values\((.*),\s*\w+\)$", variable["query"]["query"])
         queries.append(match.group(1) if match else variable["query"]["query"])
-    for name, value in GRAFANA_VARIABLES.items():
-        queries = [q.replace(name, value) for q in queries]
-    return queries
+    return [grafana_substituted(q) for q in queries]
 
 
 def series_named(query):
@@ -236,3 +259,135 @@ def test_every_dashboard_query_names_only_series_that_exist():
         named = series_named(query)
         assert named, query
         assert named <= known, "%s reads series no one writes: %s" % (query, ", ".join(sorted(named - known)))
+
+
+def one_line(query):
+    """A PromQL expression with its whitespace collapsed and the dashboard's per-VM drill-down taken out."""
+    query = re.sub(r'\{instance=~"\$instance"\}|,\s*instance=~"\$instance"|instance=~"\$instance",\s*', "", query)
+    return " ".join(query.split())
+
+
+def test_the_dashboard_counts_what_the_alerts_fire_on():
+    """One definition each of "not polling" (and so of the start's grace) and of "metrics vanished": the panels'
+    expressions are the alerts'."""
+    board = json.loads(DASHBOARD.read_text())
+    panels = dict((p["title"], p["targets"][0]["expr"]) for p in board["panels"] if p.get("targets"))
+    rules = dict((r["alert"], r["expr"]) for r in alerts())
+    for panel, alert in (("Watchers not polling", "ImdsWatcherNotPolling"),
+                         ("Watchers whose metrics vanished", "ImdsWatcherMetricsMissing")):
+        assert one_line(panels[panel]) == "count(%s) or vector(0)" % one_line(rules[alert]), panel
+
+
+# A fleet at 20 min, for the dashboard's panels (interval 1m): vm1 polls; vm2's last answer was at 60 s; vm3's watcher
+# restarted at 19 min and IMDS has not answered it yet; vm4 booted at 18 min after being down since 11 min, and
+# node_exporter serves the file written before (last answer at 600 s); vm5's metrics vanished at 10 min while its
+# node_exporter answers.
+PANEL_FLEET = {
+    "vm1": {"last_successful_poll_timestamp_seconds": "0+60x30", "watcher_start_time_seconds": "0x30",
+            "watcher_info": "1x30", "up": "1x30"},
+    "vm2": {"last_successful_poll_timestamp_seconds": "60x30", "watcher_start_time_seconds": "0x30",
+            "watcher_info": "1x30", "up": "1x30"},
+    "vm3": {"last_successful_poll_timestamp_seconds": "0+60x18 0x11", "watcher_start_time_seconds": "0x18 1140x11",
+            "watcher_info": "1x30", "up": "1x30"},
+    "vm4": {"last_successful_poll_timestamp_seconds": "0+60x10 stale _x6 600x11",
+            "watcher_start_time_seconds": "0x10 stale _x6 0x11", "node_boot_time_seconds": "0x10 stale _x6 1080x11",
+            "watcher_info": "1x10 stale _x6 1x11", "up": "1x10 0x6 1x12"},
+    "vm5": {"last_successful_poll_timestamp_seconds": "0+60x9 stale", "watcher_start_time_seconds": "0x9 stale",
+            "watcher_info": "1x9 stale", "up": "1x30"},
+}
+# panel title: {VM (None: the panel's single number): value at 20 min}
+PANEL_VALUES = {
+    "Watchers reporting": {None: 4},
+    "Watchers not polling": {None: 1},
+    "Watchers whose metrics vanished": {None: 1},
+    "Seconds without an answer from IMDS": {"vm1": 0, "vm2": 1140, "vm3": 60, "vm4": 600},
+}
+
+
+def test_the_dashboard_panels_over_a_fleet(tools, tmp_path):
+    """promtool evaluates the panels' queries over PANEL_FLEET: a watcher that is starting, or whose VM just booted,
+    is not counted as not polling; a VM that lost the watcher's metrics is counted."""
+    series = []
+    for vm, families in PANEL_FLEET.items():
+        for family, values in families.items():
+            name = family if family in NODE_EXPORTER_SERIES else "imds_scheduled_events_" + family
+            labels = 'instance="%s:9100", job="node"' % vm
+            if family == "watcher_info":
+                labels += ', version="0.1.0"'
+            series.append({"series": "%s{%s}" % (name, labels), "values": values})
+    queries = panel_queries()
+    cases = []
+    for title, values in PANEL_VALUES.items():
+        samples = [{"labels": "{}" if vm is None else '{instance="%s:9100", job="node"}' % vm, "value": value}
+                   for vm, value in values.items()]
+        cases.append({"expr": queries[title][0], "eval_time": "20m", "exp_samples": samples})
+    document = {"rule_files": [str(RULES)], "evaluation_interval": "1m", "tests": [
+        {"name": "the dashboard's panels over a fleet", "interval": "1m", "input_series": series,
+         "promql_expr_test": cases}]}
+    path = tmp_path / "dashboard.test.yml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    result = run([tools["promtool"], "test", "rules", str(path)])
+    assert result.returncode == 0 and "SUCCESS" in result.stdout, result.stdout[-5000:]
+
+
+def promql_string(value):
+    """A label value as a PromQL string literal's content (Go's escapes)."""
+    out = []
+    for char in value:
+        if char in "\\\"":
+            out.append("\\" + char)
+        elif char.isprintable() and char not in "\u2028\u2029":
+            out.append(char)
+        else:
+            out.append("\\u%04x" % ord(char) if ord(char) < 0x10000 else "\\U%08x" % ord(char))
+    return "".join(out)
+
+
+def hostile_cases():
+    """The promtool test document of HOSTILE_TESTS: a Started event per hostile value, that value (as the watcher
+    writes a label: metrics._label) in event_id, type, source and scope, on a VM whose watcher polls (the notice
+    needs an answer from IMDS since the watcher's start); the annotations expected are the rule's with
+    each value put in verbatim. PromQL's lexer refuses U+FFFD (the watcher's stand-in for a NUL or a lone
+    surrogate), so those two values are left to metrics' own tests."""
+    rule = next(r for r in alerts() if r["alert"] == HOSTILE_ALERT)
+    series, expected = [], []
+    for case in hostile.strings("/nonexistent/canary"):
+        value = watcher_label(case.value, "unknown")
+        if "\ufffd" in value:
+            continue
+        labels = {"instance": "vm-%s:9100" % case.name, "job": "node", "event_id": value, "type": value,
+                  "source": value, "scope": value}
+        selector = ", ".join('%s="%s"' % (k, promql_string(v)) for k, v in labels.items())
+        series.append({"series": 'imds_scheduled_events_event_info{%s, status="Started", state="started", held="true"}'
+                                 % selector, "values": "1x5"})
+        for family, values in (("last_successful_poll_timestamp_seconds", "0+60x5"), ("watcher_start_time_seconds", "0x5")):
+            series.append({"series": 'imds_scheduled_events_%s{instance="%s", job="node"}'
+                                     % (family, promql_string(labels["instance"])), "values": values})
+        annotations = dict((key, re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: labels[m.group(1)], text))
+                           for key, text in rule["annotations"].items())
+        expected.append({"exp_labels": dict(labels, severity="info"), "exp_annotations": annotations})
+    return {"rule_files": ["../imds-scheduled-events.rules"], "evaluation_interval": "1m", "tests": [{
+        "name": "hostile label values (tests/unit/utils/hostile.py, as the watcher writes them) come through the "
+                "annotations as text", "interval": "1m", "input_series": series,
+        "alert_rule_test": [{"eval_time": "2m", "alertname": HOSTILE_ALERT, "exp_alerts": expected}]}]}
+
+
+def test_hostile_label_values_come_through_the_annotations_as_text(tools):
+    assert load(HOSTILE_TESTS) == hostile_cases(), "the shipped case file is the hostile table's"
+    result = run([tools["promtool"], "test", "rules", HOSTILE_TESTS.name], cwd=str(HOSTILE_TESTS.parent))
+    assert result.returncode == 0 and "SUCCESS" in result.stdout, result.stdout[-3000:]
+
+
+def test_the_dashboard_renders_no_label_as_markup_or_link():
+    """Grafana shows label values as text in stat, time series and table panels; a text panel (HTML or Markdown),
+    a data link or a panel link could render one as markup or make it a URL. None may, and a link built from a
+    label must percent-encode it."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    panels = dashboard["panels"] + [p for row in dashboard["panels"] for p in row.get("panels", [])]
+    assert not [p["title"] for p in panels if p.get("type") in ("text", "news", "dashlist", "annolist")]
+    links = [link for p in panels for link in p.get("links", []) + p.get("fieldConfig", {}).get("defaults", {})
+             .get("links", [])] + dashboard.get("links", [])
+    for link in links:
+        url = link.get("url", "")
+        assert all(m.endswith(":percentencode") for m in re.findall(r"\$\{([^}]*)\}", url)), url
+    assert links == [], "no link: if one is added, the loop above says how it must treat labels"

@@ -201,6 +201,19 @@ def test_pull_converges_holds_approves_and_releases(vm, sim, control, debian_rel
     assert held_reasons(vm) == [] and timer_state(vm) == running, "the hold is released as it was"
 
 
+HOOK = "#!/bin/sh\n# {{ .Values.name }} {% if x %}{{ y }}{% endif %} {# not a comment #} $(true)\nexit 0\n"
+# Appended to the role's vars file as YAML: the values a user marks as data with !unsafe (a hook in Go-template or
+# Jinja syntax is legitimate) must arrive as written, on 2.14 (each loop item was rendered again) as on 2.19.
+HOSTILE_ROLE_VARS = ", ".join([
+    '"watcher_hooks": [{"name": "templated", "phase": "pre", "content": !unsafe %s}]' % json.dumps(HOOK),
+    '"watcher_hold_commands": [{"name": "echo", "hold": ["/bin/echo", !unsafe "{{ .Values }} {% raw %}{{ x }}{% '
+    'endraw %}"], "release": ["/bin/true"]}]',
+    '"watcher_unit_read_write_paths": ["-/srv/100%data"]',
+    '"watcher_ansible_pull_guard": "cron"',
+    '"watcher_ansible_pull_command": "/usr/bin/ansible-pull --url file:///srv/none --date=+%s local.yml"',
+])
+
+
 @pytest.mark.debian_releases(*CLAIMED)
 def test_the_watcher_role_applied_locally_by_the_packaged_ansible(vm, sim, control, debian_release):
     dummy, role_vm = vm_names(debian_release)
@@ -208,15 +221,30 @@ def test_the_watcher_role_applied_locally_by_the_packaged_ansible(vm, sim, contr
                  "watcher_hold_systemd_units": [TIMER], "watcher_hold_puppet": True}
     vm.put_file("/root/apply-role.yml", (FILES / "apply-role.yml").read_bytes())
 
-    def apply_role(**extra):
-        vm.put_file("/root/role-vars.json", json.dumps(dict(role_vars, **extra)))
-        proc = vm.ssh("ANSIBLE_NOCOLOR=1 ansible-playbook -c local -i localhost, -e @/root/role-vars.json "
+    def apply_role(expect_ok=True, **extra):
+        # YAML, for the settings that are data (!unsafe): JSON is YAML, the hostile settings follow
+        vm.put_file("/root/role-vars.yml", json.dumps(dict(role_vars, **extra))[:-1] + ", " + HOSTILE_ROLE_VARS + "}")
+        proc = vm.ssh("ANSIBLE_NOCOLOR=1 ansible-playbook -c local -i localhost, -e @/root/role-vars.yml "
                       "/root/apply-role.yml", timeout=900, check=False)
+        if not expect_ok:
+            return proc
         check_run(proc, packaged_ansible_version(vm))
         recap = [line for line in proc.stdout.splitlines() if line.startswith("localhost") and "changed=" in line]
         return int(recap[-1].split("changed=")[1].split()[0])
 
+    refused = apply_role(expect_ok=False, watcher_unit_extra_options=["Environment=A=1\nExecStartPre=/bin/false"])
+    assert refused.returncode != 0 and "would add a line" in refused.stdout, refused.stdout[-6000:]
+    assert vm.ssh(["test", "-e", "/etc/systemd/system/imds-watcher.service"], check=False).returncode != 0, \
+        "refused before anything is written"
     assert apply_role() > 0
+    # the settings that are data arrive as written: a hook in Go-template and Jinja syntax, a hold command's
+    # argument, a ReadWritePaths= path and the ansible-pull command with a % (escaped for systemd and cron)
+    assert vm.ssh(["cat", "/etc/imds-scheduled-events/hooks/pre/templated"]).stdout == HOOK
+    config = json.loads(vm.ssh(["cat", "/etc/imds-scheduled-events/watcher.json"]).stdout)
+    assert config["hold"]["commands"][0]["hold"] == ["/bin/echo", "{{ .Values }} {% raw %}{{ x }}{% endraw %}"]
+    unit = vm.ssh(["systemctl", "show", "--property=ReadWritePaths", "--value", "imds-watcher.service"]).stdout
+    assert "/srv/100%data" in unit, unit
+    assert "--date=+%s" in vm.ssh(["cat", "/etc/cron.d/ansible-pull"]).stdout.replace("\\%", "%")
     assert apply_role() == 0, "applying the role again changes nothing"
     assert vm.ssh(["systemctl", "is-active", "imds-watcher.service"], check=False).stdout.strip() == "active"
     check = json.loads(vm.ssh(["/usr/local/sbin/imds-watcher", "check-config", "--json"]).stdout)
@@ -243,3 +271,16 @@ def test_the_eda_playbooks_keep_hostile_events_data(vm, sim, control, debian_rel
                    "--workdir", "/root/eda-extravars"], timeout=1800, check=False)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-20000:]
     assert [a["vm"] for a in control.approvals(event_id)] == [eda_vm]
+
+
+@pytest.mark.debian_releases(*CLAIMED)
+def test_fleet_values_stay_data_on_the_packaged_ansible(vm):
+    """The integration target fleet_report_hostile (one local host per hostile value through the fleet_report role's
+    publish and a rolling-approval plan kept with set_fact) run by the VM's own Ansible from the installed collection:
+    on Debian 12's 2.14, where a kept plan or report was rendered again when read, as on Debian 13's 2.19."""
+    target = INSTALLED + "/tests/integration/targets/fleet_report_hostile"
+    proc = vm.ssh("cd %s && ANSIBLE_NOCOLOR=1 OUTPUT_DIR=/root/fleet-hostile ANSIBLE_COLLECTIONS_PATH=/root/.ansible/"
+                  "collections bash runme.sh" % target, timeout=900, check=False)
+    output = proc.stdout + proc.stderr
+    problems = [line[:2000] for line in output.splitlines() if re.search("fatal:|ERROR|Error|Traceback|assert", line)]
+    assert proc.returncode == 0 and "fleet_report_hostile: " in output, "\n".join(problems) + output[-3000:]

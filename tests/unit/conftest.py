@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import sys
 
+import pytest
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 
@@ -37,3 +39,10 @@ def _collection_on_path():
 
 
 _collection_on_path()
+
+
+@pytest.fixture(autouse=True)
+def own_pace_directory(tmp_path_factory, monkeypatch):
+    """Each test paces its IMDS requests in a directory of its own (the shared pacing file, module_utils/imds.py):
+    no test waits for another's requests or sees an endpoint warmed up by another that had the same port."""
+    monkeypatch.setenv("IMDS_SE_PACE_DIR", str(tmp_path_factory.mktemp("pace")))

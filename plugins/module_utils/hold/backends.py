@@ -21,7 +21,7 @@ import shutil
 import time
 
 from .common import (DEFAULT_COMMAND_TIMEOUT, DEFAULT_WAIT_TIMEOUT, BackendError, WaitTimeout, c_locale_env,
-                     format_argv, one_line, run_command)
+                     env_text, format_argv, one_line, run_command)
 
 SYSTEMCTL = "systemctl"
 SYSTEMCTL_TIMEOUT = 300
@@ -105,6 +105,11 @@ class Backend(object):
         """Redo what a reboot undid of a completed hold; returns what changed. Most holds survive a boot."""
         return []
 
+    def at_boot(self, record):
+        """Early in a boot, before drift correction can start: put back what the boot undoes of a hold, done or
+        in progress, without waiting for anything; returns what changed. Most holds survive a boot."""
+        return []
+
     @staticmethod
     def summary(record):
         """One line for status: what the hold did and what release will do."""
@@ -141,6 +146,12 @@ def normalize_unit(name):
     if not _UNIT.match(unit) or unit.startswith("-"):
         raise ValueError("%r is not the name of a systemd service or timer (for example ansible-pull.timer)" % name)
     return unit
+
+
+def _masked_by(record):
+    """Whether the hold masked the unit. A mask that a unit file in /etc/systemd/system overrides is taken out of
+    the actions (and still counts as a step done), so both must say it."""
+    return "mask" in record["actions"] and "mask" in (record.get("done") or [])
 
 
 class SystemdBackend(Backend):
@@ -293,7 +304,26 @@ class SystemdBackend(Backend):
         if "stop" in done and self.show(self.name, ("ActiveState",)).get("ActiveState") in _RUNNING:
             self._systemctl("stop", self.name)
             changes.append("stop %s again (it came back at boot)" % self.name)
-        if "mask" in done and self.show(self.name, ("UnitFileState",)).get("UnitFileState") != "masked-runtime":
+        if _masked_by(record) and self.show(self.name, ("UnitFileState",)).get("UnitFileState") != "masked-runtime":
+            self._systemctl("mask", "--runtime", self.name)
+            changes.append("mask %s (runtime) again (runtime masks end at boot)" % self.name)
+        return changes
+
+    def at_boot(self, record):
+        """An enabled timer or service has a start job queued from the boot's first moment, and the runtime mask is
+        gone with /run. `stop --no-block` replaces that start job (so the unit never starts, and a timer never
+        fires) without waiting for any job; the mask is put back when the hold had masked. Never starts anything."""
+        changes = []
+        if "stop" in record["actions"]:  # done, or planned by a hold that a crash or the reboot cut short
+            result = self._run([SYSTEMCTL, "stop", "--no-block", "--", self.name], SYSTEMCTL_TIMEOUT,
+                               env=c_locale_env())
+            if result.ok:
+                changes.append("stop %s (its start at boot is cancelled)" % self.name)
+            elif self.show(self.name, ("LoadState",)).get("LoadState") == "not-found":
+                _note(record, "%s is not installed any more: nothing to stop" % self.name)
+            else:
+                raise BackendError(result.describe())
+        if _masked_by(record) and self.show(self.name, ("UnitFileState",)).get("UnitFileState") != "masked-runtime":
             self._systemctl("mask", "--runtime", self.name)
             changes.append("mask %s (runtime) again (runtime masks end at boot)" % self.name)
         return changes
@@ -542,7 +572,7 @@ class CommandBackend(Backend):
         argv = self.settings[action]
         reason = reason or {}
         env = dict(self.ctx.environ)
-        env.update({
+        env.update((name, env_text(value)) for name, value in {
             "IMDS_HOLD_ACTION": action,
             "IMDS_HOLD_TARGET": self.key,
             "IMDS_HOLD_REASON": reason.get("text") or "",
@@ -550,7 +580,7 @@ class CommandBackend(Backend):
             "IMDS_HOLD_HOLDER": reason.get("holder") or "",
             "IMDS_EVENT_ID": reason.get("event_id") or "",
             "IMDS_HOLD_STATE_FILE": self.ctx.store.path if self.ctx.store is not None else "",
-        })
+        }.items())
         payload = json.dumps({"action": action, "target": self.key, "reason": reason,
                               "reasons": record.get("reasons", [])}, sort_keys=True)
         result = self._run(argv, self.settings.get("timeout", DEFAULT_COMMAND_TIMEOUT), stdin=payload, env=env)

@@ -22,7 +22,7 @@ import os
 import sys
 
 from .backends import CommandBackend, GuardBackend, PuppetBackend, SystemdBackend, Target, normalize_unit
-from .common import DEFAULT_STATE_FILE, DEFAULT_WAIT_TIMEOUT, HoldError, one_line
+from .common import DEFAULT_STATE_FILE, DEFAULT_WAIT_TIMEOUT, HoldError, one_line, printable
 from .manager import HoldManager, Reason, default_reason_id
 
 PROG = "imds-hold"
@@ -49,21 +49,22 @@ def format_status(status):
     if status["reasons"]:
         lines.extend(["", "Reasons:"])
     for reason in status["reasons"]:
-        event = ", event %s" % reason["event_id"] if reason.get("event_id") else ""
-        lines.append("  %s: %s" % (reason["id"], one_line(reason["text"])))
-        lines.append("      by %s since %s%s; holds %s" % (reason.get("holder") or "unknown", reason.get("since") or "?",
-                                                           event, ", ".join(reason["targets"])))
+        event = ", event %s" % printable(reason["event_id"]) if reason.get("event_id") else ""
+        lines.append("  %s: %s" % (printable(reason["id"]), printable(reason["text"])))
+        lines.append("      by %s since %s%s; holds %s" % (printable(reason.get("holder") or "unknown"),
+                                                           printable(reason.get("since") or "?"), event,
+                                                           printable(", ".join(reason["targets"]))))
     lines.extend(["", "Targets:"])
     for target in status["targets"]:
         if target["phase"] == "held" and target["reasons"]:
-            lines.append("  %s: held since %s, by %s" % (target["key"], target.get("held_at") or target.get("since")
-                                                         or "?", ", ".join(r["id"] for r in target["reasons"])))
+            lines.append("  %s: held since %s, by %s" % (printable(target["key"]), target.get("held_at") or target.get(
+                "since") or "?", printable(", ".join(r["id"] for r in target["reasons"]))))
         else:
-            lines.append("  %s: %s" % (target["key"], _transition(target)))
+            lines.append("  %s: %s" % (printable(target["key"]), printable(_transition(target))))
         if target.get("summary"):
-            lines.append("      %s" % target["summary"])
+            lines.append("      %s" % printable(target["summary"]))
         for note in target.get("notes", []):
-            lines.append("      note: %s" % one_line(note))
+            lines.append("      note: %s" % printable(note))
     return "\n".join(lines) + "\n"
 
 

@@ -23,6 +23,11 @@ DEFAULT_COMMAND_TIMEOUT = 300
 DEFAULT_LOCK_TIMEOUT = 900
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# What a terminal or a log line must not get raw: C0 and C1 controls (line breaks, ANSI escapes), DEL, the bidi
+# controls that reorder what follows, lone surrogates (not encodable).
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+# What an environment variable cannot carry.
+_UNCARRIABLE = re.compile("[\x00\ud800-\udfff]")
 MAX_REASON_ID = 128
 MAX_REASON_TEXT = 1024
 
@@ -127,6 +132,25 @@ def clean_text(value, what, maximum, required=True):
     if "\x00" in text:
         raise ValueError("%s must not contain NUL characters" % what)
     return text
+
+
+def printable(value):
+    """A value as a terminal, a log line or a mail header shows it: every character _UNPRINTABLE names written as an
+    escape (\\x1b, \\n, \\u202e), the rest verbatim. Event data can then neither restyle the screen, forge a line or
+    a header, nor reorder what follows it; and what was there can still be read."""
+    return _UNPRINTABLE.sub(_escape, "" if value is None else str(value))
+
+
+def _escape(match):
+    char = match.group()
+    return {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(char) or (
+        "\\x%02x" % ord(char) if ord(char) < 0x100 else "\\u%04x" % ord(char))
+
+
+def env_text(value):
+    """A value for an environment variable, which cannot hold NUL or a lone surrogate: those become U+FFFD (as
+    documented for hooks and commands); anything else passes unchanged."""
+    return _UNCARRIABLE.sub("\ufffd", "" if value is None else str(value))
 
 
 def one_line(text):

@@ -11,12 +11,26 @@ written before the first step, each step is checkpointed after it ran, the
 target is marked held or removed only at the end, and every step is idempotent.
 So whoever takes the lock next (hold or release, any reason) finishes what the
 record says is in progress.
+
+Threads of one process (the watcher's lanes) share the lock: the first operation takes
+it and the last one to finish lets it go, and the record lives in memory meanwhile.
+A backend's slow work (puppet's Ruby start, an operator command, a wait for a run in
+flight) runs without the in-process guard, on a copy of its target's record that is
+merged back at each checkpoint; so one thread may add a reason to a held timer while
+another waits for puppet. A target is worked on by one thread at a time: an operation
+that needs a target another thread is at work on waits for it; one that merely finds
+it pending leaves it to that thread. A step whose target changed meanwhile (a reason
+dropped, or a hold arriving during its release) stops at its next checkpoint and the
+target is settled again from what the record now says.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import hashlib
 import os
+import threading
 import time
 
 from .backends import BACKENDS, Context, Target, backend_for, target_key
@@ -42,11 +56,27 @@ class Reason(object):
             raise ValueError("the event id must not contain control characters")
         self.holder = clean_text(holder, "the holder", MAX_REASON_ID, required=False) or "unknown"
 
+    @classmethod
+    def for_event(cls, event_id, text, holder=None):
+        """The hold of an event, released by event_reason_id(event_id). An EventId that cannot be a reason id (a
+        hostile document's) still gets its hold: the record then names no event (the journal keeps the id)."""
+        reason_id = event_reason_id(event_id)
+        return cls(reason_id, text, event_id=event_id if reason_id == event_id else None, holder=holder)
+
     def as_dict(self, since):
         return {"id": self.id, "text": self.text, "event_id": self.event_id, "holder": self.holder, "since": since}
 
     def same_as(self, recorded):
         return (recorded.get("id"), recorded.get("text"), recorded.get("event_id")) == (self.id, self.text, self.event_id)
+
+
+def event_reason_id(event_id):
+    """An event's reason id: its EventId when a reason id can be that (one line, no spaces around, at most
+    MAX_REASON_ID characters: every GUID), else "event-" and a digest of it, the same on every call."""
+    text = "" if event_id is None else str(event_id)
+    if text and text.strip() == text and len(text) <= MAX_REASON_ID and one_line(text) == text:
+        return text
+    return "event-%s" % hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 def default_reason_id(event_id=None):
@@ -155,6 +185,11 @@ class HoldManager(object):
         options = {} if poll_interval is None else {"poll_interval": poll_interval}
         self.context = Context(run=run, monotonic=monotonic, sleep=sleep, store=self.store, environ=environ,
                                **options)
+        self._guard = threading.Condition()  # this process's operations: the shared record and who works on what
+        self._users = 0
+        self._doc = None
+        self._unlock = None
+        self._busy = {}  # target key -> the thread doing its steps, unguarded
 
     @property
     def state_file(self):
@@ -186,24 +221,35 @@ class HoldManager(object):
             self._apply_hold(doc, reason, targets, results)
             self._predict_settle(doc, results)
             return Outcome(before, doc, results, self.store.path, True)
-        with self.store.locked():
-            doc = self.store.read(keep_corrupt=True)
+        with self._record() as doc:
+            fresh = {}
+            while True:  # inspect everything first: a typo or a missing tool changes nothing
+                missing = [t for t in targets if t.key not in doc["targets"] and t.key not in fresh]
+                if not missing:
+                    break
+                fresh.update(self._unguarded(self._inspect, missing, reason))
             before = copy.deepcopy(doc)
             results = self._results(doc, [t.key for t in targets], targets)
-            self._apply_hold(doc, reason, targets, results)
+            self._apply_hold(doc, reason, targets, results, fresh)
             if doc != before:
                 self.store.write(doc)
             self._settle(doc, [t.key for t in targets], results)
-            return Outcome(before, doc, results, self.store.path, False)
+            return Outcome(before, copy.deepcopy(doc), results, self.store.path, False)
 
-    def _apply_hold(self, doc, reason, targets, results):
+    def _inspect(self, targets, reason):
+        """{key: (prior, plan)}: run unguarded, since inspecting puppet starts Ruby."""
         now = isoformat(self.clock())
         fresh = {}
-        for target in targets:  # inspect everything first: a typo or a missing tool changes nothing
-            if target.key not in doc["targets"]:
-                backend = self.backend(target.kind, target.name, target.settings)
-                prior = backend.inspect()
-                fresh[target.key] = (prior, backend.plan(prior, reason.as_dict(now)))
+        for target in targets:
+            backend = self.backend(target.kind, target.name, target.settings)
+            prior = backend.inspect()
+            fresh[target.key] = (prior, backend.plan(prior, reason.as_dict(now)))
+        return fresh
+
+    def _apply_hold(self, doc, reason, targets, results, fresh=None):
+        now = isoformat(self.clock())
+        if fresh is None:  # check mode: on a copy, nothing is touched, so nothing runs beside it
+            fresh = self._inspect([t for t in targets if t.key not in doc["targets"]], reason)
         for target in targets:
             result = results[target.key]
             rec = doc["targets"].get(target.key)
@@ -251,8 +297,7 @@ class HoldManager(object):
             self._apply_release(doc, keys, reason_id, all_reasons, results)
             self._predict_settle(doc, results)
             return Outcome(before, doc, results, self.store.path, True)
-        with self.store.locked():
-            doc = self.store.read(keep_corrupt=True)
+        with self._record() as doc:
             before = copy.deepcopy(doc)
             keys = [t.key for t in targets] or sorted(doc["targets"])
             results = self._results(doc, keys, targets)
@@ -260,7 +305,7 @@ class HoldManager(object):
             if doc != before:
                 self.store.write(doc)
             self._settle(doc, keys, results)
-            return Outcome(before, doc, results, self.store.path, False)
+            return Outcome(before, copy.deepcopy(doc), results, self.store.path, False)
 
     def _apply_release(self, doc, keys, reason_id, all_reasons, results):
         for key in keys:
@@ -278,13 +323,12 @@ class HoldManager(object):
     def settle(self):
         """Finish whatever a crashed hold or release left in progress, and redo what a reboot undid of the holds
         that remain (the watcher does this at every start, so at every boot)."""
-        with self.store.locked():
-            doc = self.store.read(keep_corrupt=True)
+        with self._record() as doc:
             before = copy.deepcopy(doc)
             results = self._results(doc, [], [])
             self._settle(doc, [], results)
             self._reassert(doc, results)
-            return Outcome(before, doc, results, self.store.path, False)
+            return Outcome(before, copy.deepcopy(doc), results, self.store.path, False)
 
     def _reassert(self, doc, results):
         for key in sorted(doc["targets"]):
@@ -300,6 +344,26 @@ class HoldManager(object):
                 result = results.setdefault(key, TargetResult(key, rec["backend"], rec["name"]))
                 result.steps.extend(steps)
                 _describe(result, rec)
+
+    def at_boot(self):
+        """Early in a boot, before drift correction can start: put back what the boot undoes of every target that a
+        reason holds, whether its hold completed or was cut short (a held timer's start is cancelled, its runtime
+        mask put back). It reads the record without the writers' lock (every write is atomic) and writes nothing,
+        so it needs no write access and cannot wait for anyone; it never releases, never waits for a run, and
+        leaves a target being released alone: the watcher settles and releases once it runs."""
+        doc = self.store.read()
+        results = {}
+        for key in sorted(doc["targets"]):
+            rec = doc["targets"][key]
+            if not rec["reasons"]:
+                continue
+            result = results[key] = TargetResult(key, rec["backend"], rec["name"])
+            try:
+                result.steps.extend(self._backend_of(rec).at_boot(rec))
+            except HoldError as exc:
+                result.error = str(exc)
+            _describe(result, rec)
+        return Outcome(doc, doc, results, self.store.path, False)
 
     # --- doing the steps -------------------------------------------------
 
@@ -320,50 +384,135 @@ class HoldManager(object):
     def _settle(self, doc, keys, results):
         order = list(keys) + sorted(k for k in doc["targets"] if k not in keys)
         for key in order:
-            rec = doc["targets"].get(key)
-            if rec is not None and _pending(rec):
+            while True:
+                rec = doc["targets"].get(key)
+                if rec is None or not _pending(rec):
+                    break
+                if key in self._busy:
+                    if key not in keys:
+                        break  # another thread of this process is at work on it and settles it
+                    self._guard.wait()  # ours to hold or release: once that thread is done, look again
+                    continue
                 result = results.setdefault(key, TargetResult(key, rec["backend"], rec["name"]))
                 # who works on it, for status; saved with the next write (a step's checkpoint or the phase)
                 if (rec.get("progress") or {}).get("pid") != os.getpid():
                     rec["progress"] = {"pid": os.getpid(), "since": isoformat(self.clock())}
+                self._busy[key] = threading.current_thread()
                 try:
                     if rec["reasons"]:
-                        self._hold_steps(doc, rec, result)
+                        done = self._hold_steps(doc, key, rec, result)
                     else:
-                        self._release_steps(doc, key, rec, result)
+                        done = self._release_steps(doc, key, rec, result)
                 except HoldError as exc:
                     result.error = str(exc)
                     self.store.write(doc)
+                    break
+                finally:
+                    del self._busy[key]
+                    self._guard.notify_all()
+                if done:
+                    break
+                # superseded: another operation changed the target while its steps ran; settle it afresh
         for key, result in results.items():
             _describe(result, doc["targets"].get(key))
 
-    def _checkpointer(self, doc, rec, undo):
-        def progress(action):
-            if undo and action in rec["done"]:
-                rec["done"].remove(action)
-            elif not undo and action not in rec["done"]:
-                rec["done"].append(action)
-            self.store.write(doc)
-        return progress
+    def _unguarded(self, work, *args):
+        """Run slow work without the in-process guard, so this process's other operations go on meanwhile."""
+        self._guard.release()
+        try:
+            return work(*args)
+        finally:
+            self._guard.acquire()
 
-    def _hold_steps(self, doc, rec, result):
-        backend = self._backend_of(rec)
-        result.steps.extend(backend.hold(rec, self._checkpointer(doc, rec, undo=False)))
+    def _steps(self, doc, key, rec, undo, run):
+        """Run a backend's hold or release on a copy of the target's record, outside the guard, merging what it
+        did back into the record at each checkpoint. False when the target changed meanwhile (the steps stop at
+        the next checkpoint) or went away."""
+        work = copy.deepcopy(rec)
+        phase = rec["phase"]
+
+        def current():
+            """Still the same job: a release with no reason left, or a hold with one, in the same phase."""
+            wanted = not rec["reasons"] if undo else bool(rec["reasons"])
+            return doc["targets"].get(key) is rec and rec["phase"] == phase and wanted
+
+        def merge():
+            for field in ("actions", "done", "notes"):
+                if field in work:
+                    rec[field] = copy.deepcopy(work[field])
+
+        def progress(action):
+            if undo and action in work["done"]:
+                work["done"].remove(action)
+            elif not undo and action not in work["done"]:
+                work["done"].append(action)
+            with self._guard:
+                if not current():
+                    raise _Superseded()
+                merge()
+                self.store.write(doc)
+
+        try:
+            changes = self._unguarded(run, self._backend_of(work), work, progress)
+        except _Superseded:
+            return None
+        except HoldError:
+            if current():
+                merge()  # what the steps did before they failed is recorded with the error
+            raise
+        if not current():
+            return None
+        merge()
+        return changes
+
+    def _hold_steps(self, doc, key, rec, result):
+        changes = self._steps(doc, key, rec, False, lambda backend, work, progress: backend.hold(work, progress))
+        if changes is None:
+            return False
+        result.steps.extend(changes)
         rec["phase"] = "held"
         rec["held_at"] = isoformat(self.clock())
         rec.pop("progress", None)
         self.store.write(doc)
+        return True
 
     def _release_steps(self, doc, key, rec, result):
         if rec["phase"] != "releasing":
             rec["phase"] = "releasing"
             self.store.write(doc)
-        backend = self._backend_of(rec)
-        result.steps.extend(backend.release(rec, self._checkpointer(doc, rec, undo=True)))
+        changes = self._steps(doc, key, rec, True, lambda backend, work, progress: backend.release(work, progress))
+        if changes is None:
+            return False
+        result.steps.extend(changes)
         result.notes = list(rec.get("notes", []))
         del doc["targets"][key]
         self.store.write(doc)
         result.steps.append("release %s" % key)
+        return True
+
+    @contextlib.contextmanager
+    def _record(self):
+        """The record under the writers' lock, guarded in this process. The first of this process's operations
+        takes the lock and reads the record; the others share both; the last one to finish lets the lock go."""
+        with self._guard:
+            if not self._users:
+                unlock = contextlib.ExitStack()
+                unlock.enter_context(self.store.locked())
+                try:
+                    self._doc = self.store.read(keep_corrupt=True)
+                except BaseException:
+                    unlock.close()
+                    raise
+                self._unlock = unlock
+            self._users += 1
+            try:
+                yield self._doc
+            finally:
+                self._users -= 1
+                if not self._users:
+                    self._doc = None
+                    unlock, self._unlock = self._unlock, None
+                    unlock.close()
 
     def _predict_settle(self, doc, results):
         """Check mode: what _settle would do, on the copy in memory only."""
@@ -383,6 +532,10 @@ class HoldManager(object):
                 del doc["targets"][key]
         for key, result in results.items():
             _describe(result, doc["targets"].get(key))
+
+
+class _Superseded(Exception):
+    """A step's target changed while it ran: the steps stop, and the target is settled again."""
 
 
 def _pending(rec):

@@ -14,7 +14,8 @@ A pure per-event state machine in the middle, I/O at the edges:
     metrics.py   the Prometheus textfile-collector file
     journal.py   one JSON line per transition, bounded
     state.py     the machine's state on disk, written atomically
-    daemon.py    the loop: poll, feed the machine, carry out its decisions
+    lanes.py     where actions run beside the loop: serial lanes, results queued back to it
+    daemon.py    the loop: poll, feed the machine, hand its actions to lanes, act on their results
     cli.py       imds-watcher run | status | check-config
 
 Nothing here imports ansible: the watcher role installs these files on VMs as is,

@@ -23,7 +23,7 @@ import logging
 import sys
 
 from ..hold.cli import format_status
-from ..hold.common import HoldError, one_line
+from ..hold.common import HoldError, printable
 from ..hold.manager import HoldManager
 from . import config as config_mod
 from .config import DEFAULT_CONFIG_FILE, DEFAULT_SECRETS_FILE, ConfigError, Trust, load
@@ -84,10 +84,22 @@ def main(argv=None, stdout=None, stderr=None, trust=None, daemon_options=None, h
     return run(config, trust, stderr, daemon_options or {}, hold_options or {})
 
 
+class PrintableMessages(logging.Filter):
+    """Every message of the watcher's logger as journald and a terminal should get it: the line breaks, ANSI
+    escapes, bidi overrides and lone surrogates of event data escaped (printable), so that a field can neither
+    forge a log line nor restyle the screen. On the logger, so every handler gets the same text."""
+
+    def filter(self, record):
+        record.msg, record.args = printable(record.getMessage()), None
+        return True
+
+
 def run(config, trust, stderr, daemon_options, hold_options):
     logger = logging.getLogger("imds-watcher")
     handler = logging.StreamHandler(stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))  # journald adds the time
+    messages = PrintableMessages()
+    logger.addFilter(messages)
     logger.addHandler(handler)
     logger.setLevel(getattr(logging, config["log_level"]))
     logger.propagate = False
@@ -101,6 +113,7 @@ def run(config, trust, stderr, daemon_options, hold_options):
         return 1
     finally:
         logger.removeHandler(handler)
+        logger.removeFilter(messages)
 
 
 def check_config(config, trust, stdout, as_json):
@@ -121,7 +134,7 @@ def check_config(config, trust, stdout, as_json):
                                                      for r in config.policy.rules) or "none: nothing is approved early"),
                  "  hold targets: %s" % (", ".join(t.key for t in config.hold_targets) or "none"),
                  "  hooks: pre %d, post %d (in %s)" % (len(hooks["pre"]), len(hooks["post"]), config["hooks_dir"])]
-        lines.extend("  refused: %s" % one_line(p) for p in problems)
+        lines.extend("  refused: %s" % printable(p) for p in problems)
         stdout.write("\n".join(lines) + "\n")
     return 1 if problems else 0
 
@@ -168,7 +181,7 @@ def format_refused(refused, files):
     lines = [
         "!!! THE CONFIG IS REFUSED: the watcher cannot start with it, so nothing below is approved or released "
         "until it is fixed. !!!",
-        "  %s" % one_line(refused["problem"]),
+        "  %s" % printable(refused["problem"]),
         "  Once it is fixed: systemctl restart imds-watcher",
         "  Shown below from %s: hold record %s, journal %s." % (where, files["hold_state_file"],
                                                                 files["journal_file"]),
@@ -179,7 +192,7 @@ def format_refused(refused, files):
 def format_degraded(degraded, saved):
     lines = ["!!! THE WATCHER IS DEGRADED: it cannot do its whole job (as the daemon last saved it, %s). !!!"
              % (moment(saved) or "at an unknown time")]
-    lines.extend("  " + one_line(line) for line in describe_health(degraded))
+    lines.extend("  " + printable(line) for line in describe_health(degraded))
     return "\n".join(lines) + "\n"
 
 
@@ -190,19 +203,20 @@ def format_pending(pending):
     for rec in pending:
         event = rec.get("event") or {}
         when = ", not before %s" % event["not_before"] if event.get("not_before") else ""
-        lines.append("  %s %s (%s%s) for %s: %s since %s" % (
+        lines.append(printable("  %s %s (%s%s) for %s: %s since %s" % (
             rec["id"], rec.get("type") or "?", rec.get("status") or "?", when,
-            ", ".join(rec.get("resources") or []) or "?", rec["state"], iso(rec["since"]) if rec.get("since") else "?"))
+            ", ".join(str(r) for r in rec.get("resources") or []) or "?", rec["state"],
+            iso(rec["since"]) if rec.get("since") else "?")))
         facts = ["held" if rec.get("held") else "not held"]
         if rec.get("pre_hooks"):
             facts.append("pre-hooks %s" % rec["pre_hooks"])
         if rec.get("approved"):
             facts.append("approved by rule %s" % rec.get("rule"))
         if rec.get("error"):
-            facts.append("last error: %s" % one_line(rec["error"]))
-        lines.append("      " + "; ".join(facts))
+            facts.append("last error: %s" % rec["error"])
+        lines.append("      " + printable("; ".join(facts)))
         for note in rec.get("notes") or []:
-            lines.append("      note: %s" % one_line(note))
+            lines.append("      note: %s" % printable(note))
     return "\n".join(lines) + "\n"
 
 
@@ -211,8 +225,9 @@ def format_recent(recent, last):
         return "No events in the journal.\n"
     lines = ["Last %d event(s) in the journal:" % min(last, len(recent))]
     for record in recent:
-        lines.append("  %s %s: %s%s" % (record["event_id"], record.get("event_type") or "?", record.get("state"),
-                                        " (%s)" % record["outcome"] if record.get("outcome") else ""))
+        lines.append(printable("  %s %s: %s%s" % (record["event_id"], record.get("event_type") or "?", record.get("state"),
+                                                  " (%s)" % record["outcome"] if record.get("outcome") else "")))
         for step in record["timeline"]:
-            lines.append("      %s %-18s %s" % (step.get("time"), step.get("transition"), one_line(step.get("detail"))))
+            lines.append("      %s %-18s %s" % (printable(step.get("time")), printable(step.get("transition")),
+                                                printable(step.get("detail"))))
     return "\n".join(lines) + "\n"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import stat
 
 try:
@@ -126,18 +127,32 @@ def _kind(value):
     return type(value).__name__
 
 
+# An HTTP header name (RFC 9110 token); a value that goes into a header or an SMTP command is one line.
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f\ud800-\udfff]")
+
+
 class Text(_Spec):
-    def __init__(self, choices=None, absolute=False, empty=False, url=False):
+    """`line`: the value goes into an HTTP or mail header, an SMTP command or a URL, where a line break would end
+    it and start another: control characters (but tab) and lone surrogates are refused. `token`: a header name."""
+
+    def __init__(self, choices=None, absolute=False, empty=False, url=False, line=False, token=False):
         self.choices = choices
         self.absolute = absolute
         self.empty = empty
         self.url = url
+        self.line = line or url
+        self.token = token
 
     def check(self, value, path):
         if not isinstance(value, str):
             _fail(path, "expected a string, got %s" % _kind(value))
         if "\x00" in value:
             _fail(path, "must not contain NUL characters")
+        if self.line and _CONTROL.search(value):
+            _fail(path, "must be one line, without control characters (%r)" % (_CONTROL.search(value).group(),))
+        if self.token and value and not _TOKEN.match(value):
+            _fail(path, "%r is not a header name (letters, digits and !#$%%&'*+.^_`|~-)" % (value,))
         if not value.strip() and not self.empty:
             _fail(path, "must not be empty")
         if self.choices is not None and value not in self.choices:
@@ -200,12 +215,16 @@ class ListOf(_Spec):
 
 
 class MapOf(_Spec):
-    def __init__(self, value):
+    def __init__(self, value, key=None):
         self.value = value
+        self.key = key
 
     def check(self, value, path):
         if not isinstance(value, dict):
             _fail(path, "expected an object, got %s" % _kind(value))
+        if self.key is not None:
+            for key in value:
+                self.key.check(key, "%s (a key)" % path)
         return dict((k, self.value.check(v, "%s.%s" % (path, k))) for k, v in value.items())
 
 
@@ -251,7 +270,7 @@ ARGV = ListOf(Text(), non_empty=True)
 SCHEMA = Obj({
     "endpoint": (Nullable(Text()), None),
     "api_version": (Text(choices=API_VERSIONS), DEFAULT_API_VERSION),
-    "vm_name": (Nullable(Text()), None),
+    "vm_name": (Nullable(Text(line=True)), None),
     "poll_interval": (Number(minimum=0.2, maximum=3600), 1.0),
     "max_backoff": (Number(minimum=0.2, maximum=3600), 5.0),
     "keepalive_interval": (Number(minimum=1, maximum=43200), 3600),
@@ -284,21 +303,21 @@ SCHEMA = Obj({
     }), {}),
     "notify": (Obj({
         "webhook": (Nullable(Obj({
-            "url": (Nullable(Text(url=True)), None),  # None: the secrets file's webhook_url
-            "headers": (MapOf(Text(empty=True)), {}),
-            "secret_header": (Nullable(Text()), None),
+            "url": (Nullable(Text(url=True, line=True)), None),  # None: the secrets file's webhook_url
+            "headers": (MapOf(Text(empty=True, line=True), key=Text(token=True)), {}),
+            "secret_header": (Nullable(Text(token=True)), None),
             "verify_tls": (Boolean(), True),
             "ca_file": (Nullable(Text(absolute=True)), None),
             "use_proxy": (Boolean(), False),
             "timeout": (Number(minimum=0, exclusive_minimum=True, maximum=300), 10),
         })), None),
         "email": (Nullable(Obj({
-            "host": (Text(), REQUIRED),
+            "host": (Text(line=True), REQUIRED),
             "port": (Number(minimum=1, maximum=65535, integer=True), 25),
             "starttls": (Boolean(), True),
-            "username": (Nullable(Text()), None),
-            "from": (Text(), REQUIRED),
-            "to": (ListOf(Text(), non_empty=True), REQUIRED),
+            "username": (Nullable(Text(line=True)), None),
+            "from": (Text(line=True), REQUIRED),
+            "to": (ListOf(Text(line=True), non_empty=True), REQUIRED),
             "ca_file": (Nullable(Text(absolute=True)), None),
             "timeout": (Number(minimum=0, exclusive_minimum=True, maximum=300), 30),
         })), None),
@@ -311,9 +330,9 @@ SCHEMA = Obj({
 })
 
 SECRETS_SCHEMA = Obj({
-    "webhook_secret": (Nullable(Text()), None),
+    "webhook_secret": (Nullable(Text(line=True)), None),
     "smtp_password": (Nullable(Text()), None),
-    "webhook_url": (Nullable(Text(url=True)), None),
+    "webhook_url": (Nullable(Text(url=True, line=True)), None),
 })
 
 

@@ -2,7 +2,7 @@
 # Copyright: imds.scheduled_events contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 
-"""The loop at the edges: poll IMDS, feed the machine, carry out its decisions.
+"""The loop at the edges: poll IMDS, feed the machine, hand its actions to lanes, act on their results.
 
 - One request per tick (the client's retries are off): a failed poll skips the
   tick and the next one waits 1, 2, 4 ... up to max_backoff seconds; a success
@@ -10,20 +10,31 @@
   minutes (the service enables itself); the client grants that once.
 - Ticks start every poll_interval (the time a tick takes is not added to it),
   so an event waits at most one interval to be seen.
-- Decisions run one after another in this process; each result goes back into
-  the machine at once, so a 30-second Preempt is held, hooked and approved in
-  one tick. Long actions (a hold waiting for a run in flight, hooks) are
-  interleaved with keep-alive requests so IMDS never sees a day of silence.
+- The loop never waits for an action. Holds, releases, hooks and notifications
+  run in lanes (lanes.py): `hold` makes every change of the hold record, in order;
+  `urgent` takes the quick hold of a Preempt or Terminate, which thus overtakes
+  the other events' slow holds; each event has a lane for its pre-hooks, then its
+  post-hooks; `notify` sends the notifications (bounded, never waited for). An
+  event's hold-record jobs keep their order across the two hold lanes, so its
+  release never runs before its hold. Results come back through a queue that the
+  loop drains as soon as one arrives, so a hook's end is acted on at once. Only
+  the approval, one POST bounded by the client's timeout, runs in the loop.
 - A hold takes the quick local targets first (systemd units, the guard: a few
   milliseconds), then the slow ones (puppet, whose every command starts Ruby,
-  and operator commands), in two passes over the hold record. For a Preempt
-  (30 s of notice, then the VM is evicted) the slow targets are held right
-  after the approval, at the end of the same tick, so Ruby's start-up does not
-  eat the notice; a failure there is logged, counted and retried every tick,
-  and after a restart the hold record shows what is still to hold.
-- The state is saved after every result. SIGTERM saves and exits without
-  releasing anything: holds persist across restarts and reboots by design.
-Clock, sleep and every collaborator are injectable, so tests step it tick by tick.
+  and operator commands), in two passes over the hold record. For an urgent event
+  (a Preempt or Terminate: 30 s of notice, then the VM is gone) the event counts as
+  held after the quick pass; its slow pass goes to the front of the hold lane at
+  once and runs while its pre-hooks run and its approval is sent. A failure there
+  is logged, counted and retried every tick, and after a restart the hold record
+  shows what is still to hold.
+- The state is saved before an action starts (a restart issues again what was in
+  flight; a hook phase cut short is journaled as hooks_interrupted and runs again)
+  and after every result.
+- SIGTERM: nothing new starts, the actions in flight get stop_grace seconds to end
+  (their results are recorded), the state is saved and the daemon exits 0, logging
+  what it left running. Nothing is released: holds persist across restarts and
+  reboots by design.
+Clock, sleep, executor and every collaborator are injectable, so tests step it tick by tick.
 """
 
 from __future__ import annotations
@@ -38,12 +49,13 @@ import time
 from ..approval import approve_and_confirm
 from ..events import ThisVm
 from ..hold.common import HoldError
-from ..hold.manager import HoldManager, Reason
+from ..hold.manager import HoldManager, Reason, event_reason_id
 from ..imds import DEFAULT_FIRST_TIMEOUT, DEFAULT_TIMEOUT, ImdsClient, ImdsError, poll_delay
 from ..lifecycle import read_boot_id
 from . import health as health_mod
 from .hooks import HookRunner
 from .journal import Journal
+from .lanes import Lanes
 from .machine import GONE, HOLDER, POST_HOOKS, RELEASED, RELEASING, Machine, Result, iso
 from .metrics import Metrics
 from .notify import Notifier
@@ -53,8 +65,16 @@ SLEEP_SLICE = 0.5
 VOLATILE = ("last_seen",)
 # Held first: local and quick. The others (puppet, operator commands) start programs that may take seconds.
 QUICK_BACKENDS = ("systemd", "guard")
-# Events whose approval must not wait for the slow targets: the VM is evicted at the end of a 30-second notice.
-URGENT_TYPES = ("Preempt",)
+# Events whose approval must not wait for the slow targets, nor for other events' holds: the VM is evicted or
+# deleted at the end of a notice of 30 s (Preempt) or of a few minutes (Terminate).
+URGENT_TYPES = ("Preempt", "Terminate")
+HOLD_LANE = "hold"
+URGENT_LANE = "urgent"
+NOTIFY_LANE = "notify"
+# Notifications waiting beyond this are dropped, oldest first, and counted as failures of every channel.
+NOTIFY_BACKLOG = 100
+# After SIGTERM, how long the actions in flight may take to end before the daemon exits without them.
+STOP_GRACE = 10.0
 
 
 def split_targets(targets):
@@ -85,6 +105,33 @@ def _urgent(event):
     return isinstance(event, dict) and event.get("EventType") in URGENT_TYPES
 
 
+def _ids(decision):
+    return getattr(decision, "event_ids", None) or [decision.event_id]
+
+
+def _reason(decision):
+    """The hold's reason: its id is the EventId (or, for an id the hold record cannot take, a digest of it:
+    hold.manager.event_reason_id), so the release finds it."""
+    return Reason.for_event(decision.event_id, decision.reason, holder=HOLDER)
+
+
+def _stat_key(path):
+    """What changes when a file is written, replaced, chmod-ed or chown-ed, or its directory replaced, chmod-ed or
+    chown-ed (not when other files come and go in it); None if unknown."""
+    key = []
+    for each in (path, os.path.dirname(path)):
+        try:
+            st = os.lstat(each)
+        except FileNotFoundError:
+            key.append(None)
+            continue
+        except OSError:
+            return None
+        content = (st.st_size, st.st_mtime_ns, st.st_ctime_ns) if each == path else ()
+        key.append((st.st_ino, st.st_mode, st.st_uid) + content)
+    return tuple(key)
+
+
 def _significant(state):
     """The state without what changes on every poll, so an unchanged lifecycle is not rewritten each second."""
     events = {}
@@ -98,13 +145,15 @@ def _significant(state):
 
 class Daemon(object):
     def __init__(self, config, client=None, holds=None, hooks=None, notifier=None, journal=None, metrics=None,
-                 store=None, clock=time.time, monotonic=time.monotonic, sleep=time.sleep, boot_id=None, logger=None,
-                 trust=None):
+                 store=None, clock=time.time, monotonic=time.monotonic, sleep=None, boot_id=None, logger=None,
+                 trust=None, executor=None):
         self.config = config
         self.logger = logger or logging.getLogger("imds-watcher")
         self.clock = clock
         self.monotonic = monotonic
-        self.sleep = sleep
+        self.sleep = sleep  # None: wait on the lanes, which wake the loop when a result arrives
+        self.lanes = Lanes(executor, monotonic=monotonic)
+        self.stop_grace = STOP_GRACE
         self.client = client or ImdsClient(endpoint=config["endpoint"], api_version=config["api_version"], retries=0,
                                            timeout=DEFAULT_TIMEOUT, first_timeout=DEFAULT_FIRST_TIMEOUT)
         self.holds = holds or HoldManager(state_file=config["hold"]["state_file"])
@@ -117,7 +166,7 @@ class Daemon(object):
         self.store = store or StateStore(config.state_file, clock=clock, logger=self.logger)
         self.boot_id = boot_id if boot_id is not None else read_boot_id()
         self.targets = list(config.hold_targets)
-        self.deferred = {}  # event id -> Reason: slow targets still to hold for an urgent event
+        self.deferred = {}  # event id -> Reason: the slow targets still to hold for an urgent event
         self.machine = None
         self.vm = None
         self.naming = health_mod.NameSearch()
@@ -125,12 +174,12 @@ class Daemon(object):
         self.answered = self.clock()  # the last successful poll, or the start
         self.failures = 0
         self.last_error = None
-        self.last_request = None
         self.stopping = False
         self._loaded = None
         self._saved = None
         self._metrics_problem = None
         self._reasons_problem = None
+        self._reasons_seen = (None, [])  # (what _stat_key said, the reasons then)
         self.metrics.started(self.clock())
         for channel in getattr(self.notifier, "channels", []):  # at 0 from the first file, like the other failures
             self.metrics.set("notification_failures_total", self.notifier.failures.get(channel.name, 0),
@@ -149,7 +198,7 @@ class Daemon(object):
             self.logger.error("hold: cannot settle the hold record: %s", exc)
 
     def request_stop(self, signum=None, frame=None):  # pylint: disable=unused-argument
-        """SIGTERM/SIGINT: finish the current action, save, exit. Nothing is released."""
+        """SIGTERM/SIGINT: start nothing new, give what runs stop_grace seconds, save, exit. Nothing is released."""
         self.stopping = True
 
     def run(self, install_signals=True):
@@ -161,22 +210,50 @@ class Daemon(object):
         sd_notify("READY=1\nSTATUS=settling the hold record, then polling IMDS")
         self.start()
         self.logger.info("watcher: started (boot %s, hold record %s)", self.boot_id, self.holds.state_file)
+        next_tick = self.monotonic()
         while not self.stopping:
-            started = self.monotonic()
-            delay = self.tick()
-            self._wait(delay - (self.monotonic() - started))
+            if self.monotonic() >= next_tick:
+                started = self.monotonic()
+                next_tick = started + self.tick()
+            self._wait(next_tick - self.monotonic())
+            self.collect()
         sd_notify("STOPPING=1")
+        self.stop()
         self.save(force=True)
         self.logger.info("watcher: stopped; holds stay in place until their event is over")
         return 0
 
+    def stop(self):
+        """After SIGTERM: the actions not started are dropped (the saved state issues them again at the next start);
+        those in flight, and the notifications queued, get stop_grace seconds and their results are recorded; what
+        still runs then is logged and left to the process's end (systemd then ends what is left of the unit)."""
+        for job in self.lanes.drop_waiting(keep=(NOTIFY_LANE,)):
+            self.logger.info("watcher: stopping: not started: %s", job.label)
+        deadline = self.monotonic() + self.stop_grace
+        while not self.lanes.idle() and self.monotonic() < deadline:
+            self._pause(min(SLEEP_SLICE, deadline - self.monotonic()))
+            self.collect()
+        self.collect()
+        for dummy, label, seconds in self.lanes.running():
+            self.logger.warning("watcher: stopping with %s still running (for %.0f s); it ends with this process, and "
+                                "the next start finishes or repeats it", label, seconds)
+        for dummy, label in self.lanes.waiting():
+            self.logger.warning("watcher: stopping: not sent: %s", label)
+
     def _wait(self, seconds):
+        """Until the next tick, or at once when a lane's result is there to act on."""
         deadline = self.monotonic() + seconds
-        while not self.stopping:
+        while not self.stopping and not self.lanes.ready():
             remaining = deadline - self.monotonic()
             if remaining <= 0:
                 return
-            self.sleep(min(remaining, SLEEP_SLICE))
+            self._pause(min(remaining, SLEEP_SLICE))
+
+    def _pause(self, seconds):
+        if self.sleep is not None:
+            self.sleep(seconds)
+        else:
+            self.lanes.wait(seconds)
 
     # --- one tick ---------------------------------------------------------------------------
 
@@ -185,12 +262,11 @@ class Daemon(object):
         self.metrics.inc("polls_total")
         try:
             self._ensure_machine()
-            document = self._request(self.client.get_document)
+            document = self.client.get_document()
         except ImdsError as exc:
             self._poll_failed(exc)
             if self.machine is not None:
                 self.execute(self.machine.observe(self.clock(), error=exc))
-            self.hold_deferred()
             self._after_tick()
             return self.next_delay()
         if self.failures:
@@ -200,19 +276,12 @@ class Daemon(object):
         self.answered = self.clock()
         self.metrics.set("last_successful_poll_timestamp_seconds", round(self.clock(), 3))
         self.execute(self.machine.observe(self.clock(), document=document))
-        self.hold_deferred()
         self._after_tick()
         return self.next_delay()
 
     def next_delay(self):
         interval = poll_delay(self.config["poll_interval"], self.failures, self.config["max_backoff"])
         return min(interval, self.config["keepalive_interval"])
-
-    def _request(self, call):
-        try:
-            return call()
-        finally:
-            self.last_request = self.monotonic()
 
     def _poll_failed(self, exc):
         self.failures += 1
@@ -254,7 +323,7 @@ class Daemon(object):
         if self.config["vm_name"]:
             return ThisVm(self.config["vm_name"])
         try:
-            return ThisVm(self._request(self.client.compute_name))
+            return ThisVm(self.client.compute_name())
         except ImdsError as exc:
             self.naming.failed(self.monotonic(), exc)
             self.logger.debug("imds: this VM's name: %s (asked again in %g s)", exc, self.naming.delay())
@@ -263,9 +332,11 @@ class Daemon(object):
     def _complete_holds(self, reasons):
         """After a restart, before the machine goes on: a reason of this watcher may hold fewer targets than are
         configured (killed between the quick and the slow pass, or before an urgent event's deferred slow pass;
-        or the configuration grew). Hold the rest now, so no hook or approval runs with puppet still enabled.
+        or the configuration grew). Hold the rest now, so no hook or approval runs with puppet still enabled; an
+        urgent event's missing slow targets go to the hold lane instead, as its slow pass does.
         Reasons whose event is already being released are left to the release."""
         configured = dict((t.key, t) for t in self.targets)
+        slow = split_targets(self.targets)[1]
         for reason in reasons:
             rec = self.machine.events.get(str(reason["event_id"]).lower())
             if rec is not None and (not rec["held"] or rec["state"] in (GONE, POST_HOOKS, RELEASING, RELEASED)):
@@ -273,10 +344,13 @@ class Daemon(object):
             missing = [t for key, t in configured.items() if key not in (reason.get("targets") or [])]
             if not missing:
                 continue
+            held_as = Reason(reason["id"], reason.get("text") or "Azure scheduled event %s" % reason["event_id"],
+                             event_id=reason["event_id"], holder=HOLDER)
+            if rec is not None and rec["type"] in URGENT_TYPES and all(t in slow for t in missing):
+                self.deferred[rec["id"]] = held_as  # held by hold_deferred() at the end of this tick
+                continue
             try:
-                outcome = self.holds.hold(Reason(reason["id"], reason.get("text") or "Azure scheduled event %s"
-                                                 % reason["event_id"], event_id=reason["event_id"], holder=HOLDER),
-                                          missing)
+                outcome = self.holds.hold(held_as, missing)
                 problem = "; ".join(outcome.errors) if outcome.failed else None
             except (HoldError, ValueError, OSError) as exc:
                 problem = str(exc)
@@ -289,6 +363,8 @@ class Daemon(object):
                                   problem)
 
     def _after_tick(self):
+        self.hold_deferred()
+        self.collect()
         self._hold_reason_metrics()
         self._assess()
         if self.machine is not None:
@@ -297,8 +373,6 @@ class Daemon(object):
             self.metrics.set_events(self.machine.events.values())
             self.machine.degraded(self.health.as_dict())
             self.save()
-        for channel, count in self.notifier.failures.items():
-            self.metrics.set("notification_failures_total", count, channel=channel)
         self._write_metrics()
 
     def _assess(self):
@@ -320,13 +394,22 @@ class Daemon(object):
 
     def _hold_reason_metrics(self):
         """The age of every reason in the hold record (the watcher's and anyone else's), read at every tick: an
-        unreadable record keeps the last series, and the watcher is degraded (health.HOLD_RECORD_UNREADABLE)."""
+        unreadable record keeps the last series, and the watcher is degraded (health.HOLD_RECORD_UNREADABLE). The
+        record is read again only when it or its directory changed (owner, mode, content): two stats a tick instead
+        of a lock, a read and a parse."""
+        changes = _stat_key(self.holds.state_file)
+        if changes is not None and changes == self._reasons_seen[0]:
+            if self.config["metrics_file"]:
+                self.metrics.set_hold_reasons(self._reasons_seen[1], self.clock())
+            return
         try:
             reasons = self.holds.status().get("reasons", [])
         except (HoldError, OSError, ValueError) as exc:
             self._reasons_problem = str(exc)
+            self._reasons_seen = (None, [])
             return
         self._reasons_problem = None
+        self._reasons_seen = (changes, reasons)
         if self.config["metrics_file"]:
             self.metrics.set_hold_reasons(reasons, self.clock())
 
@@ -358,50 +441,89 @@ class Daemon(object):
     # --- carrying out decisions ---------------------------------------------------------------
 
     def execute(self, step):
-        """Every decision of the step and of the results it leads to, in order."""
-        queue = list(step.decisions)
-        unsaved = False
-        while queue:
-            decision = queue.pop(0)
-            if decision.kind == "journal":
-                self._journal(decision.entry)
-            elif decision.kind == "notify":
-                self.notifier.send(decision.transition)
-            else:
-                result = self.act(decision)
-                queue.extend(self.machine.feed(self.clock(), result).decisions)
-                unsaved = True
-            if unsaved and (not queue or queue[0].kind not in ("journal", "notify")):
-                # saved once the journal has the entries that explain the new state: a kill -9 in between
-                # then repeats them after the restart instead of losing them (a forgotten event is not redone)
-                self.save()
-                unsaved = False
-                self._keepalive()
+        """Carry out a step: its journal entries; the state saved; its notifications handed to their lane; then the
+        approval here and every other action handed to its lane."""
+        decisions = list(step.decisions)
+        while decisions:
+            notes, actions = [], []
+            for decision in decisions:
+                if decision.kind == "journal":
+                    self._journal(decision.entry)
+                else:
+                    (notes if decision.kind == "notify" else actions).append(decision)
+            decisions = []
+            # saved once the journal has the entries that explain the new state (a kill -9 in between then repeats
+            # them after the restart instead of losing them: a forgotten event is not redone), at once after them
+            # (the shorter that window, the rarer a repeated entry), and before any action starts (so a restart
+            # knows what was in flight)
+            self.save()
+            for decision in notes:
+                self._notify(decision.transition)
+            for decision in actions:
+                if self.stopping:
+                    self.logger.info("watcher: stopping: not starting %s for %s", decision.kind, _ids(decision))
+                elif decision.kind == "approve":
+                    decisions.extend(self._feed(decision, self.act(decision)).decisions)
+                else:
+                    self._submit(decision)
+
+    def collect(self):
+        """Act on the results the lanes have finished (and on those that finish meanwhile)."""
+        if self.lanes.deliver():
+            self.save()
 
     def act(self, decision):
+        """Carry out one action where it is called (a lane, or the loop for an approval); its Result."""
         handler = {"hold": self._hold, "hooks": self._hooks, "approve": self._approve, "release": self._release}
-        result = handler[decision.kind](decision)
+        return handler[decision.kind](decision)
+
+    def _submit(self, decision):
+        key = _ids(decision)[0].lower()
+        if decision.kind == "hooks":
+            lane, order = "hooks %s" % key, None
+            label = "the %s-event hooks of %s" % (decision.phase, decision.event_id)
+        else:
+            lane = URGENT_LANE if decision.kind == "hold" and _urgent(decision.event) else HOLD_LANE
+            order = key  # an event's hold-record jobs in the order they were issued, whatever the lane
+            label = "the %s for %s" % (decision.kind, decision.event_id)
+            if decision.kind == "release":
+                self.deferred.pop(decision.event_id, None)
+        self.lanes.submit(lane, label, lambda: self.act(decision), then=self._finished(decision), order=order)
+
+    def _finished(self, decision):
+        def then(result, error):
+            if error is not None:  # a bug, not a failure the action reports: still a failure to the machine
+                self.logger.error("watcher: %s for %s raised %s: %s", decision.kind, _ids(decision),
+                                  type(error).__name__, error)
+                result = Result(decision.kind, _ids(decision), False, "%s failed: %s" % (decision.kind, error),
+                                phase=getattr(decision, "phase", None))
+            if decision.kind == "hold" and result.ok and result.data.get("deferred"):
+                self.deferred[decision.event_id] = _reason(decision)
+                self._hold_slow(decision.event_id)
+            self.execute(self._feed(decision, result))
+        return then
+
+    def _feed(self, decision, result):
         if not result.ok:
             if decision.kind == "hooks":
                 self.metrics.inc("hook_failures_total", phase=decision.phase)
             else:
                 self.metrics.inc("action_failures_total", action=decision.kind)
-        return result
+        return self.machine.feed(self.clock(), result)
 
     def _hold(self, decision):
         if not self.targets:
             return Result("hold", decision.event_id, True, "nothing is configured to hold (hold: {} is empty)")
         held = []
         try:
-            reason = Reason(decision.event_id, decision.reason, event_id=decision.event_id, holder=HOLDER)
+            reason = _reason(decision)
             quick, slow = split_targets(self.targets)
             if slow and quick and _urgent(decision.event):
                 outcome = self.holds.hold(reason, quick)
                 if not outcome.failed:
-                    self.deferred[decision.event_id] = reason
-                    return Result("hold", decision.event_id, True, "held: %s; %s follow%s the approval (%s)" % (
-                        ", ".join(sorted(outcome.results)), ", ".join(t.key for t in slow),
-                        "s" if len(slow) == 1 else "", decision.event.get("EventType")))
+                    return Result("hold", decision.event_id, True, "held: %s; %s held next, beside the hooks and the "
+                                  "approval (%s)" % (", ".join(sorted(outcome.results)), ", ".join(t.key for t in slow),
+                                                     decision.event.get("EventType")), data={"deferred": True})
             else:
                 for part in (quick, slow):
                     if part:
@@ -416,28 +538,42 @@ class Daemon(object):
         return Result("hold", decision.event_id, True, "held: %s" % ", ".join(sorted(set(held))))
 
     def hold_deferred(self):
-        """The slow targets of urgent events, after their approval; retried every tick until they hold."""
+        """The slow targets of urgent events whose slow pass failed: tried again every tick until they hold."""
+        for event_id in sorted(self.deferred):
+            if not self.lanes.pending(event_id.lower()):
+                self._hold_slow(event_id)
+
+    def _hold_slow(self, event_id):
+        """An urgent event's slow pass, at the front of the hold lane (behind its own event's jobs only); not once
+        stopping (the next start holds what its reason lacks)."""
+        if self.stopping:
+            return
+        reason = self.deferred[event_id]
         slow = split_targets(self.targets)[1]
-        for event_id, reason in sorted(self.deferred.items()):
-            if self.stopping:
-                return
+
+        def work():
             try:
                 outcome = self.holds.hold(reason, slow)
-                problem = "; ".join(outcome.errors) if outcome.failed else None
+                return ("; ".join(outcome.errors) if outcome.failed else None), sorted(outcome.results)
             except (HoldError, ValueError, OSError) as exc:
-                problem = str(exc)
+                return str(exc), []
+
+        def then(value, error):
+            problem, held = value if error is None else ("%s: %s" % (type(error).__name__, error), [])
             if problem is None:
-                del self.deferred[event_id]
-                self.logger.info("hold: event %s: also held: %s", event_id, ", ".join(sorted(outcome.results)))
+                self.deferred.pop(event_id, None)
+                self.logger.info("hold: event %s: also held: %s", event_id, ", ".join(held))
             else:
                 self.metrics.inc("action_failures_total", action="hold")
                 self.logger.error("hold: event %s: holding %s failed (retried next tick): %s", event_id,
                                   ", ".join(t.key for t in slow), problem)
 
+        self.lanes.submit(HOLD_LANE, "the slow hold for %s" % event_id, work, then=then, order=event_id.lower(),
+                          first=True)
+
     def _release(self, decision):
-        self.deferred.pop(decision.event_id, None)
         try:
-            outcome = self.holds.release(reason_id=decision.event_id)
+            outcome = self.holds.release(reason_id=event_reason_id(decision.event_id))
         except (HoldError, ValueError, OSError) as exc:
             return Result("release", decision.event_id, False, "release failed: %s" % exc)
         if outcome.failed:
@@ -460,12 +596,27 @@ class Daemon(object):
 
     def _approve(self, decision):
         try:
-            approved, skips = self._request(lambda: approve_and_confirm(self.client, decision.plan))
+            approved, skips = approve_and_confirm(self.client, decision.plan)
         except ImdsError as exc:
             return Result("approve", decision.event_ids, False, "approval failed: %s" % exc)
         self.metrics.inc("approvals_total", len(approved))
         return Result("approve", decision.event_ids, True, "approved %s" % ", ".join(approved),
                       data={"approved": approved, "skipped": [s.as_dict() for s in skips]})
+
+    def _notify(self, transition):
+        label = "the %s notification of %s" % (transition.get("transition"), transition.get("event_id"))
+        dummy, dropped = self.lanes.submit(NOTIFY_LANE, label, lambda: self.notifier.send(transition),
+                                           then=self._notified, bound=NOTIFY_BACKLOG)
+        if dropped is not None:
+            for channel in self.notifier.channels:
+                self.metrics.inc("notification_failures_total", channel=channel.name)
+            self.logger.warning("notify: %d notifications wait to be sent; dropped %s", NOTIFY_BACKLOG, dropped.label)
+
+    def _notified(self, failed, error):
+        if error is not None:
+            self.logger.error("notify: sending raised %s: %s", type(error).__name__, error)
+        for channel, dummy in failed or []:
+            self.metrics.inc("notification_failures_total", channel=channel)
 
     def _journal(self, entry):
         if entry["transition"] in ("detected", "reappeared"):
@@ -480,12 +631,3 @@ class Daemon(object):
             self.journal.append(entry)
         except OSError as exc:
             self.logger.error("journal: cannot append to %s: %s", self.journal.path, exc.strerror or exc)
-
-    def _keepalive(self):
-        """A long action must not starve IMDS: it disables itself after a day without requests."""
-        if self.last_request is None or self.monotonic() - self.last_request < self.config["keepalive_interval"]:
-            return
-        try:
-            self._request(self.client.get_document)
-        except ImdsError as exc:
-            self.logger.debug("imds: keep-alive request failed: %s", exc)

@@ -27,6 +27,7 @@ import subprocess
 import tempfile
 import time
 
+from ..hold.common import env_text
 from .config import Trust
 
 PHASES = ("pre", "post")
@@ -92,15 +93,6 @@ class HooksOutcome(object):
         return {"phase": self.phase, "ok": self.ok, "runs": [r.as_dict() for r in self.runs]}
 
 
-_UNCARRIABLE = re.compile("[\x00\ud800-\udfff]")
-
-
-def _data(value):
-    """Environment values cannot hold NUL or unpaired surrogates; anything else passes unchanged."""
-    text = "" if value is None else str(value)
-    return _UNCARRIABLE.sub("\ufffd", text)  # U+FFFD, as documented (encode's "replace" would give "?")
-
-
 def hook_environment(phase, event, vm_name, outcome=None):
     """`outcome`, for post hooks: lifecycle.OUTCOMES (completed, cancelled, vanished); `vm_name` None (empty) while
     this VM's name is unknown."""
@@ -110,17 +102,17 @@ def hook_environment(phase, event, vm_name, outcome=None):
     env = {
         "PATH": SAFE_PATH, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "HOME": "/root",
         "IMDS_HOOK_PHASE": phase,
-        "IMDS_VM_NAME": _data(vm_name),
-        "IMDS_EVENT_ID": _data(event.get("EventId")),
-        "IMDS_EVENT_TYPE": _data(event.get("EventType")),
-        "IMDS_EVENT_STATUS": _data(event.get("EventStatus")),
-        "IMDS_EVENT_NOT_BEFORE": _data(event.get("not_before") or ""),
-        "IMDS_EVENT_RESOURCES": _data(" ".join(str(r) for r in resources)),
-        "IMDS_EVENT_SOURCE": _data(event.get("EventSource") or ""),
-        "IMDS_EVENT_SCOPE": _data(event.get("scope") or ""),
+        "IMDS_VM_NAME": env_text(vm_name),
+        "IMDS_EVENT_ID": env_text(event.get("EventId")),
+        "IMDS_EVENT_TYPE": env_text(event.get("EventType")),
+        "IMDS_EVENT_STATUS": env_text(event.get("EventStatus")),
+        "IMDS_EVENT_NOT_BEFORE": env_text(event.get("not_before") or ""),
+        "IMDS_EVENT_RESOURCES": env_text(" ".join(str(r) for r in resources)),
+        "IMDS_EVENT_SOURCE": env_text(event.get("EventSource") or ""),
+        "IMDS_EVENT_SCOPE": env_text(event.get("scope") or ""),
     }
     if phase == "post":
-        env["IMDS_EVENT_OUTCOME"] = _data(outcome)
+        env["IMDS_EVENT_OUTCOME"] = env_text(outcome)
     return env
 
 
@@ -169,7 +161,7 @@ class HookRunner(object):
             raise ValueError("unknown hook phase %r" % (phase,))
         directories = [self.hooks_dir, os.path.join(self.hooks_dir, phase)]
         typed = None
-        if event_type and _TYPE_DIR.match(event_type):
+        if isinstance(event_type, str) and _TYPE_DIR.match(event_type):
             typed = os.path.join(self.hooks_dir, phase, event_type)
             directories.append(typed)
         found = []

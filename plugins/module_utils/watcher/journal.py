@@ -35,7 +35,11 @@ class Journal(object):
             line = self.redact(line)
         if len(line) > MAX_LINE:  # hook output is already bounded; this is the last line of defence
             entry = dict(entry, data={"left_out": "%d bytes" % len(line)})
-            line = json.dumps(entry, sort_keys=True, ensure_ascii=True)[:MAX_LINE]
+            line = json.dumps(entry, sort_keys=True, ensure_ascii=True)
+            limit = MAX_LINE // 16
+            while len(line) > MAX_LINE:  # an event's field may be huge: clip the values, never the JSON
+                line = json.dumps(_clipped(entry, limit), sort_keys=True, ensure_ascii=True)
+                limit //= 2
         data = (line + "\n").encode("ascii")
         directory = os.path.dirname(self.path)
         if directory and not os.path.isdir(directory):
@@ -95,3 +99,14 @@ class Journal(object):
                                        "detail": entry.get("detail", "")})
         keys = order[-last:] if last > 0 else []
         return [events[k] for k in keys]
+
+
+def _clipped(value, limit):
+    """`value` with every string longer than `limit` characters cut there, saying how much was left out."""
+    if isinstance(value, str) and len(value) > limit:
+        return "%s...[%d characters left out]" % (value[:limit], len(value) - limit)
+    if isinstance(value, dict):
+        return dict((key, _clipped(item, limit)) for key, item in value.items())
+    if isinstance(value, list):
+        return [_clipped(item, limit) for item in value]
+    return value

@@ -13,7 +13,10 @@ gone, often across the reboot it caused. This file turns that into a lifecycle:
 It is pure: no sockets, no sleeps, no clock reads. Time, the boot id and every
 result of an action are inputs, so tests replay any history, and a crash at any
 point is simulated by building a new Machine from the last saved state: actions
-that were issued but not answered are issued again (they are all idempotent).
+that were issued but not answered are issued again (they are all idempotent); a
+hook phase that was in flight is journaled as hooks_interrupted first. Results
+may come back late, in any order across events: one that no longer matches what
+its event waits for (pre-hooks ending after the event went over) is ignored.
 """
 
 from __future__ import annotations
@@ -219,6 +222,8 @@ class Machine(object):
             validate_state(state)
             state = copy.deepcopy(state)
             for rec in state["events"].values():
+                if rec["pending"] == "hooks" and rec["state"] in (PRE_HOOKS, POST_HOOKS):
+                    rec["interrupted"] = "pre" if rec["state"] == PRE_HOOKS else "post"
                 rec["pending"] = None  # issued before a crash and never answered: issue it again
         self.state = state
         self._document = None
@@ -437,6 +442,12 @@ class Machine(object):
 
     def _drive(self, now, rec, out):
         """Issue the next action the record's state calls for, unless one is outstanding or waits to retry."""
+        phase = rec.pop("interrupted", None)
+        if phase is not None:
+            again = rec["state"] == (PRE_HOOKS if phase == "pre" else POST_HOOKS)
+            self._journal(now, rec, "hooks_interrupted", "the %s-event hooks were in flight when the watcher stopped "
+                          "(they may have been cut short): %s" % (phase, "they run again, from the first" if again
+                                                                  else "the event moved on, so not again"), out)
         if rec["pending"] or (rec["retry_at"] is not None and now < rec["retry_at"]):
             return
         rec["retry_at"] = None
@@ -513,11 +524,12 @@ class Machine(object):
 
     # --- results -------------------------------------------------------------------------------
 
-    def _answered(self, result, kind):
+    def _answered(self, result, kind, state=None):
+        """The records that waited for this result (and, when given, are still in `state`)."""
         recs = []
         for event_id in result.event_ids:
             rec = self.record(event_id)
-            if rec is not None and rec["pending"] == kind:
+            if rec is not None and rec["pending"] == kind and (state is None or rec["state"] == state):
                 rec["pending"] = None
                 recs.append(rec)
         return recs
@@ -546,7 +558,7 @@ class Machine(object):
             self._drive(now, rec, out)
 
     def _hooks_result(self, now, result, out):
-        for rec in self._answered(result, "hooks"):
+        for rec in self._answered(result, "hooks", PRE_HOOKS if result.phase == "pre" else POST_HOOKS):
             data = {"runs": result.data.get("runs", [])}
             if result.phase == "pre":
                 rec["pre_hooks"] = "ok" if result.ok else "failed"

@@ -20,6 +20,7 @@ prometheus/rules/ alerts on them.
 from __future__ import annotations
 
 import datetime
+import re
 
 from ..files import write_atomically
 from ..lifecycle import OUTCOMES
@@ -72,6 +73,9 @@ UNLABELLED = ("events_pending", "holds_active", "approvals_total", "imds_errors_
               "last_successful_poll_timestamp_seconds")
 
 
+_UNWRITABLE = re.compile("[\x00-\x09\x0b-\x1f\x7f\ud800-\udfff]")
+
+
 def _escape(value):
     return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
@@ -81,8 +85,15 @@ def _label(value, default=""):
     text = default if value is None or value == "" else str(value)
     if len(text) > MAX_LABEL:
         text = text[:MAX_LABEL - 3] + "..."
-    # the file is UTF-8: an unpaired surrogate (as json.loads lets through) or a NUL becomes U+FFFD
-    return "".join("\ufffd" if char == "\0" or "\ud800" <= char <= "\udfff" else char for char in text)
+    # the file is UTF-8 and read line by line: an unpaired surrogate (as json.loads lets through), NUL and every other
+    # control character but the newline (which _escape writes as \n) become U+FFFD; a \r would end the line for some
+    # parsers
+    return _UNWRITABLE.sub("\ufffd", text)
+
+
+def _labels(labels):
+    """A series' key: every label value through _label, whoever the caller is."""
+    return tuple(sorted((name, _label(value)) for name, value in labels.items()))
 
 
 def _epoch(text):
@@ -104,14 +115,14 @@ class Metrics(object):
                 self.values[name][((label, value),)] = 0
 
     def inc(self, name, amount=1, **labels):
-        key = tuple(sorted(labels.items()))
+        key = _labels(labels)
         self.values[name][key] = self.values[name].get(key, 0) + amount
 
     def set(self, name, value, **labels):
-        self.values[name][tuple(sorted(labels.items()))] = value
+        self.values[name][_labels(labels)] = value
 
     def get(self, name, **labels):
-        return self.values[name].get(tuple(sorted(labels.items())), 0)
+        return self.values[name].get(_labels(labels), 0)
 
     def started(self, now, version=WATCHER_VERSION):
         """The process's identity: its start time and version, written from the first file on."""

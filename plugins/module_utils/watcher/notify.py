@@ -26,6 +26,7 @@ except ImportError:  # pragma: no cover - not on Linux
     syslog = None
 
 from .. import notify as transport
+from ..hold.common import printable
 
 USER_AGENT = "imds-watcher"
 REDACTED = "***"
@@ -50,10 +51,12 @@ class Redactor(object):
 
 
 def summary_line(transition):
-    """One line for syslog and the mail's subject."""
-    return "%s %s %s: %s (%s)" % (transition.get("vm") or "(this VM, name unknown)", transition.get("event_type") or "event",
-                                  transition.get("event_id"), transition.get("transition"),
-                                  " ".join(str(transition.get("detail") or "").split())[:300])
+    """One line for syslog and the mail's subject: every value printable() (no line break, control character or
+    bidi override of an event's fields reaches them raw), the detail's runs of spaces as one."""
+    return "%s %s %s: %s (%s)" % tuple(printable(v) for v in (
+        transition.get("vm") or "(this VM, name unknown)", transition.get("event_type") or "event",
+        transition.get("event_id"), transition.get("transition"),
+        " ".join(str(transition.get("detail") or "").split())[:300]))
 
 
 class Webhook(object):

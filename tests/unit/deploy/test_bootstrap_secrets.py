@@ -17,7 +17,7 @@ import yaml
 import bootstrap
 from bootstrap import BootstrapError
 from harness import secret_scan
-from harness.ansible_env import ansible_env
+from harness.ansible_env import ansible_env, ansible_program
 from harness.arm_template import Deployment
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
@@ -265,7 +265,7 @@ def test_jinja_in_the_operators_variables_reaches_the_playbook_as_written(tmp_pa
         "    - ansible.builtin.copy: {content: \"{{ probe | to_json }}\", dest: \"%s/probe.json\", mode: \"0600\"}\n"
         "    - ansible.builtin.copy: {content: \"{{ hook.content }}\", dest: \"%s/hook\", mode: \"0600\"}\n"
         % (tmp_path, tmp_path))
-    proc = subprocess.run([sys.executable, "-m", "ansible", "playbook", "-i", "localhost,", str(playbook),
+    proc = subprocess.run([ansible_program("ansible-playbook"), "-i", "localhost,", str(playbook),
                            "-e", "@%s" % variables, "-e", "ansible_python_interpreter=%s" % sys.executable],
                           env=ansible_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=600, check=False)
     output = proc.stdout.decode("utf-8", "replace")

@@ -3,6 +3,7 @@ authentication, Resource Graph with paging, the opt-in policy on ARM resources, 
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
@@ -117,6 +118,70 @@ def test_real_azure_identity_managed_identity_credential_reads_resource_graph(ar
     assert client.sim.arm.tokens_issued == 1
 
 
+def claims_of(token):
+    """The claims of an unverified JWT (a client's view: it never checks an access token's signature)."""
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+def test_tokens_name_the_managed_identity_tenant_and_audience(arm):
+    client = arm()
+    claims = claims_of(client.token())
+    tenant = client.sim.world.scenario.control_plane.tenant_id
+    assert claims["aud"] == "https://management.azure.com/" and claims["tid"] == tenant
+    assert claims["iss"] == f"https://sts.windows.net/{tenant}/"
+    assert (claims["appid"], claims["oid"]) == ("00000000-0000-4000-8000-00000000a11d",
+                                                "00000000-0000-4000-8000-00000000a0b1")
+    assert claims["exp"] - claims["iat"] == 24 * 3600
+
+
+def test_a_revoked_token_earns_a_claims_challenge_a_new_one_works(arm):
+    client = arm()
+    control = ControlClient(client.sim.control_url)
+    revoked = client.token()
+    assert client.graph()[0] == 200
+    assert control.revoke_tokens()["token_epoch"] == 1
+    status, headers, payload = client.arm("POST", GRAPH, {"query": GRAPH_QUERY})
+    assert status == 401 and payload["error"]["code"] == "InvalidAuthenticationToken"
+    assert "revoked" in payload["error"]["message"]
+    challenge = headers["WWW-Authenticate"]
+    assert challenge.startswith('Bearer authorization_uri="https://login.microsoftonline.com/')
+    assert 'error="insufficient_claims"' in challenge
+    encoded = challenge.split('claims="')[1].split('"')[0]
+    claims = json.loads(base64.urlsafe_b64decode(encoded))
+    assert claims["access_token"]["nbf"]["essential"] is True and int(claims["access_token"]["nbf"]["value"]) > 0
+    client._token = None  # pylint: disable=protected-access
+    assert client.token() != revoked and client.graph()[0] == 200
+    assert control.expire_tokens()["token_epoch"] == 2
+    status, headers, payload = client.arm("POST", GRAPH, {"query": GRAPH_QUERY})
+    assert status == 401 and "WWW-Authenticate" not in headers and "expired" in payload["error"]["message"]
+    assert client.arm("POST", GRAPH, {"query": GRAPH_QUERY}, token=revoked)[0] == 401  # revoked stays revoked
+
+
+def test_real_azure_identity_answers_the_claims_challenge_with_a_new_token(arm, monkeypatch):
+    """What the collection's client relies on: the managed-identity credential hands back its cached token, even a
+    revoked one, unless the claims of the challenge are passed, which bypasses its cache."""
+    identity = pytest.importorskip("azure.identity")
+    client = arm()
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy", "MSI_ENDPOINT",
+                 "MSI_SECRET", "IDENTITY_SERVER_THUMBPRINT", "AZURE_CLIENT_ID"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("IDENTITY_ENDPOINT", client.sim.identity_endpoint)
+    monkeypatch.setenv("IDENTITY_HEADER", client.sim.identity_header)
+    credential = identity.ManagedIdentityCredential()
+    scope = "https://management.azure.com/.default"
+    first = credential.get_token(scope).token
+    ControlClient(client.sim.control_url).revoke_tokens()
+    status, headers, _payload = client.arm("POST", GRAPH, {"query": GRAPH_QUERY}, token=first)
+    assert status == 401
+    assert credential.get_token(scope).token == first  # the cache does not know
+    encoded = headers["WWW-Authenticate"].split('claims="')[1].split('"')[0]
+    fresh = credential.get_token(scope, claims=base64.urlsafe_b64decode(encoded).decode("utf-8")).token
+    assert fresh != first and client.arm("POST", GRAPH, {"query": GRAPH_QUERY}, token=fresh)[0] == 200
+    assert client.sim.arm.tokens_issued == 2
+
+
 # -- Resource Graph -------------------------------------------------------------------------------------
 
 
@@ -205,6 +270,34 @@ def test_paging_over_more_than_1000_rows_with_skip_token(arm):
     assert client.graph(options={"$skip": 1200})[1]["count"] == 3
     truncated = client.graph(GRAPH_QUERY + " | project name", options={"$top": 10})[1]
     assert truncated["resultTruncated"] == "true" and "$skipToken" not in truncated and truncated["count"] == 10
+
+
+def test_resource_graph_quota_counts_down_and_refuses_when_spent_and_enforced(arm):
+    client = arm(scenario(resource_graph_quota={"requests": 3, "window": 10, "enforce": True}))
+    seen = []
+    for _query in range(3):
+        status, headers, _payload = client.arm("POST", GRAPH, {"query": GRAPH_QUERY})
+        seen.append((status, headers["x-ms-user-quota-remaining"], headers["x-ms-user-quota-resets-after"]))
+        client.fake.now += 2
+    assert seen == [(200, "2", "00:00:10"), (200, "1", "00:00:08"), (200, "0", "00:00:06")]
+    status, headers, payload = client.arm("POST", GRAPH, {"query": GRAPH_QUERY})
+    assert status == 429 and payload["error"]["code"] == "RateLimiting"
+    assert (headers["Retry-After"], headers["x-ms-user-quota-remaining"], headers["x-ms-user-quota-resets-after"]) == (
+        "4", "0", "00:00:04")
+    assert client.arm("POST", ack_path("availabilitySets", "as1", E_AS))[0] == 200  # ARM's other calls are not counted
+    client.fake.now += 4
+    status, headers, _payload = client.arm("POST", GRAPH, {"query": GRAPH_QUERY})
+    assert status == 200 and headers["x-ms-user-quota-remaining"] == "2"
+    assert [(entry["status"], entry["fault"]) for entry in ControlClient(client.sim.control_url).arm_requests()
+            if "ResourceGraph" in entry["path"]][3:] == [(429, "quota"), (200, None)]
+
+
+def test_resource_graph_quota_is_reported_but_not_enforced_by_default(arm):
+    client = arm()
+    answers = [client.arm("POST", GRAPH, {"query": GRAPH_QUERY}) for _query in range(16)]
+    assert [status for status, _headers, _payload in answers] == [200] * 16
+    assert [headers["x-ms-user-quota-remaining"] for _status, headers, _payload in answers][-3:] == ["1", "0", "0"]
+    assert "x-ms-user-quota-remaining" not in client.arm("GET", resource_path("virtualMachines", "c"))[1]
 
 
 # -- ARM resources: the scheduledEventsPolicy ----------------------------------------------------------

@@ -253,6 +253,11 @@ def test_a_large_fleet_loads_and_answers_a_page():
     ({"faults": [{"kind": "arm_status"}]}, "faults[0].code", "is required for kind 'arm_status'"),
     ({"faults": [{"kind": "expire_tokens", "until": 5}]}, "faults[0].until", "happens once"),
     ({"faults": [{"kind": "status", "code": 503, "retry_after": 5}]}, "faults[0].retry_after", "not used by kind"),
+    ({"control_plane": {"resource_graph_quota": {"requests": 0}}}, "control_plane.resource_graph_quota.requests",
+     "must be at least 1"),
+    ({"control_plane": {"resource_graph_quota": {"window": 0}}}, "control_plane.resource_graph_quota.window",
+     "greater than 0"),
+    ({"control_plane": {"resource_graph_quota": {"per": 5}}}, "control_plane.resource_graph_quota.per", "unknown key"),
 ])
 def test_scenario_errors(change, where, problem):
     data = {"vms": [{"name": "x"}], "scale_sets": [{"name": "s", "instances": 1}]}
@@ -267,6 +272,8 @@ def test_scenario_defaults_and_fault_views():
                              "faults": [{"kind": "throttle", "count": 2}, {"kind": "arm_status", "code": 503}]})
     assert parsed.control_plane.opted_in == () and parsed.control_plane.features_registered
     assert parsed.control_plane.retention == 3600 and parsed.control_plane.management_group == "mg-imds-sim"
+    assert (parsed.control_plane.quota_requests, parsed.control_plane.quota_window,
+            parsed.control_plane.quota_enforced) == (15, 5.0, False)
     assert [vm.name for vm in parsed.vms] == ["s_0", "s_1"] and parsed.vms[0].resource_group == "rg-ss"
     assert parsed.faults[0].as_dict() == {"id": None, "kind": "throttle", "from": 0.0, "until": None, "path": "/",
                                           "method": None, "count": 2, "retry_after": 5}

@@ -156,3 +156,21 @@ def test_invalid_fault_through_control_api(start_sim):
     client = start_sim(two_vm_scenario())
     status, body = client.control("POST", "/faults", {"kind": "status"})
     assert status == 400 and "code: is required" in body["error"]
+
+
+def test_fields_fault_writes_any_value_over_the_document_and_every_event(start_sim):
+    client = start_sim(with_faults({"kind": "fields", "vm": "a", "fields": {
+        "event": {"EventType": "$(x)\n", "DurationInSeconds": ["x"]}, "document": {"DocumentIncarnation": None}}}))
+    document = client.document("a")
+    assert document["DocumentIncarnation"] is None
+    assert [(e["EventType"], e["DurationInSeconds"]) for e in document["Events"]] == [("$(x)\n", ["x"])]
+    assert client.document("b")["Events"][0]["EventType"] != "$(x)\n"
+    assert client.sim.request_log.query("a")[-1]["fault"] == "fields"
+
+
+def test_fields_fault_needs_a_mapping_of_known_targets(start_sim):
+    client = start_sim(two_vm_scenario())
+    status, body = client.control("POST", "/faults", {"kind": "fields", "fields": {"row": {"id": "x"}}})
+    assert status == 400 and "unknown key" in body["error"]
+    status, body = client.control("POST", "/faults", {"kind": "fields"})
+    assert status == 400 and "fields: is required" in body["error"]

@@ -115,3 +115,12 @@ def test_rejections_name_what_was_not_understood(query, token, message):
     assert caught.value.token == token
     if token is not None:
         assert f"'{token}'" in caught.value.message or repr(token) in caught.value.message
+
+
+@pytest.mark.parametrize("literal, value", [
+    (r'"a\"b"', 'a"b'), (r"'a\'b'", "a'b"), (r'"back\\slash"', "back\\slash"), (r'"x\ny\tz\r"', "x\ny\tz\r"),
+    (r'"a | take 1 //"', "a | take 1 //"), ('"Zürich"', "Zürich"),
+])
+def test_string_literals_read_with_kustos_escapes(literal, value):
+    query = 'maintenanceresources | where type == "microsoft.maintenance/scheduledevents" | where name == %s' % literal
+    assert parse(query).conditions[-1].values == (value,)

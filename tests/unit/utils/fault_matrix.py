@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -25,9 +26,11 @@ SIMULATOR_DIR = os.path.abspath(os.path.join(HERE, "..", "..", "..", "simulator"
 if SIMULATOR_DIR not in sys.path:
     sys.path.insert(0, SIMULATOR_DIR)
 
+from imds_simulator.scenario import Checker, parse_fault  # noqa: E402  pylint: disable=wrong-import-position,import-error
 from imds_simulator.simulator import Simulator  # noqa: E402  pylint: disable=wrong-import-position,import-error
 
 MINE = "C7061BAC-AFDC-4513-B24B-AA5F13A16123"
+ATTEMPTS = re.compile(r"(\d+) attempts? in ")
 START = "2025-06-15T15:00:00Z"
 PAIR = [{"name": "myvm", "availability_set": "as1"}, {"name": "myvm-peer", "availability_set": "as1"}]
 MIXED = [{"name": "MyVM", "availability_set": "as1"}, {"name": "myvm-peer", "availability_set": "as1"}]
@@ -39,7 +42,8 @@ RETRIED = (404, 410, 429, 500, 503)
 @dataclasses.dataclass
 class FaultCase:
     """`fails`: a message the call must fail with (regex), else it must succeed; `status`: the
-    status the failure reports; `requests`: how many IMDS requests the call makes."""
+    status the failure reports; `requests`: how many IMDS requests the call makes (None: as many
+    attempts as the failure reports)."""
     event: dict = dataclasses.field(default_factory=lambda: dict(FREEZE))
     fault: dict = None
     fails: str = None
@@ -67,6 +71,19 @@ def _cases():
                              options={"timeout": 0.3, "first_timeout": 0.3}),
         # the warm-up outlasts `timeout` (so only `first_timeout` lets the first call through); the calls after it
         # must each be answered within `timeout`, so that is not cut fine for a loaded machine
+        # the deadline bounds every attempt, backoff and the cold first request; the message says what happened
+        "deadline-no-answer": FaultCase(
+            fault={"kind": "delay", "seconds": 300}, retries=100,
+            fails=r"IMDS GET /metadata/scheduledevents: no answer within the 0\.5 s deadline: 1 attempt in \d+\.\d s; "
+                  r"another after [\d.]+ s of backoff would not fit; last: timed out after 0\.3 s$",
+            options={"timeout": 0.3, "first_timeout": 0.3, "deadline": 0.5}),
+        "deadline-500-forever": FaultCase(
+            fault={"kind": "status", "code": 500}, retries=100, status=500, requests=None,
+            # (a loaded machine may take longer than `timeout` for the first 500: that part does not count)
+            fails=r"IMDS GET /metadata/scheduledevents: no answer within the 2 s deadline(, plus [\d.]+ s for the "
+                  r"service's first answer)?: \d+ attempts? in \d+\.\d s; another after [\d.]+ s of backoff would "
+                  r"not fit; last: answered 500 ",
+            options={"timeout": 0.3, "deadline": 2}),
         "warm-up-2-minutes-scaled": FaultCase(fault={"kind": "warmup", "seconds": 4.0},
                                               options={"timeout": 3.0, "first_timeout": 60.0}),
         "connection-refused": FaultCase(special="refused", fails="failed to connect", requests=0),
@@ -169,7 +186,7 @@ class Served(object):
 
     def check_budget(self, at_least=0):
         """At most 5 requests in any second, and the simulator never had to throttle on its own."""
-        log = self.requests(at_least)
+        log = self.requests(at_least or 0)
         stamps = [entry["wall_time"] for entry in log]
         for i, start in enumerate(stamps):
             assert len([s for s in stamps[i:] if s - start < 1.0]) <= 5
@@ -178,4 +195,57 @@ class Served(object):
 
     def stop(self):
         self.held.close()
+        self.sim.stop()
+
+
+def expected_requests(case, message):
+    """How many requests the call must have made: the case's number, or the attempts its failure reports."""
+    if case.requests is not None:
+        return case.requests
+    return int(ATTEMPTS.search(message).group(1))
+
+
+# --- hostile values in every field (tests/unit/utils/hostile.py) ----------------------------------------------------
+
+# Every field of an IMDS event, and the document's own.
+EVENT_FIELDS = ("EventId", "EventType", "ResourceType", "Resources", "EventStatus", "NotBefore", "Description",
+                "EventSource", "DurationInSeconds")
+DOCUMENT_FIELDS = ("DocumentIncarnation",)
+
+
+class HostileImds(object):
+    """One simulator for a whole hostile-input suite: myvm has one Scheduled Reboot (MINE); inject() writes a value
+    over one field of what IMDS serves (a `fields` fault), clear() puts things back between cases. No rate limit:
+    the suite sends hundreds of requests, each case a few."""
+
+    def __init__(self):
+        scenario = {"name": "hostile", "clock": "manual", "start_time": START, "rate_limit": 0, "vms": PAIR,
+                    "events": [{"id": MINE, "type": "Reboot", "resources": ["myvm"], "at": 0, "notice": 900}]}
+        self.sim = Simulator.from_scenario(scenario, port=0, control_port=None)
+        self.sim.start()
+        self.world = self.sim.world
+        self.world.advance(1)
+        self.endpoint = self.sim.endpoint("myvm")
+
+    def inject(self, field, value):
+        """Serve `value` in `field` (an event's, or the document's); Resources gets it as its only entry, unless
+        it is of the wrong type for a list. Returns what the document now holds there."""
+        if field == "Resources" and not isinstance(value, (list, dict)):
+            value = [value]
+        target = "document" if field in DOCUMENT_FIELDS else "event"
+        self.add_fault({"kind": "fields", "path": "/metadata/scheduledevents", "method": "GET",
+                        "fields": {target: {field: value}}})
+        return value
+
+    def add_fault(self, data):
+        """Straight to the world (the control API would also wait for the listeners to settle, at every call)."""
+        self.world.add_fault(parse_fault(Checker("fault"), data, "", list(self.world.vms.values())))
+
+    def clear(self):
+        self.world.clear_faults()
+        if self.world.approvals:
+            self.sim.reset()
+            self.world.advance(1)
+
+    def stop(self):
         self.sim.stop()

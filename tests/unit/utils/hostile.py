@@ -21,6 +21,7 @@ them as absent, never crashes). Standard library only: the system tests and the 
 from __future__ import annotations
 
 import collections
+import html.parser
 import os
 
 # What TEMPLATE renders to: seeing it anywhere means a template engine evaluated event data.
@@ -54,6 +55,7 @@ def strings(canary):
         ("option-like", "--help -rf --output=/etc/passwd", "shell"),
         # lines and terminals
         ("newlines", "first line\nsecond line\r\nthird\rfourth", "text"),
+        ("header-injection", "subject\r\nBcc: injected@example.invalid\r\nX-Hostile: 1", "text"),
         ("ansi-escapes", "\x1b[31mred\x1b[0m \x1b]0;title\x07 \x1b[2J", "text"),
         ("nul-byte", "before\x00after", "text"),
         ("lone-surrogate", "before\udcffafter", "text"),
@@ -128,6 +130,35 @@ def traces(canary, *outputs):
     return found
 
 
+def clear(canary):
+    """Remove a canary an earlier run left, so that a trace is this run's."""
+    if os.path.lexists(canary):
+        os.unlink(canary)
+
+
 def assert_no_trace(canary, *outputs):
     found = traces(canary, *outputs)
     assert not found, "; ".join(found)
+
+
+class HtmlCensus(html.parser.HTMLParser):
+    """The elements of an HTML page (tag, attributes) in order, and its text (entities decoded): what a test compares
+    with what the page's own template writes, to tell a value shown as text from one that became markup."""
+
+    def __init__(self, page=None):
+        super(HtmlCensus, self).__init__(convert_charrefs=True)
+        self.tags = []
+        self.text = []
+        if page is not None:
+            self.feed(page)
+            self.close()
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+    def handlers(self):
+        """Elements with an event handler attribute (onerror=, onload=...)."""
+        return [(tag, attrs) for tag, attrs in self.tags if any(name.startswith("on") for name in attrs)]

@@ -20,10 +20,31 @@ from urllib.parse import parse_qsl, urlsplit
 Answer = collections.namedtuple("Answer", "status body headers delay action")
 
 
+def outcome_of(call, bound=120):
+    """What `call` returned, or the exception it raised, once it has finished. Fails when it is still running after
+    `bound` seconds: a bounded wait for a client that must give up on its own, not a measure of how long it took."""
+    box = {}
+
+    def run():
+        try:
+            box["outcome"] = call()
+        except Exception as exc:  # pylint: disable=broad-exception-caught  # handed to the test, which checks it
+            box["outcome"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(bound)
+    assert not thread.is_alive(), "still running after %d s" % bound
+    return box["outcome"]
+
+
 def answer(status=200, body=None, headers=None, delay=0.0, action=None):
     """`delay`: seconds to wait before answering (the client must tolerate them). `action="hang"`: never answer
     while the test runs (the connection is dropped at stop()), for a client that must time out whatever the
-    machine's load: a fixed delay only beats the client's timeout when the client is not held up longer."""
+    machine's load: a fixed delay only beats the client's timeout when the client is not held up longer.
+    `action="trickle"`: the status and headers, then a body of a byte every 0.05 s that never ends while the test
+    runs; `"trickle-head"`: the same inside a header line. Either never leaves a socket read waiting long, so only
+    a bound on the whole exchange stops a client."""
     if isinstance(body, (dict, list)):
         body = json.dumps(body)
     if isinstance(body, str):
@@ -57,6 +78,10 @@ class ScriptedServer(object):
                     time.sleep(reply.delay)
                 if reply.action == "hang":
                     server.stopping.wait(300)
+                if reply.action in ("trickle", "trickle-head"):
+                    self.close_connection = True
+                    self._trickle(reply.action)
+                    return
                 if reply.action in ("drop", "hang"):
                     self.close_connection = True
                     self.connection.shutdown(2)
@@ -73,6 +98,18 @@ class ScriptedServer(object):
                 self.wfile.write(reply.body)
                 if reply.action == "truncate":
                     self.close_connection = True
+
+            def _trickle(self, action):
+                head = b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n" if action == "trickle" \
+                    else b"HTTP/1.1 200 OK\r\nX-Slow: "
+                try:
+                    self.wfile.write(head)
+                    self.wfile.flush()
+                    while not server.stopping.wait(0.05):
+                        self.wfile.write(b" ")
+                        self.wfile.flush()
+                except OSError:  # the client hung up
+                    pass
 
             do_GET = _serve
             do_POST = _serve

@@ -29,7 +29,8 @@ description:
     C(row_id), C(finished) ...). A late or repeated status (Started after Completed) emits nothing.
   - A scheduled event that cannot be read emits C(change=unreadable) with C(problem); other event types are logged
     and acknowledged.
-  - Every request must be authenticated, the validation handshake included - by the shared O(token) (in the
+  - >-
+    Every request must be authenticated, the validation handshake included - by the shared O(token) (in the
     subscription URL's query, C(?code=<token>), or an C(Authorization: Bearer <token>) delivery header), or by a
     Microsoft Entra ID access token (C(Authorization: Bearer <JWT>), what an Event Grid subscription with Microsoft
     Entra authentication sends) when O(entra_tenant_id) and O(entra_audience) are set. With both configured,

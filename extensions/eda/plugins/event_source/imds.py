@@ -8,7 +8,9 @@ It polls IMDS through the collection's one client (no proxy, the 5 requests/s bu
 call) and turns documents into lifecycle changes with the watcher's rules (module_utils/lifecycle.py): one event
 when an event appears, is updated, approved, started, and when it is gone (completed, cancelled or vanished). An unchanged
 document emits nothing; an IMDS failure is logged and the next poll backs off (1, 2, 4 ... up to max_backoff
-seconds) without ending the rulebook.
+seconds) without ending the rulebook. Without vm_name, and while IMDS does not name this VM, it polls on as the
+watcher does (health.VM_NAME_UNKNOWN): events are of scope unknown, never this VM's, and the name is asked again
+1, 2, 4 ... 60 seconds later.
 """
 
 from __future__ import annotations
@@ -37,10 +39,21 @@ options:
     type: str
     default: "2020-07-01"
   vm_name:
-    description: This VM's Azure resource name (compute/name); asked from IMDS when not given.
+    description:
+      - This VM's Azure resource name (compute/name, the name the events' C(Resources) list); asked from IMDS when
+        not given.
+      - When IMDS answers without it (Microsoft's mock server has no compute endpoint; some images block it), the
+        source does not stop. It polls on and emits events whose C(scheduled_event.scope) is C(unknown) and
+        C(affects_this_vm) null, never as this VM's, and without C(vm). It logs a warning once, and asks for the name
+        again 1, 2, 4 ... 60 seconds later; once IMDS gives it, events are attributed as usual. Setting O(vm_name)
+        avoids all of this.
     type: str
   this_vm_only:
-    description: Only events whose Resources list this VM (peers' events in an availability set say nothing).
+    description:
+      - Only events whose Resources list this VM (peers' events in an availability set say nothing).
+      - While this VM's name is unknown, whose an event is cannot be told, so every event is emitted (with scope
+        C(unknown)). One that turns out to be only a peer's says nothing more once the name is known, but its
+        C(gone).
     type: bool
     default: true
   event_types:
@@ -108,6 +121,7 @@ from ansible_collections.imds.scheduled_events.plugins.module_utils.lifecycle im
     BOOT_ID_FILE, DEFAULT_CONFIRM_POLLS, DocumentTracker, read_boot_id, validate_tracker_state)
 from ansible_collections.imds.scheduled_events.plugins.module_utils.sources import (  # noqa: E402
     Argument, ArgumentError, RepeatedLog, StateFile, check_args, poll_forever, rulebook_event)
+from ansible_collections.imds.scheduled_events.plugins.module_utils.watcher.health import NameSearch  # noqa: E402
 
 SOURCE = "imds.scheduled_events.imds"
 ARGS = {
@@ -150,6 +164,9 @@ class ImdsSource(object):
             raise ArgumentError("%s: %s" % (SOURCE, exc))
         self.clock = clock
         self.selection = EventFilter(types=self.args["event_types"], this_vm_only=self.args["this_vm_only"])
+        # While this VM's name is unknown no event is known to be its own: this_vm_only would silence them all.
+        self.unnamed_selection = EventFilter(types=self.args["event_types"])
+        self.naming = NameSearch()
         self.state_file = None
         if self.args["state_file"]:
             self.state_file = StateFile(self.args["state_file"], logger, clock=clock)
@@ -157,21 +174,54 @@ class ImdsSource(object):
         self.tracker = None
         self.failures = RepeatedLog(logger)
 
+    def _this_vm(self):
+        """vm_name, else the name IMDS gives, else ThisVm.unknown() until the next try (NameSearch's backoff) when
+        IMDS answers without a name (404, 403, an unusable name). Before the first document, a failure that is no
+        such answer (IMDS down or busy: 410, 429, 5xx, no connection) fails the poll instead, which is tried again."""
+        if self.args["vm_name"]:
+            return ThisVm(self.args["vm_name"])
+        try:
+            vm = ThisVm(self.client.compute_name())
+        except ImdsError as exc:
+            answered = not exc.retryable if exc.status is None else exc.status < 500 and exc.status not in (410, 429)
+            if not answered and self.tracker is None:
+                raise
+            self.naming.failed(self.clock(), exc)
+            logger.log(logging.WARNING if self.naming.failures == 1 else logging.DEBUG,
+                       "%s: vm_name is not set and IMDS does not name this VM (%s): events are emitted with scope "
+                       "unknown, never as this VM's, until it does; set vm_name to this VM's Azure resource name "
+                       "(asked again in %g s)", SOURCE, exc, self.naming.delay())
+            return ThisVm.unknown()
+        if self.naming.failures:
+            logger.info("%s: this VM is %s (compute/name, after %d failed request(s)): events are attributed as usual",
+                        SOURCE, vm.name, self.naming.failures)
+        return vm
+
     def _start(self):
-        name = self.args["vm_name"] or self.client.compute_name()
-        vm = ThisVm(name)
+        vm = self._this_vm()
         saved = self.state_file.load(validate_tracker_state) if self.state_file else None
         boot_id = read_boot_id(self.args["boot_id_file"])
         self.tracker = DocumentTracker(vm, boot_id, confirm_polls=self.args["confirm_polls"],
-                                       selection=self.selection, state=saved)
-        logger.info("%s: watching scheduled events of %s (boot %s, %d event(s) from the state file)", SOURCE, name,
-                    boot_id, len(self.tracker.events))
+                                       selection=self.selection if vm.known else self.unnamed_selection, state=saved)
+        logger.info("%s: watching scheduled events of %s (boot %s, %d event(s) from the state file)", SOURCE,
+                    vm.name or "this VM (name unknown)", boot_id, len(self.tracker.events))
+
+    def _name_again(self):
+        if self.tracker.vm.known or not self.naming.due(self.clock()):
+            return
+        vm = self._this_vm()
+        if vm.known:
+            self.tracker.vm = vm
+            self.tracker.selection = self.selection
 
     def poll(self):
-        """One request (the first also asks this VM's name); the rulebook events it leads to."""
+        """One request (and, while this VM's name is unknown and a try is due, one for the name); the rulebook
+        events it leads to."""
         try:
             if self.tracker is None:
                 self._start()
+            else:
+                self._name_again()
             document = self.client.get_document()
         except ImdsError as exc:
             self.failures.failed("%s: IMDS poll failed: %s" % (SOURCE, exc), "; next in %g s" % self.next_delay(1))

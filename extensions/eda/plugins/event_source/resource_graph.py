@@ -100,7 +100,7 @@ except ImportError:  # ansible-rulebook runs this file by path: put the collecti
     sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), *[os.pardir] * 7)))
 
 from ansible_collections.imds.scheduled_events.plugins.module_utils.control_plane import (  # noqa: E402
-    AUTH_SOURCES, DEFAULT_ENDPOINT, ArmClient, ControlPlaneError, build_query, credential, query_events)
+    AUTH_SOURCES, DEFAULT_ENDPOINT, ControlPlaneError, build_query, query_events, signed_in_client)
 from ansible_collections.imds.scheduled_events.plugins.module_utils.events import (  # noqa: E402
     KNOWN_EVENT_TYPES, NamedVms)
 from ansible_collections.imds.scheduled_events.plugins.module_utils.imds import poll_delay  # noqa: E402
@@ -139,8 +139,8 @@ class ResourceGraphSource(object):
             raise ArgumentError("%s: max_backoff must be at least poll_interval" % SOURCE)
         try:
             self.query = build_query(types=self.args["event_types"], resource_groups=self.args["resource_groups"])
-            self.client = client or ArmClient(
-                credential(self.args["auth_source"], self.args["client_id"], self.args["secret"], self.args["tenant"]),
+            self.client = client or signed_in_client(
+                self.args["auth_source"], self.args["client_id"], self.args["secret"], self.args["tenant"],
                 endpoint=self.args["management_endpoint"])
         except (ValueError, ControlPlaneError) as exc:
             raise ArgumentError("%s: %s" % (SOURCE, exc))

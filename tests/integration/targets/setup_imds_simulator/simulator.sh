@@ -16,10 +16,13 @@ export PYTHONPATH="$IMDS_COLLECTION_ROOT/tests/guard${PYTHONPATH:+:$PYTHONPATH}"
 # explicit async dir also keeps the async start and async_status agreeing when HOME is not the user's home.
 export ANSIBLE_HOME="${OUTPUT_DIR:?ansible-test sets OUTPUT_DIR}/ansible-home"
 export ANSIBLE_ASYNC_DIR="$ANSIBLE_HOME/async" ANSIBLE_LOCAL_TEMP="$ANSIBLE_HOME/tmp" ANSIBLE_REMOTE_TEMP="$ANSIBLE_HOME/tmp"
+# So does the IMDS client's pacing file (ansible-test passes no IMDS_SE_PACE_DIR: as root it would be in /run).
+export IMDS_SE_PACE_DIR="$OUTPUT_DIR/pace"
+[ -d "$IMDS_SE_PACE_DIR" ] || mkdir -m 0700 "$IMDS_SE_PACE_DIR"
 
 start_imds_simulator() {
   local dir
-  dir=$(mktemp -d)
+  dir=$(mktemp -d "$OUTPUT_DIR/simulator.XXXXXX")
   IMDS_SIM_READY="$dir/ready.json"
   PYTHON=python "$IMDS_COLLECTION_ROOT/simulator/imds-simulator" --port 0 --control-port 0 \
     --ready-file "$IMDS_SIM_READY" "$@" >"$dir/simulator.log" 2>&1 &

@@ -7,8 +7,11 @@ and secrets, against a real aiosmtpd server and a loopback webhook."""
 
 from __future__ import annotations
 
+import email
+import email.policy
 import json
 import os
+import re
 from unittest import mock
 
 import pytest
@@ -16,7 +19,9 @@ import pytest
 from ansible.errors import AnsibleActionFail
 
 from ansible_collections.imds.scheduled_events.plugins.action import fleet_publish
+from ansible_collections.imds.scheduled_events.plugins.module_utils import fleet
 from ansible_collections.imds.scheduled_events.plugins.module_utils.fleet import build_report
+from ansible_collections.imds.scheduled_events.tests.unit.utils import hostile, hostile_fleet
 from ansible_collections.imds.scheduled_events.tests.unit.utils.loopback import WebhookReceiver, start_mailbox
 
 PASSWORD = "pw-9f8e7d6c5b4a"
@@ -189,3 +194,28 @@ def test_bad_arguments(tmp_path, args, message):
     full.update(args)
     with pytest.raises(AnsibleActionFail, match=message):
         run(full)
+
+
+def test_every_hostile_value_through_real_smtp_and_a_webhook(tmp_path, smtp, hook):
+    """One report with every value of the hostile table in every field (tests/unit/utils/hostile_fleet.py), through
+    the action to a real SMTP server and webhook on loopback: the mail has its own headers only and every value
+    (one line each) in its body, the webhook's JSON keeps every value and its text no mention or link, and the JSON
+    report is valid UTF-8 with every value."""
+    values = hostile.strings(str(tmp_path / "canary"))
+    data = build_report(hostile_fleet.table_hosts(values), now=hostile_fleet.NOW, title="Hostile fleet")
+    args = channels(tmp_path, smtp, hook, report=data, json_path=str(tmp_path / "r.json"))
+    result = run(args)
+    assert result["alerts"] == {"email": "sent to oncall@example.test", "webhook": "sent (HTTP 204)"}
+    mail = email.message_from_string(smtp.texts[0], policy=email.policy.default)
+    assert sorted(mail.keys()) == sorted(["From", "To", "Subject", "Date", "Message-ID", "Auto-Submitted",
+                                          "Content-Type", "Content-Transfer-Encoding", "MIME-Version"])
+    body = mail.get_content()
+    payload = hook.requests[0]["json"]
+    held = dict((h["host"], h["text"]) for h in payload["changes"]["new_holds"])
+    for case in values:
+        shown = fleet.displayable(case.value)
+        assert fleet.one_line(shown) in body, case.name
+        assert held[fleet.displayable("%s/%s" % (case.name, case.value))] == shown, case.name
+    assert not re.search(r"<|>|@\w|\]\(", payload["text"]), "no mention, link or markup in what chat shows"
+    assert json.loads((tmp_path / "r.json").read_bytes().decode("utf-8")) == data
+    hostile.assert_no_trace(str(tmp_path / "canary"), body, json.dumps(payload))

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 
@@ -267,12 +268,19 @@ def test_missing_requests_is_a_lookup_error(lookup, server, plugin_module, monke
 
 def test_documented_choices_and_defaults_match_the_client(plugin_module):
     imds = imds_module()
-    options = yaml.safe_load(plugin_module.DOCUMENTATION)["options"]
+    documentation = yaml.safe_load(plugin_module.DOCUMENTATION)
+    options = documentation["options"]
     assert options["api_version"]["choices"] == list(imds.API_VERSIONS)
     assert options["api_version"]["default"] == imds.DEFAULT_API_VERSION
-    assert options["timeout"]["default"] == imds.DEFAULT_TIMEOUT
-    assert options["first_timeout"]["default"] == imds.DEFAULT_FIRST_TIMEOUT
-    assert options["retries"]["default"] == imds.DEFAULT_RETRIES
     assert options["endpoint"]["env"] == [{"name": imds.ENDPOINT_ENV}]
+    # timing and retries: from the fragment the modules share, so every entry point documents them the same way
+    assert "imds.scheduled_events.imds.REQUESTS" in documentation["extends_documentation_fragment"]
+    shared = yaml.safe_load(importlib.import_module(
+        "ansible_collections.imds.scheduled_events.plugins.doc_fragments.imds").ModuleDocFragment.REQUESTS)["options"]
+    assert shared["timeout"]["default"] == imds.DEFAULT_TIMEOUT
+    assert shared["first_timeout"]["default"] == imds.DEFAULT_FIRST_TIMEOUT
+    assert shared["retries"]["default"] == imds.DEFAULT_RETRIES
+    assert shared["deadline"]["default"] == imds.DEFAULT_DEADLINE
+    assert not set(shared) & set(options)
     for section in ("EXAMPLES", "RETURN"):
         assert yaml.safe_load(getattr(plugin_module, section))

@@ -2,9 +2,11 @@
 # Copyright: imds.scheduled_events contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 
-"""Fixtures for client tests: a scripted loopback server and a fake clock."""
+"""Fixtures for client tests: a scripted loopback server and fake clocks."""
 
 from __future__ import annotations
+
+import time
 
 import pytest
 
@@ -30,6 +32,22 @@ class FakeClock(object):
 
     def __call__(self):
         return self.now
+
+
+class RealClockFakeSleep(object):
+    """Real time plus what was slept, for a client that waits on real sockets: what a server makes it wait counts,
+    and its backoff is recorded (in `calls`) and counted without being slept."""
+
+    def __init__(self):
+        self.calls = []
+        self._slept = 0.0
+
+    def __call__(self):
+        return time.monotonic() + self._slept
+
+    def sleep(self, seconds):
+        self.calls.append(seconds)
+        self._slept += seconds
 
 
 @pytest.fixture
@@ -66,3 +84,8 @@ def make_client(server, clock, sleep):
         options.update(kwargs)
         return imds.ImdsClient(**options)
     return make
+
+
+@pytest.fixture
+def real_clock():
+    return RealClockFakeSleep()

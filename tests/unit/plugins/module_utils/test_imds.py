@@ -5,19 +5,28 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import stat
+import subprocess
+import sys
+import tempfile
 
 import pytest
 
 from ansible_collections.imds.scheduled_events.plugins.module_utils import imds
-from ansible_collections.imds.scheduled_events.plugins.module_utils.imds import ImdsClient, ImdsError, RateLimiter
+from ansible_collections.imds.scheduled_events.plugins.module_utils.imds import ImdsClient, ImdsError, PaceRecord
 
+from ansible_collections.imds.scheduled_events.tests.unit.utils.fault_matrix import FaultCase, Served
 from ansible_collections.imds.scheduled_events.tests.unit.utils.loopback import refused_port
-from ansible_collections.imds.scheduled_events.tests.unit.utils.scripted_server import answer
+from ansible_collections.imds.scheduled_events.tests.unit.utils.scripted_server import answer, outcome_of
 
 GUID = "C7061BAC-AFDC-4513-B24B-AA5F13A16123"
 DOC = {"DocumentIncarnation": 4, "Events": [{
     "EventId": GUID, "EventType": "Reboot", "ResourceType": "VirtualMachine", "Resources": ["myvm", "peer"],
     "EventStatus": "Scheduled", "NotBefore": "Mon, 11 Apr 2026 22:26:58 GMT"}]}
+HERE = os.path.dirname(os.path.abspath(__file__))
+GUARD = os.path.abspath(os.path.join(HERE, "..", "..", "..", "..", "guard"))
 
 
 # -- the request itself ------------------------------------------------------------
@@ -148,16 +157,18 @@ def test_other_4xx_are_not_retried(server, make_client, sleep, status):
 
 def test_retries_are_bounded_and_the_error_says_so(server, make_client, sleep):
     server.default = answer(500, "boom")
-    with pytest.raises(ImdsError, match=r"answered 500 .*gave up after 5 attempts"):
+    with pytest.raises(ImdsError) as caught:
         make_client(retries=4).get_document()
-    assert len(server.requests) == 5
-    assert len(sleep.calls) == 4
+    assert str(caught.value) == ("IMDS GET /metadata/scheduledevents: gave up after 5 attempts in 15.0 s; "
+                                 "last: answered 500 Internal Server Error: boom")
+    assert len(server.requests) == 5 and caught.value.attempts == 5
+    assert sleep.calls == [1.0, 2.0, 4.0, 8.0] and caught.value.elapsed == 15.0  # on the injected clock
 
 
 def test_backoff_grows_exponentially_is_capped_and_jittered(server, make_client, sleep):
     server.default = answer(503, "")
     with pytest.raises(ImdsError):
-        make_client(retries=6, backoff=1.0, max_backoff=8.0, jitter=lambda: 1.0).get_document()
+        make_client(retries=6, backoff=1.0, max_backoff=8.0, jitter=lambda: 1.0, deadline=600).get_document()
     assert sleep.calls == [1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
     sleep.calls[:] = []
     with pytest.raises(ImdsError):
@@ -217,16 +228,148 @@ def test_warm_up_is_granted_once_per_process_not_per_client(server, make_client)
         make_client(timeout=0.2, first_timeout=60.0, retries=0).get_document()
 
 
+# -- the deadline ----------------------------------------------------------------------------
+
+def test_a_server_that_answers_500_forever_is_bounded_by_the_deadline(server, make_client, sleep):
+    server.default = answer(500, "boom")
+    error = outcome_of(make_client(deadline=10, retries=1000, backoff=1.0, max_backoff=2.0).get_document)
+    # on the injected clock: attempts at 0, 1, 3, 5, 7 and 9 s; a seventh, after 2 s more, would end past 10 s
+    assert str(error) == ("IMDS GET /metadata/scheduledevents: no answer within the 10 s deadline: 6 attempts in 9.0 s; "
+                          "another after 2.0 s of backoff would not fit; last: answered 500 Internal Server Error: boom")
+    assert error.retryable and error.status == 500 and error.attempts == 6 and error.elapsed == 9.0
+    assert len(server.requests) == 6 and sleep.calls == [1.0, 2.0, 2.0, 2.0, 2.0]
+
+
+def _warm(server, client):
+    server.script(answer(200, DOC))
+    client.get_document()
+    server.requests[:] = []
+
+
+def check_deadline_message(error, server, bound, last):
+    """The message names the bound, the attempts (as many as the server saw) and the time they took (as the client
+    measured it), and the last error."""
+    assert isinstance(error, ImdsError) and error.retryable, error
+    match = re.match(r"IMDS GET /metadata/scheduledevents: no answer within %s: (\d+) attempts? in "
+                     r"(\d+\.\d) s; (.*; )?last: %s$" % (re.escape(bound), last), str(error))
+    assert match, str(error)
+    assert int(match.group(1)) == error.attempts == len(server.requests) >= 1
+    assert match.group(2) == "%.1f" % error.elapsed
+
+
+def test_a_server_that_accepts_and_never_answers_is_bounded_by_the_deadline(server, make_client, real_clock):
+    client = make_client(timeout=0.5, first_timeout=0.5, deadline=1.2, retries=1000, backoff=0.01,
+                         clock=real_clock, sleep=real_clock.sleep)
+    _warm(server, client)
+    server.default = answer(action="hang")
+    error = outcome_of(client.get_document)
+    check_deadline_message(error, server, "the 1.2 s deadline", r"timed out after [\d.]+ s")
+    assert len(real_clock.calls) == error.attempts - 1  # the backoff between them, and none after the last
+
+
+@pytest.mark.parametrize("action", ["trickle", "trickle-head"])
+def test_a_server_that_trickles_bytes_is_cut_off_at_the_deadline(server, make_client, real_clock, action):
+    """A byte every 0.05 s never trips a socket's timeout: only the bound on the whole attempt stops it."""
+    client = make_client(timeout=0.5, first_timeout=0.5, deadline=1.2, retries=1000, backoff=0.01,
+                         clock=real_clock, sleep=real_clock.sleep)
+    _warm(server, client)
+    server.default = answer(action=action)
+    error = outcome_of(client.get_document)
+    check_deadline_message(error, server, "the 1.2 s deadline", r"timed out after [\d.]+ s")
+
+
+def test_the_services_first_answer_does_not_count_against_the_deadline(server, make_client, real_clock):
+    server.default = answer(action="hang")
+    client = make_client(timeout=0.3, first_timeout=2.0, deadline=1.5, retries=1000, backoff=0.01,
+                         clock=real_clock, sleep=real_clock.sleep)
+    error = outcome_of(client.get_document)
+    # cold: the first request waited first_timeout (2 s), longer than the whole deadline; what it took beyond the
+    # timeout (1.7 s) did not count, so the retries still had their time
+    check_deadline_message(error, server, "the 1.5 s deadline, plus 1.7 s for the service's first answer",
+                           r"timed out after [\d.]+ s")
+    assert error.attempts >= 2
+
+
+def test_a_wait_bounds_each_call_by_what_is_left_of_it(server, make_client, sleep):
+    server.default = answer(500, "boom")
+    error = outcome_of(lambda: make_client(deadline=30, retries=1000, backoff=1.0, max_backoff=2.0)
+                       .get_document(within=10))
+    assert str(error).startswith("IMDS GET /metadata/scheduledevents: no answer within the 10 s left: 6 attempts in "
+                                 "9.0 s;")
+    assert sum(sleep.calls) == 9.0
+
+
+def test_the_deadline_bounds_the_wait_for_a_slot_in_the_budget(server, make_client, clock, sleep):
+    client = make_client(deadline=0.5, retries=0)
+    for dummy in range(5):
+        client.get_document()  # the budget of this (fake) second is spent
+    error = outcome_of(client.get_document)
+    assert str(error) == ("IMDS GET /metadata/scheduledevents: no answer within the 0.5 s deadline: 0 attempts in "
+                          "0.0 s; no free slot in the budget of 5 requests per second")
+    assert len(server.requests) == 5 and sleep.calls == []
+
+
+def test_a_deadline_must_be_positive(server, make_client):
+    with pytest.raises(ImdsError, match="deadline must be positive"):
+        make_client(deadline=0)
+
+
+def test_a_service_that_answered_another_process_lately_is_warm(server, make_client):
+    make_client().get_document()
+    imds._WARMED.clear()  # a new process of the same user
+    server.default = answer(action="hang")
+    error = outcome_of(make_client(timeout=0.2, first_timeout=60.0, retries=0).get_document, bound=50)
+    assert str(error) == "IMDS GET /metadata/scheduledevents timed out after 0.2 s"  # not 60 s
+
+
+def test_an_answer_older_than_the_warm_period_means_cold_again(server, make_client, clock):
+    make_client().get_document()
+    imds._WARMED.clear()
+    clock.now += imds.WARM_FOR + 1
+    server.default = answer(action="hang")
+    error = outcome_of(make_client(timeout=0.2, first_timeout=0.6, retries=0).get_document)
+    assert str(error) == "IMDS GET /metadata/scheduledevents timed out after 0.6 s"
+
+
+def test_the_vms_name_never_waits_for_the_scheduled_events_warm_up(server, make_client):
+    """compute/name is instance metadata, always on: only scheduled events enable themselves on first use."""
+    server.default = answer(action="hang")
+    error = outcome_of(make_client(timeout=0.2, first_timeout=60.0, retries=0).compute_name, bound=50)
+    assert str(error) == "IMDS GET /metadata/instance/compute/name timed out after 0.2 s"
+
+
 # -- the 5 requests/s budget -----------------------------------------------------------------
 
-def test_rate_limiter_never_lets_more_than_five_through_in_any_second(clock, sleep):
-    limiter = RateLimiter(5, clock=clock, sleep=sleep)
-    stamps = []
-    for dummy in range(23):
-        limiter.acquire()
-        stamps.append(clock())
-    for i, start in enumerate(stamps):
-        assert len([s for s in stamps[i:] if s - start < 1.0]) <= 5
+def test_pace_never_lets_more_than_five_arrive_in_any_second(clock):
+    """A request counts from before it leaves until a second after its answer, so whenever the server logs its
+    arrival (as it leaves, as it is answered, anything between), no second holds more than five."""
+    record = PaceRecord()
+    sent, answered = [], []
+    for number in range(23):
+        token = "t%d" % number
+        while True:
+            wait = record.take(token, clock(), hold=5.0, rate=5)
+            if not wait:
+                break
+            clock.now += wait
+        sent.append(clock())
+        clock.now += (number % 4) * 0.1  # the answer takes 0 to 0.3 s
+        record.finish(token, clock())
+        answered.append(clock())
+    for stamps in (sent, answered):
+        for i, start in enumerate(stamps):
+            assert len([s for s in stamps[i:] if s - start < 1.0]) <= 5
+
+
+def test_a_request_in_flight_keeps_its_slot_until_it_ends(clock):
+    record = PaceRecord()
+    for number in range(5):
+        assert record.take("t%d" % number, clock(), hold=5.0, rate=5) == 0
+    clock.now += 3.0  # none answered yet: the budget is still spent
+    assert record.take("late", clock(), hold=5.0, rate=5) > 0
+    record.finish("t0", clock())
+    clock.now += 1.0
+    assert record.take("late", clock(), hold=5.0, rate=5) == 0
 
 
 def test_retry_storm_stays_within_budget(server, make_client, clock):
@@ -245,6 +388,150 @@ def test_retry_storm_stays_within_budget(server, make_client, clock):
     assert len(stamps) == 10
     for i, start in enumerate(stamps):
         assert len([s for s in stamps[i:] if s - start < 1.0]) <= 5
+
+
+def test_pacing_costs_nothing_while_the_budget_is_free(server, make_client, sleep):
+    client = make_client()
+    for dummy in range(5):
+        client.get_document()
+    assert sleep.calls == []
+    client.get_document()  # the sixth within the same (fake) second waits for the first to leave the window
+    assert sleep.calls == [1.0]
+
+
+def test_processes_of_the_same_user_share_one_budget(server, make_client, sleep):
+    first, second = make_client(), make_client()  # each as a process of its own would have it
+    for dummy in range(3):
+        first.get_document()
+        second.get_document()
+    assert sleep.calls == [1.0]
+
+
+def test_the_pace_file_is_the_users_own(server, make_client):
+    make_client().get_document()
+    (name,) = os.listdir(os.environ[imds.PACE_DIR_ENV])
+    info = os.stat(os.path.join(os.environ[imds.PACE_DIR_ENV], name))
+    assert name.startswith("pace-") and stat.S_IMODE(info.st_mode) == 0o600 and info.st_uid == os.geteuid()
+
+
+def test_where_the_pace_file_lives():
+    tmp = tempfile.gettempdir()
+    assert imds.pace_directories({}, 0) == ["/run/imds-scheduled-events"]
+    assert imds.pace_directories({"XDG_RUNTIME_DIR": "/run/user/1000"}, 1000) == [
+        "/run/user/1000/imds-scheduled-events", os.path.join(tmp, "imds-scheduled-events-1000")]
+    assert imds.pace_directories({"XDG_RUNTIME_DIR": "relative"}, 1000) == [
+        os.path.join(tmp, "imds-scheduled-events-1000")]
+    assert imds.pace_directories({imds.PACE_DIR_ENV: "/srv/pace", "XDG_RUNTIME_DIR": "/run/user/0"}, 0) == [
+        "/srv/pace"]
+
+
+@pytest.mark.parametrize("flaw, message", [
+    ("group-writable", "may be written by group or others"),
+    ("other-user", "belongs to uid"),
+    ("not-a-directory", "is not a directory"),
+    ("symlink", "is not a directory"),
+])
+def test_a_directory_someone_else_may_write_is_refused(tmp_path, flaw, message):
+    path = tmp_path / "pace"
+    euid = os.geteuid()
+    if flaw == "group-writable":
+        path.mkdir()
+        path.chmod(0o770)
+    elif flaw == "other-user":
+        path.mkdir(0o700)
+        euid += 1
+    elif flaw == "not-a-directory":
+        path.write_text("")
+    else:
+        (tmp_path / "elsewhere").mkdir(0o700)
+        path.symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(imds.PaceUnusable, match=message):
+        imds.own_directory(str(path), euid)
+
+
+def test_an_unusable_pace_directory_falls_back_to_this_process_and_says_so_once(server, make_client, tmp_path,
+                                                                                monkeypatch, sleep):
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    loose.chmod(0o777)
+    monkeypatch.setenv(imds.PACE_DIR_ENV, str(loose))
+    said = []
+    clients = [make_client(warn=said.append) for dummy in range(2)]
+    assert len(said) == 1, said
+    assert "paced for this process alone" in said[0] and "%s may be written by group or others" % loose in said[0]
+    for dummy in range(3):
+        for client in clients:
+            client.get_document()
+    assert os.listdir(str(loose)) == [] and len(server.requests) == 6
+    assert sleep.calls == [1.0]  # still within the budget, in this process
+
+
+def test_a_pace_file_replaced_by_a_symlink_is_refused(server, make_client, tmp_path, sleep):
+    said = []
+    client = make_client(warn=said.append)
+    client.get_document()
+    path = imds.shared_pace(client.endpoint)[0].path
+    os.remove(path)
+    os.symlink(str(tmp_path / "elsewhere"), path)
+    for dummy in range(5):
+        client.get_document()
+    assert len(said) == 1 and "%s is a symlink" % path in said[0]
+    assert not os.path.exists(str(tmp_path / "elsewhere")) and len(server.requests) == 6
+
+
+def test_a_damaged_pace_file_loses_only_what_it_held(server, make_client, sleep):
+    """A write torn by a crash or stray bytes: what does not read as a time of this boot does not count."""
+    client = make_client()
+    client.get_document()
+    path = imds.shared_pace(client.endpoint)[0].path
+    with open(path) as handle:
+        head = handle.read().splitlines()[:2]
+    with open(path, "w") as handle:
+        junk = ["slot a nan", "slot b inf", "slot c -inf", "answered", "slot torn 10", "slot d 10", "\x00\xff garbage"]
+        handle.write("\n".join(head + junk))
+    for dummy in range(5):
+        client.get_document()
+    assert sleep.calls == []
+
+
+CHILD = r"""
+import sys
+sys.path.insert(0, sys.argv[1])
+from imds_scheduled_events.imds import ImdsClient
+client = ImdsClient(endpoint=sys.argv[2], retries=0, timeout=60, first_timeout=60)
+sys.stdin.readline()  # every process starts at once
+for dummy in range(int(sys.argv[3])):
+    client.get_document()
+"""
+
+
+def test_several_processes_never_exceed_five_requests_a_second_together(tmp_path):
+    """Real processes, each with the client as the watcher installs it, read as fast as they can: the simulator's
+    record shows at most 5 requests in any second, and it never had to answer 429."""
+    srv = Served(FaultCase())
+    library = tmp_path / "lib"
+    library.mkdir()
+    (library / "imds_scheduled_events").symlink_to(os.path.dirname(imds.__file__))
+    env = dict(os.environ, PYTHONPATH=GUARD)
+    processes, each = 4, 6
+    children = [subprocess.Popen(  # pylint: disable=consider-using-with
+        [sys.executable, "-c", CHILD, str(library), srv.endpoint, str(each)], env=env, stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for dummy in range(processes)]
+    try:
+        for child in children:
+            child.stdin.write("go\n")
+            child.stdin.flush()
+        for child in children:
+            out, err = child.communicate(timeout=120)
+            assert child.returncode == 0, err
+        log = srv.check_budget(processes * each)
+        assert len(log) == processes * each and all(entry["status"] == 200 for entry in log)
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+        srv.stop()
 
 
 # -- hostile and broken bodies ---------------------------------------------------------------

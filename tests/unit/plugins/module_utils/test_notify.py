@@ -307,3 +307,22 @@ def test_webhook_url_must_be_http(url):
 
 def test_redact():
     assert notify.redact("a %s b %s" % (SECRET, PASSWORD), [SECRET, PASSWORD, None, ""]) == "a ******** b ********"
+
+
+def test_the_mail_modules_are_loaded_only_when_a_mail_is_built():
+    """The watcher's footprint (docs/performance.md): a watcher without a mail channel never loads them."""
+    import os  # pylint: disable=import-outside-toplevel
+    import subprocess  # pylint: disable=import-outside-toplevel
+    import sys  # pylint: disable=import-outside-toplevel
+    top = notify.__file__
+    while os.path.basename(top) != "ansible_collections":
+        top = os.path.dirname(top)
+    code = ("import sys; sys.path.insert(0, %r)\n"
+            "from ansible_collections.imds.scheduled_events.plugins.module_utils.watcher import daemon\n"
+            "from ansible_collections.imds.scheduled_events.plugins.module_utils import notify\n"
+            "loaded = lambda: [m for m in ('smtplib', 'email.policy') if m in sys.modules]\n"
+            "print(loaded()); notify.build_email('a@example.org', ['b@example.org'], 's', 'b'); print(loaded())\n"
+            % os.path.dirname(top))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["[]", "['email.policy']"]

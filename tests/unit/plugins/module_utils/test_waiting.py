@@ -10,6 +10,8 @@ from ansible_collections.imds.scheduled_events.plugins.module_utils.events impor
 from ansible_collections.imds.scheduled_events.plugins.module_utils.imds import ImdsError
 from ansible_collections.imds.scheduled_events.plugins.module_utils.waiting import WaitTimeout, wait_for_events
 
+from ansible_collections.imds.scheduled_events.tests.unit.utils.scripted_server import answer
+
 A = "00000000-0000-4000-8000-00000000000a"
 VM = ThisVm("myvm")
 
@@ -26,8 +28,10 @@ class Script(object):
     def __init__(self, *answers):
         self.answers = list(answers)
         self.now = 0.0
+        self.within = []
 
-    def get_document(self):
+    def get_document(self, within=None):
+        self.within.append(within)
         answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
         if isinstance(answer, Exception):
             raise answer
@@ -76,6 +80,38 @@ def test_timeout_reports_what_is_left_and_the_last_error():
     assert caught.value.outcome.polls == 3
 
 
+def test_each_read_is_given_what_is_left_of_the_wait():
+    script = Script(doc("Scheduled"), doc("Scheduled"), doc())
+    wait(script, "absent", timeout=60, interval=5)
+    assert script.within == [60, 55, 50]
+
+
+@pytest.mark.parametrize("condition, timeout", [("none", 60), ("absent", 0)])
+def test_a_single_read_is_bounded_by_the_clients_deadline_alone(condition, timeout):
+    script = Script(doc())
+    wait(script, condition, timeout=timeout)
+    assert script.within == [None]
+
+
 def test_unknown_condition():
     with pytest.raises(ValueError):
         wait(Script(doc()), "gone")
+
+
+def test_each_read_of_a_wait_is_bounded_by_what_is_left_of_it(server, make_client, clock, sleep):
+    """A read that keeps failing (500 forever, retried for as long as it may) must not carry the wait past its
+    timeout: the wait's time and the client's are one injected clock."""
+    server.script(answer(200, {"DocumentIncarnation": 1, "Events": [
+        {"EventId": A, "EventType": "Reboot", "Resources": ["myvm"], "EventStatus": "Scheduled", "NotBefore": ""}]}))
+    server.default = answer(500, "boom")
+    client = make_client(deadline=600, retries=1000, backoff=1.0, max_backoff=2.0)
+    start = clock()
+    with pytest.raises(WaitTimeout) as caught:
+        wait_for_events(client, EventFilter(), VM, "absent", 20, 5, clock, sleep)
+    assert clock() - start <= 20
+    # the first read at 0 s; the second at 5 s, with 15 s left: attempts at 5, 6, 8 ... 18 s, then no room for one more
+    assert str(caught.value) == (
+        "timed out after 18 s waiting for events to be absent; still: %s Reboot Scheduled; last error: IMDS GET "
+        "/metadata/scheduledevents: no answer within the 15 s left: 8 attempts in 13.0 s; another after 2.0 s of "
+        "backoff would not fit; last: answered 500 Internal Server Error: boom" % A)
+    assert len(server.requests) == 9 and caught.value.outcome.polls == 2

@@ -13,11 +13,11 @@ from unittest import mock
 import pytest
 from ansible.module_utils import basic
 
-from ansible_collections.imds.scheduled_events.plugins.module_utils import ansible_support
+from ansible_collections.imds.scheduled_events.plugins.module_utils import control_plane
 from ansible_collections.imds.scheduled_events.plugins.modules import (
     control_plane_event_approve, control_plane_event_info, control_plane_policy)
 from ansible_collections.imds.scheduled_events.tests.unit.plugins.module_utils.test_control_plane import (
-    EVENT, OTHER, SUB, FakeCredential, row)
+    CLIENT_ID, EVENT, OTHER, SUB, FakeCredential, row)
 from ansible_collections.imds.scheduled_events.tests.unit.utils.module_runner import run_module
 from ansible_collections.imds.scheduled_events.tests.unit.utils.scripted_server import ScriptedServer, answer
 
@@ -29,7 +29,7 @@ VM_ID = "/subscriptions/%s/resourceGroups/rg-web/providers/Microsoft.Compute/vir
 @pytest.fixture
 def server():
     srv = ScriptedServer()
-    with mock.patch.object(ansible_support, "credential", lambda *a: FakeCredential()):
+    with mock.patch.object(control_plane, "credential", lambda *a: FakeCredential()):
         yield srv
     srv.stop()
 
@@ -91,8 +91,28 @@ def test_info_reports_unreadable_rows_and_warns(server, monkeypatch):
 def test_info_fails_with_what_to_do_and_the_query(server):
     server.script(answer(403, {"error": {"code": "AuthorizationFailed", "message": "no access"}}))
     failed, result = run_module(control_plane_event_info.main, args(server))
-    assert failed and result["status"] == 403 and "Scheduled Events Contributor" in result["msg"]
+    assert failed and result["status"] == 403 and "Authorisation failed (403)" in result["msg"]
+    assert "Assign it Reader on the subscriptions or management groups queried" in result["msg"]
+    assert "Scheduled Events Contributor" not in result["msg"], "acknowledging is not what failed"
     assert result["query"].startswith("maintenanceresources")
+
+
+def test_info_says_a_refused_token_is_an_authentication_failure_and_whose(server):
+    refused = answer(401, {"error": {"code": "AuthenticationFailed", "message": "Authentication failed."}})
+    server.script(refused, refused)
+    failed, result = run_module(control_plane_event_info.main, args(server, auth_source="msi", client_id=CLIENT_ID))
+    assert failed and result["status"] == 401 and len(server.requests) == 2
+    assert "Authentication failed (401)" in result["msg"] and "role" not in result["msg"]
+    assert "auth_source=msi, client_id=%s, client id %s" % (CLIENT_ID, CLIENT_ID) in result["msg"]
+    assert ".." not in result["msg"]
+
+
+def test_info_returns_the_resource_graph_quota(server):
+    page = graph(*FLEET)
+    server.script(page._replace(headers={"x-ms-user-quota-remaining": "11", "x-ms-user-quota-resets-after": "00:00:04"}))
+    failed, result = run_module(control_plane_event_info.main, args(server))
+    assert not failed and result["resource_graph_quota"] == {"remaining": 11, "resets_after": 4.0, "waited": 0.0,
+                                                             "throttled": 0, "queries": 1}
 
 
 def test_info_needs_a_scope(server):

@@ -4,13 +4,16 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from ansible.module_utils import basic
 
 from ansible_collections.imds.scheduled_events.plugins.module_utils import ansible_support, imds
 from ansible_collections.imds.scheduled_events.plugins.modules import event_info
 from ansible_collections.imds.scheduled_events.tests.unit.utils.module_runner import run_module
-from ansible_collections.imds.scheduled_events.tests.unit.utils.scripted_server import ScriptedServer, answer
+from ansible_collections.imds.scheduled_events.tests.unit.utils.scripted_server import (
+    ScriptedServer, answer, outcome_of)
 
 MINE = "C7061BAC-AFDC-4513-B24B-AA5F13A16123"
 SHARED = "A626E37F-793E-44E1-89B5-99AE0B96044C"
@@ -177,3 +180,37 @@ def test_missing_requests_fails_with_ansibles_message(server, monkeypatch):
     failed, result = run(server)
     assert failed and "Failed to import the required Python library (requests)" in result["msg"]
     assert server.requests == []
+
+
+def test_a_wait_ends_on_time_when_imds_accepts_and_never_answers(server):
+    """Each read of the wait gets what is left of it, retries included, so the task ends when wait_timeout says."""
+    server.default = answer(action="hang")
+    failed, result = outcome_of(lambda: run(server, wait_for="absent", wait_timeout=2, wait_interval=1, timeout=0.5,
+                                            first_timeout=0.5, retries=1000), bound=60)
+    assert failed and result["polls"] >= 1
+    assert re.match(r"timed out after \d s waiting for events to be absent; last error: IMDS GET "
+                    r"/metadata/scheduledevents: no answer within the [\d.]+ s left: \d+ attempts? in \d+\.\d s; "
+                    r"(.*; )?last: timed out after [\d.]+ s$", result["msg"]), result["msg"]
+
+
+def test_a_read_that_never_gets_an_answer_ends_at_the_deadline(server):
+    server.default = answer(action="hang")
+    failed, result = outcome_of(lambda: run(server, deadline=1, timeout=0.3, first_timeout=0.3, retries=1000),
+                                bound=60)
+    assert failed and result["status"] is None
+    assert re.match(r"IMDS GET /metadata/scheduledevents: no answer within the 1 s deadline: (\d+) attempts? in "
+                    r"\d+\.\d s; (.*; )?last: timed out after [\d.]+ s$",
+                    result["msg"]), result["msg"]
+
+
+def test_a_pacing_record_it_cannot_use_is_a_warning_not_a_failure(server, monkeypatch, tmp_path):
+    loose = tmp_path / "pace"
+    loose.mkdir()
+    loose.chmod(0o777)
+    monkeypatch.setenv(imds.PACE_DIR_ENV, str(loose))
+    warnings = []
+    monkeypatch.setattr(basic.AnsibleModule, "warn", lambda self, text: warnings.append(text))
+    server.script(answer(200, DOC))
+    failed, result = run(server)
+    assert not failed and len(result["events"]) == 3
+    assert len(warnings) == 1 and "paced for this process alone" in warnings[0] and str(loose) in warnings[0]

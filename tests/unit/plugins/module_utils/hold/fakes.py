@@ -48,6 +48,7 @@ class Unit(object):
         self.triggers = list(triggers)
         self.in_etc = in_etc
         self.busy_until = None  # monotonic time at which a run in flight ends
+        self.start_queued = False  # early in a boot: the boot's start job, not run yet
 
     def props(self, masked_runtime, persistent_masked):
         file_state = self.file_state
@@ -94,13 +95,27 @@ class FakeSystem(object):
         unit.active, unit.sub = ("activating", "start") if unit.type == "oneshot" else ("active", "running")
         unit.busy_until = self.time.monotonic() + seconds
 
-    def reboot(self):
-        """What a boot does: runtime masks (in /run) are gone, enabled units start, runs in flight are over."""
+    def reboot(self, early=False):
+        """What a boot does: runtime masks (in /run) are gone, enabled units start, runs in flight are over.
+        `early`: as imds-watcher-boot.service sees it, before sysinit.target: enabled units are inactive with the
+        boot's start job queued, which `stop` cancels; finish_boot() runs the jobs left."""
         self.runtime_masks.clear()
         for unit in self.units.values():
-            unit.active, unit.sub = ("active", "waiting" if unit.name.endswith(".timer") else "running") \
-                if unit.file_state == "enabled" and unit.name not in self.persistent_masks else ("inactive", "dead")
+            unit.active, unit.sub = "inactive", "dead"
             unit.busy_until = None
+            unit.start_queued = unit.file_state == "enabled" and unit.name not in self.persistent_masks
+        if not early:
+            self.finish_boot()
+
+    def finish_boot(self):
+        """The boot's start jobs run: a unit masked meanwhile fails to start and stays inactive."""
+        for unit in self.units.values():
+            if unit.start_queued and not self._masked(unit):
+                unit.active, unit.sub = "active", "waiting" if unit.name.endswith(".timer") else "running"
+            unit.start_queued = False
+
+    def _masked(self, unit):
+        return unit.name in self.persistent_masks or (unit.name in self.runtime_masks and not unit.in_etc)
 
     # --- the machine's state, to compare before and after ----------------
 
@@ -182,9 +197,10 @@ class FakeSystem(object):
         if unit is None:
             return CommandResult(argv, 5, "", "Unit %s not found." % name)
         if verb == "stop":
-            unit.active, unit.sub, unit.busy_until = "inactive", "dead", None
+            assert options in ([], ["--no-block"]), options
+            unit.active, unit.sub, unit.busy_until, unit.start_queued = "inactive", "dead", None, False
         elif verb == "start":
-            if name in self.runtime_masks and not unit.in_etc or name in self.persistent_masks:
+            if self._masked(unit):
                 return CommandResult(argv, 1, "", "Failed to start %s: Unit %s is masked." % (name, name))
             unit.active, unit.sub = "active", "waiting" if name.endswith(".timer") else "running"
         elif verb == "mask":

@@ -16,7 +16,7 @@ from ansible_collections.imds.scheduled_events.plugins.module_utils.hold.backend
 from ansible_collections.imds.scheduled_events.plugins.module_utils.hold.common import CorruptStateError, StateError
 from ansible_collections.imds.scheduled_events.plugins.module_utils.hold.manager import (
     HoldManager, Reason, default_reason_id, guard_hold)
-from ansible_collections.imds.scheduled_events.tests.unit.plugins.module_utils.hold.fakes import FakeSystem
+from ansible_collections.imds.scheduled_events.tests.unit.plugins.module_utils.hold.fakes import FakeSystem, Unit
 
 UID = os.getuid()
 OPS = Reason("CHG-1", "kernel patching", holder="alice (imds-hold)")
@@ -348,3 +348,119 @@ def test_settle_reports_a_unit_it_cannot_stop_again_and_keeps_the_hold(manager, 
     outcome = manager.settle()
     assert outcome.errors and outcome.errors[0].startswith("systemd:ansible-pull.timer: ")
     assert [r["id"] for r in manager.status()["reasons"]] == ["CHG-1"]
+
+
+# --- early in a boot (imds-watcher-boot.service) -----------------------------------------------------------------
+
+
+def no_start_or_unmask(calls):
+    return [c for c in calls if c[0] == "systemctl" and c[1] in ("start", "unmask")]
+
+
+def test_at_boot_cancels_the_start_of_a_held_timer_and_masks_it_again(manager, system, state_file):
+    system.ansible_pull()
+    original = system.snapshot()
+    manager.hold(EVENT, everything())
+    held = system.snapshot()
+    record = read_bytes(state_file)
+    system.reboot(early=True)  # before sysinit.target: the timer's start job is queued, the runtime mask is gone
+    system.calls = []
+    commands = len(system.commands)
+
+    outcome = manager.at_boot()
+    assert not outcome.failed, outcome.errors
+    assert outcome.results["systemd:ansible-pull.timer"].steps == [
+        "stop ansible-pull.timer (its start at boot is cancelled)",
+        "mask ansible-pull.timer (runtime) again (runtime masks end at boot)"]
+    assert ["systemctl", "stop", "--no-block", "--", "ansible-pull.timer"] in system.calls, "never waits for a job"
+    assert outcome.results["puppet"].steps == [] and outcome.results["guard"].steps == [], "they survive a boot"
+    assert outcome.results["command:lb"].steps == [] and len(system.commands) == commands, "no command runs at boot"
+    assert no_start_or_unmask(system.calls) == []
+    assert read_bytes(state_file) == record, "reads the record, never writes it"
+
+    system.finish_boot()
+    assert system.snapshot() == held, "the timer never started: it could not fire before the watcher is up"
+    assert not manager.settle().changed, "the watcher's settle finds nothing left to redo"
+    manager.release(EVENT.id)
+    assert system.snapshot() == original
+
+
+def test_at_boot_stops_what_a_hold_cut_short_meant_to_stop(manager, system):
+    system.ansible_pull()
+
+    def crash_at_stop(argv):
+        if argv[:2] == ["systemctl", "stop"]:
+            raise KeyboardInterrupt("stands for the reboot: nothing after this runs")
+
+    system.on_call = crash_at_stop
+    with pytest.raises(KeyboardInterrupt):
+        manager.hold(EVENT, [TIMER])
+    system.on_call = None
+    assert manager.status()["targets"][0]["phase"] == "holding"
+    system.reboot(early=True)
+    assert manager.at_boot().results["systemd:ansible-pull.timer"].steps == [
+        "stop ansible-pull.timer (its start at boot is cancelled)"]
+    system.finish_boot()
+    assert system.units["ansible-pull.timer"].active == "inactive"
+    manager.settle()  # the watcher finishes the hold at its start
+    assert manager.status()["targets"][0]["phase"] == "held"
+
+
+def test_at_boot_leaves_alone_what_no_reason_holds_and_what_the_hold_did_not_stop(manager, system):
+    system.ansible_pull(timer_active=False)  # the operator had stopped it (it stays enabled): the hold stops nothing
+    system.add(Unit("chef-client.timer", active="active", triggers=["chef-client.service"]))
+    manager.hold(OPS, [TIMER, SystemdBackend.target("chef-client.timer")])
+
+    def crash_at_start(argv):
+        if argv[:2] == ["systemctl", "start"]:
+            raise KeyboardInterrupt("a release cut short")
+
+    system.on_call = crash_at_start
+    with pytest.raises(KeyboardInterrupt):
+        manager.release(OPS.id, targets=[SystemdBackend.target("chef-client.timer")])
+    system.on_call = None
+    system.reboot(early=True)
+    system.calls = []
+    outcome = manager.at_boot()
+    assert not outcome.changed and list(outcome.results) == ["systemd:ansible-pull.timer"]
+    assert [c for c in system.calls if c[1] != "show"] == []
+    system.finish_boot()
+    assert system.units["ansible-pull.timer"].active == "active", "enabled: the operator's setup, not the hold's"
+    assert system.units["chef-client.timer"].active == "active", "being released: the release finishes later"
+
+
+def test_at_boot_does_not_mask_what_a_unit_file_in_etc_kept_unmasked(manager, system):
+    system.ansible_pull(in_etc=True)
+    manager.hold(OPS, [SystemdBackend.target("ansible-pull.timer", mask=True)])
+    system.reboot(early=True)
+    system.calls = []
+    assert manager.at_boot().results["systemd:ansible-pull.timer"].steps == [
+        "stop ansible-pull.timer (its start at boot is cancelled)"]
+    system.finish_boot()
+    assert not [c for c in system.calls if c[1] == "mask"]
+    assert not manager.settle().changed, "nor does the watcher's settle: the hold did not mask"
+
+
+def test_at_boot_notes_a_unit_no_longer_installed_and_reports_one_it_cannot_stop(manager, system):
+    system.ansible_pull()
+    system.add(Unit("chef-client.timer", active="active"))
+    manager.hold(OPS, [TIMER, SystemdBackend.target("chef-client.timer")])
+    del system.units["chef-client.timer"]  # its package was removed meanwhile
+    system.reboot(early=True)
+    system.fail[("stop", "ansible-pull.timer")] = 1
+    outcome = manager.at_boot()
+    assert outcome.errors == ["systemd:ansible-pull.timer: systemctl stop --no-block -- ansible-pull.timer exited "
+                              "with 1: Failed to stop ansible-pull.timer: injected"]
+    assert outcome.results["systemd:chef-client.timer"].notes == [
+        "chef-client.timer is not installed any more: nothing to stop"]
+    assert [r["id"] for r in manager.status()["reasons"]] == ["CHG-1"], "never released"
+
+
+@pytest.mark.parametrize("content", [b"{not json", b'{"format": "imds-scheduled-events/holds", "version": 1}'])
+def test_at_boot_refuses_an_unreadable_record_and_keeps_no_copy(manager, system, state_file, content):
+    with open(state_file, "wb") as handle:
+        handle.write(content)
+    with pytest.raises(CorruptStateError):
+        manager.at_boot()
+    assert sorted(os.listdir(os.path.dirname(state_file))) == ["holds.json"], "it writes nothing, not even a copy"
+    assert system.calls == []

@@ -19,10 +19,12 @@ import pytest
 from ansible_collections.imds.scheduled_events.plugins.module_utils.hold.manager import HoldManager
 from ansible_collections.imds.scheduled_events.plugins.module_utils.imds import ImdsClient
 from ansible_collections.imds.scheduled_events.plugins.module_utils.watcher import config as config_mod
+from ansible_collections.imds.scheduled_events.plugins.module_utils.watcher.cli import PrintableMessages
 from ansible_collections.imds.scheduled_events.plugins.module_utils.watcher.daemon import Daemon
 from ansible_collections.imds.scheduled_events.plugins.module_utils.watcher.journal import Journal
 from ansible_collections.imds.scheduled_events.plugins.module_utils.watcher.notify import Notifier, Syslog
-from ansible_collections.imds.scheduled_events.tests.unit.plugins.module_utils.watcher.helpers import TRUST, UID
+from ansible_collections.imds.scheduled_events.tests.unit.plugins.module_utils.watcher.helpers import (
+    TRUST, UID, InlineExecutor)
 from ansible_collections.imds.scheduled_events.tests.unit.utils.fault_matrix import HeldSleep
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -73,6 +75,8 @@ class Rig(object):
         self.hooks_file = tmp_path / "hooks-ran"
         self.syslog = []
         self.logger = logging.getLogger("imds-watcher-test")
+        if not any(isinstance(f, PrintableMessages) for f in self.logger.filters):  # as `imds-watcher run` sets it up
+            self.logger.addFilter(PrintableMessages())
 
     # --- configuration -----------------------------------------------------------------
 
@@ -113,10 +117,14 @@ class Rig(object):
     def daemon_options(self, boot="boot-a"):
         return {"client": self.client(), "holds": self.holds(), "clock": self.time.wall, "monotonic": self.time.now,
                 "sleep": self.time.sleep, "boot_id": boot, "logger": self.logger,
-                "notifier": Notifier([Syslog(self.syslog.append)], logger=self.logger)}
+                "notifier": Notifier([Syslog(self.syslog.append)], logger=self.logger), "executor": InlineExecutor()}
 
-    def daemon(self, boot="boot-a", start=True, **overrides):
-        daemon = Daemon(self.config(**overrides), trust=TRUST, **self.daemon_options(boot))
+    def daemon(self, boot="boot-a", start=True, executor=None, **overrides):
+        """A daemon on this rig; `executor` replaces the inline one (helpers.ManualExecutor: jobs run when told)."""
+        options = self.daemon_options(boot)
+        if executor is not None:
+            options["executor"] = executor
+        daemon = Daemon(self.config(**overrides), trust=TRUST, **options)
         if start:
             daemon.start()
         return daemon

@@ -2,9 +2,10 @@
 # Copyright: imds.scheduled_events contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 
-"""Documents built in a line, and a driver that plays the daemon's part for the pure machine:
-it answers the machine's actions (or keeps them outstanding), keeps the journal and the
-notifications, and can crash and restart the machine from its saved state at any point."""
+"""Documents built in a line, a driver that plays the daemon's part for the pure machine (it
+answers the machine's actions or keeps them outstanding, keeps the journal and the notifications,
+and can crash and restart the machine from its saved state at any point), and the executors that
+let tests run the daemon's lanes without threads: inline, or one job when the test says so."""
 
 from __future__ import annotations
 
@@ -153,3 +154,40 @@ class Driver(object):
 
 def _ids(decision):
     return getattr(decision, "event_ids", None) or [decision.event_id]
+
+
+class InlineExecutor(object):
+    """Runs a lane's jobs at once, in the thread that submits them: the daemon then carries out a decision and its
+    consequences within the tick, as a test stepping the clock tick by tick expects."""
+
+    @staticmethod
+    def start(lanes, lane):
+        while lanes.run_next(lane):
+            pass
+
+
+class ManualExecutor(object):
+    """Runs nothing until the test says so: run(lane) runs that lane's next job in the test's thread, so a test can
+    hold a hook or a hold "in flight" for as many ticks as it likes."""
+
+    def __init__(self):
+        self.lanes = None
+
+    def start(self, lanes, lane):  # pylint: disable=unused-argument
+        self.lanes = lanes
+
+    def waiting(self, prefix=""):
+        """The labels of the jobs queued on the lanes whose name starts with `prefix`."""
+        return [label for lane, label in self.lanes.waiting() if lane.startswith(prefix)] if self.lanes else []
+
+    def run(self, lane):
+        """The next job of the first lane whose name starts with `lane`; False when there is none."""
+        for name, dummy in self.lanes.waiting() if self.lanes else []:
+            if name.startswith(lane):
+                return self.lanes.run_next(name)
+        return False
+
+    def run_all(self):
+        """Every queued job, lane by lane, until none is left (a job's result may queue more only once delivered)."""
+        while self.lanes is not None and self.lanes.waiting():
+            self.lanes.run_next(self.lanes.waiting()[0][0])

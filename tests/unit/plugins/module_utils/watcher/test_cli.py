@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import shutil
 import socket
@@ -240,3 +241,11 @@ def test_the_launcher_runs_the_installed_library(tmp_path, rig_factory):
     proc = subprocess.run([os.path.join(ROOT, "roles", "watcher", "files", "bin", "imds-watcher"), "--help"], env=env,
                           capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0 and "check-config" in proc.stdout
+
+
+def test_the_daemons_log_lines_carry_event_data_escaped():
+    """`imds-watcher run` logs to journald through stderr: a newline in an event field would start a forged line."""
+    record = logging.LogRecord("imds-watcher", logging.INFO, __file__, 1, "event %s: %s",
+                               ("Reboot\nERROR forged", "\x1b[2J\u202e\udcff"), None)
+    assert cli_mod.PrintableMessages().filter(record)
+    assert record.getMessage() == "event Reboot\\nERROR forged: \\x1b[2J\\u202e\\udcff"

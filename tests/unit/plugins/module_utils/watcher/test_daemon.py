@@ -13,7 +13,6 @@ import signal
 
 from ansible_collections.imds.scheduled_events.plugins.module_utils.watcher import config as config_mod
 from ansible_collections.imds.scheduled_events.plugins.module_utils.watcher.daemon import Daemon, read_boot_id
-from ansible_collections.imds.scheduled_events.plugins.module_utils.watcher.hooks import HooksOutcome
 from ansible_collections.imds.scheduled_events.tests.unit.plugins.module_utils.watcher.helpers import TRUST
 
 REBOOT_ID = "4CAEA225-A741-474D-A72E-428C86FCD853"
@@ -234,24 +233,6 @@ def test_hold_settings_reach_the_hold_library(rig_factory):
 def _hold_decision():
     from ansible_collections.imds.scheduled_events.plugins.module_utils.watcher.machine import Hold
     return Hold(REBOOT_ID, {"EventId": REBOOT_ID}, "test")
-
-
-def test_keepalive_during_a_long_action(rig_factory):
-    rig = rig_factory([REBOOT])
-
-    class SlowHooks(object):
-        def run(self, phase, event, vm_name, outcome=None):  # pylint: disable=unused-argument
-            rig.sim.world.advance(5000)  # a hook that ran for well over an hour
-            return HooksOutcome(phase, [])
-
-    options = rig.daemon_options()
-    daemon = Daemon(rig.config(keepalive_interval=3600), trust=TRUST, hooks=SlowHooks(), **options)
-    daemon.start()
-    for dummy in range(4):
-        rig.tick(daemon)
-    requests = daemon.client.requests_sent
-    rig.tick(daemon)  # the event appears: held, then the hooks take 5000 s
-    assert daemon.client.requests_sent == requests + 2  # the poll, then a keep-alive after the long hook
 
 
 def test_defaults_for_the_real_world(tmp_path):

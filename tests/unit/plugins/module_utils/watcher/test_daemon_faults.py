@@ -22,7 +22,8 @@ import pytest
 from ansible_collections.imds.scheduled_events.plugins.module_utils.imds import ImdsClient
 from ansible_collections.imds.scheduled_events.plugins.module_utils.watcher.daemon import Daemon
 from ansible_collections.imds.scheduled_events.plugins.module_utils.watcher.notify import Notifier, Syslog
-from ansible_collections.imds.scheduled_events.tests.unit.plugins.module_utils.watcher.helpers import TRUST
+from ansible_collections.imds.scheduled_events.tests.unit.plugins.module_utils.watcher.helpers import (
+    TRUST, InlineExecutor)
 
 EID = "C7061BAC-AFDC-4513-B24B-AA5F13A16123"
 RULES = {"rules": [{"name": "short-freeze", "when": "EventType=='Freeze' && DurationInSeconds < `10`"},
@@ -118,7 +119,8 @@ class Run(object):
                             timeout=TIMEOUT, first_timeout=60.0, clock=rig.time.now, sleep=rig.time.sleep)
         options = {"client": client, "holds": rig.holds(), "clock": rig.time.wall, "monotonic": rig.time.now,
                    "sleep": rig.time.sleep, "boot_id": "boot-a", "logger": rig.logger,
-                   "notifier": Notifier([Syslog(rig.syslog.append)], logger=rig.logger)}
+                   "notifier": Notifier([Syslog(rig.syslog.append)], logger=rig.logger),
+                   "executor": InlineExecutor()}
         settings = dict({"approval": case.rules}, **case.settings)
         self.daemon = Daemon(rig.config(**settings), trust=TRUST, **options)
         self.daemon.start()

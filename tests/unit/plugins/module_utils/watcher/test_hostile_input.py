@@ -13,6 +13,9 @@ the daemon keeps polling. (The client's own refusals are in test_imds.py; this i
 
 from __future__ import annotations
 
+import email
+import email.policy
+import io
 import json
 import logging
 import os
@@ -23,16 +26,23 @@ import time
 import tracemalloc
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from ansible_collections.imds.scheduled_events.plugins.module_utils.imds import ImdsClient
+from ansible_collections.imds.scheduled_events.plugins.module_utils.watcher.cli import status
 from ansible_collections.imds.scheduled_events.plugins.module_utils.watcher.daemon import Daemon
-from ansible_collections.imds.scheduled_events.plugins.module_utils.watcher.notify import Notifier, Syslog
+from ansible_collections.imds.scheduled_events.plugins.module_utils.watcher.notify import Email, Notifier, Syslog, Webhook
 from ansible_collections.imds.scheduled_events.tests.unit.plugins.module_utils.watcher.conftest import (
     SIMULATOR_DIR, START)
-from ansible_collections.imds.scheduled_events.tests.unit.plugins.module_utils.watcher.helpers import TRUST
+from ansible_collections.imds.scheduled_events.tests.unit.plugins.module_utils.watcher.helpers import (
+    TRUST, UID, InlineExecutor)
+from ansible_collections.imds.scheduled_events.tests.unit.plugins.module_utils.watcher.test_notify import Receiver
+from ansible_collections.imds.scheduled_events.tests.unit.utils import hostile
+from ansible_collections.imds.scheduled_events.tests.unit.utils.loopback import start_mailbox
 from ansible_collections.imds.scheduled_events.tests.unit.utils.scripted_server import ScriptedServer, answer
 
 from imds_simulator.model import EventSpec  # pylint: disable=import-error  # conftest put it on sys.path
+from imds_simulator.scenario import Checker, parse_fault  # pylint: disable=import-error
 
 CANARY = "/tmp/imds-canary-%d" % os.getpid()
 NASTY = ("$(touch %s) `touch %s` ; | & > < ' \" \\ * ~ {a,b} \nsecond line\r\n\t\x1b[31mred \x00nul "
@@ -157,7 +167,8 @@ def daemon_for(rig, endpoint):
                         sleep=rig.time.sleep)
     options = {"client": client, "holds": rig.holds(), "clock": rig.time.wall, "monotonic": rig.time.now,
                "sleep": rig.time.sleep, "boot_id": "boot-a", "logger": rig.logger,
-               "notifier": Notifier([Syslog(rig.syslog.append)], logger=rig.logger)}
+               "notifier": Notifier([Syslog(rig.syslog.append)], logger=rig.logger),
+               "executor": InlineExecutor()}
     daemon = Daemon(rig.config(), trust=TRUST, **options)
     daemon.start()
     return daemon
@@ -219,3 +230,202 @@ def test_hostile_bodies_leave_the_daemon_polling_with_one_log_line(rig_factory, 
     assert len(lines) == 1, lines
     assert re.search(message, lines[0]), lines[0]
     assert daemon.failures == 0 and daemon.metrics.get("polls_total") == 5  # and it answers again
+
+
+# --- the whole table, in every field, through every output of the daemon ------------------------------------------
+
+VALUES = hostile.strings(CANARY) + hostile.wrong_types()
+MINE = "C7061BAC-AFDC-4513-B24B-AA5F13A16123"
+# Where a value goes: the fields that only describe the event, all at once; the id; the VMs it names.
+SPOTS = {"descriptive": ("EventType", "ResourceType", "EventStatus", "NotBefore", "Description", "EventSource",
+                         "DurationInSeconds", "DocumentIncarnation"),
+         "EventId": ("EventId",), "Resources": ("Resources",)}
+RECORD = """#!/bin/sh
+{ for arg in "$@"; do printf '%%s\\0' "$arg"; done; printf '\\n--stdin--\\n'; cat; printf '\\n--env--\\n'; env -0; } > %s/%s-$(ls %s | wc -l)
+"""
+# What a terminal or a log line must never get raw: C0 controls but the newline, DEL, C1, bidi controls.
+RAW_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+SERIES = re.compile(r"^imds_scheduled_events_[a-z_]+$")
+MAIL_HEADERS = ("From", "To", "Subject", "Date", "Message-ID", "Auto-Submitted", "Content-Type",
+                "Content-Transfer-Encoding", "MIME-Version")
+
+
+@pytest.fixture(scope="module")
+def mailbox():
+    from aiosmtpd import controller as controller_mod  # pylint: disable=import-outside-toplevel
+    box, controller = start_mailbox(controller_mod)
+    controller.start()
+    yield box
+    controller.stop()
+
+
+@pytest.fixture(scope="module")
+def webhook():
+    server = Receiver()
+    yield server
+    server.stop()
+
+
+def recorded(directory, prefix):
+    """Every run of a RECORD script, in order: argv, stdin (bytes) and the IMDS_ environment (UTF-8 text)."""
+    out = []
+    names = sorted(os.listdir(str(directory)), key=lambda n: int(n.rsplit("-", 1)[1]))  # numbered as they ran
+    for name in [n for n in names if n.startswith(prefix + "-")]:
+        data = (directory / name).read_bytes()
+        argv, rest = data.split(b"\n--stdin--\n", 1)
+        stdin, env = rest.rsplit(b"\n--env--\n", 1)
+        variables = dict(item.split(b"=", 1) for item in env.split(b"\0") if item.startswith(b"IMDS_"))
+        out.append({"argv": [a.decode("utf-8") for a in argv.split(b"\0")[:-1]], "stdin": stdin,
+                    "env": dict((k.decode(), v.decode("utf-8")) for k, v in variables.items())})
+    return out
+
+
+def hostile_daemon(rig, runs, mailbox, webhook):
+    for phase in ("pre", "post"):
+        path = rig.tmp / "hooks" / phase / "10-record"
+        path.write_text(RECORD % (runs, "hook", runs))
+        os.chmod(str(path), 0o755)
+    recorder = rig.tmp / "recorder"
+    recorder.write_text(RECORD % (runs, "command", runs))
+    os.chmod(str(recorder), 0o755)
+    hold = {"state_file": str(rig.tmp / "holds" / "holds.json"), "commands": [
+        {"name": "recorder", "hold": [str(recorder), "hold"], "release": [str(recorder), "release"]}]}
+    notifier = Notifier([Webhook({"url": webhook.url, "use_proxy": False, "timeout": 60}),
+                         Email({"host": "127.0.0.1", "port": mailbox.port, "from": "watcher@example.invalid",
+                                "to": ["ops@example.invalid"], "starttls": False, "timeout": 60}),
+                         Syslog(rig.syslog.append)], logger=rig.logger)
+    config = rig.config(hold=hold, approval={"rules": [{"name": "reboots", "when": "EventType=='Reboot'"}]})
+    daemon = Daemon(config, trust=TRUST, **dict(rig.daemon_options(), notifier=notifier))
+    daemon.start()
+    return config, daemon
+
+
+def served_event(spot, value):
+    """What the fields fault writes, and the event as IMDS then serves it (Resources: the value is the only VM)."""
+    fields = {"event": {}, "document": {}}
+    for field in SPOTS[spot]:
+        if field == "DocumentIncarnation":
+            fields["document"][field] = value
+        elif field == "Resources":
+            fields["event"][field] = value if isinstance(value, (list, dict)) else [value]
+        else:
+            fields["event"][field] = value
+    return fields
+
+
+def terminal_text(text):
+    assert not RAW_CONTROL.search(text), "a raw control character reaches the terminal: %r" % (
+        RAW_CONTROL.search(text).group(),)
+
+
+@pytest.mark.parametrize("case", VALUES, ids=hostile.ids(VALUES))
+@pytest.mark.parametrize("spot", sorted(SPOTS))
+def test_every_value_stays_data_through_every_output(rig_factory, records, mailbox, webhook, tmp_path, spot, case):
+    rig = rig_factory([])
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    mails, posts = len(mailbox.messages), len(webhook.requests)
+    config, daemon = hostile_daemon(rig, runs, mailbox, webhook)
+    fields = served_event(spot, case.value)
+    rig.sim.world.add_fault(parse_fault(Checker("fault"), {"kind": "fields", "path": "/metadata/scheduledevents",
+                                                           "method": "GET", "fields": fields}, "",
+                                        list(rig.sim.world.vms.values())))
+    rig.sim.world.add_event(EventSpec(type="Reboot", resources=("myvm",), at=rig.sim.world.now(), id=MINE,
+                                      notice=600, started_for=5))
+    for dummy in range(3):
+        rig.tick(daemon)
+    rig.sim.world.cancel_event(MINE)
+    for dummy in range(4):
+        rig.tick(daemon)
+    # nothing ran, nothing was rendered, anywhere
+    files = [str(p) for p in (rig.tmp / "state").rglob("*") if p.is_file()] + [config["metrics_file"]]
+    texts = [open(f, "rb").read() for f in files if os.path.exists(f)]
+    hostile.assert_no_trace(CANARY, *texts + rig.syslog + records.lines(logging.DEBUG))
+    served = dict(fields["event"])
+    hooks, commands = recorded(runs, "hook"), recorded(runs, "command")
+    refused = spot == "EventId" and not (isinstance(case.value, str) and case.value.strip())
+    if refused:  # no event at all: nothing held, nothing run
+        assert hooks == [] and commands == [] and rig.sim.world.approvals == []
+        assert any("no EventId" in line for line in records.lines()), records.lines()
+        return
+    if spot == "Resources":  # never this VM by a pattern; held (as possibly this VM's) only when it names no VM
+        assert rig.sim.world.approvals == []
+        assert all(h["env"]["IMDS_EVENT_SCOPE"] == "none" for h in hooks), [h["env"] for h in hooks]
+        return
+    # hooks and hold commands: the value only as data (stdin JSON verbatim, environment as documented)
+    assert [h["env"]["IMDS_HOOK_PHASE"] for h in hooks] == ["pre", "post"] and all(h["argv"] == [] for h in hooks)
+    for hook in hooks:
+        event = json.loads(hook["stdin"].decode("ascii"))["event"]
+        assert dict((k, event[k]) for k in served) == served
+        if "EventType" in served:
+            assert hook["env"]["IMDS_EVENT_TYPE"] == as_env("" if served["EventType"] is None else str(served["EventType"]))
+        if "EventId" in served:
+            assert hook["env"]["IMDS_EVENT_ID"] == as_env(served["EventId"])
+    assert [c["argv"] for c in commands] == [["hold"], ["release"]]
+    assert rig.holds().status()["held"] is False
+    # the journal: JSON lines, every one readable, the event's id as IMDS gave it
+    journal = rig.journal()
+    expected = served.get("EventId", MINE)
+    for entry in journal:  # a value too long for a line is clipped, saying so
+        assert entry["event_id"] == expected or entry["event_id"].endswith(
+            "...[%d characters left out]" % (len(expected) - len(entry["event_id"].rsplit("...[", 1)[0])))
+    assert journal
+    # email: one message per notified transition, its headers not forged, its body the transition intact
+    mails = mailbox.messages[mails:]
+    assert mails
+    for mail in mails:
+        message = email.message_from_string(mail["data"], policy=email.policy.default)
+        assert sorted(message.keys()) == sorted(MAIL_HEADERS), message.keys()
+        terminal_text(str(message["Subject"]))
+        body = message.get_content().replace("\r\n", "\n")
+        transition = json.loads(body.split("\n\n", 1)[1])
+        assert dict((k, transition["event"][k]) for k in served) == served
+        terminal_text(body.split("\n", 1)[0])
+    # webhook: the transition as JSON, the event intact
+    posts = webhook.requests[posts:]
+    assert posts and all(dict((k, p["body"]["event"][k]) for k in served) == served for p in posts)
+    # syslog and the daemon's own log lines (journald): one line each, nothing raw
+    assert rig.syslog
+    for line in rig.syslog + records.lines(logging.DEBUG):
+        assert "\n" not in line
+        terminal_text(line)
+    # metrics: the real parser reads the file into the watcher's series only, each label value as written
+    text = open(config["metrics_file"]).read()
+    families = list(text_string_to_metric_families(text))
+    assert all(SERIES.match(f.name) for f in families), [f.name for f in families]
+    # `imds-watcher status` as a terminal shows it (the event is over: its journal timeline)
+    files = {"state_file": str(rig.tmp / "state" / "watcher-state.json"), "journal_file": str(rig.tmp / "state" /
+             "journal.jsonl"), "hold_state_file": str(rig.tmp / "holds" / "holds.json")}
+    out, err = io.StringIO(), io.StringIO()
+    status(files, out, err, False, 10, {"owner_uid": UID})
+    terminal_text(out.getvalue().replace("\n", " ") + err.getvalue().replace("\n", " "))
+    # the state file is JSON the next start reads back
+    assert isinstance(json.loads(open(files["state_file"]).read()), dict)
+
+
+def test_an_event_id_no_reason_id_can_be_is_held_across_a_restart_and_released_once(rig_factory, mailbox, webhook,
+                                                                                    tmp_path):
+    rig = rig_factory([])
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    config, daemon = hostile_daemon(rig, runs, mailbox, webhook)
+    odd = "odd id\n" + "x" * 200
+    rig.sim.world.add_fault(parse_fault(Checker("fault"), {"kind": "fields", "path": "/metadata/scheduledevents",
+                                                           "method": "GET", "fields": {"event": {"EventId": odd}}},
+                                        "", list(rig.sim.world.vms.values())))
+    rig.sim.world.add_event(EventSpec(type="Reboot", resources=("myvm",), at=rig.sim.world.now(), id=MINE,
+                                      notice=600, started_for=5))
+    for dummy in range(3):
+        rig.tick(daemon)
+    (reason,) = rig.holds().status()["reasons"]
+    assert reason["id"].startswith("event-") and reason["event_id"] is None
+    restarted = Daemon(config, trust=TRUST, **dict(rig.daemon_options(), notifier=Notifier([], logger=rig.logger)))
+    restarted.start()
+    for dummy in range(3):
+        rig.tick(restarted)
+    assert rig.holds().status()["held"] is True and [c["argv"] for c in recorded(runs, "command")] == [["hold"]]
+    rig.sim.world.cancel_event(MINE)
+    for dummy in range(5):
+        rig.tick(restarted)
+    assert rig.holds().status()["held"] is False
+    assert [c["argv"] for c in recorded(runs, "command")] == [["hold"], ["release"]]

@@ -548,3 +548,52 @@ def test_without_a_name_a_started_reboot_after_a_reboot_is_not_taken_for_this_vm
     d.restart(boot=BOOT_B)
     d.poll(event(resources=["myvm-peer"], status="Started"))  # maybe a peer's: its reboot says nothing about it
     assert d.state() == m.STARTED and not d.kinds("release")
+
+
+@pytest.mark.parametrize("phase", ["pre", "post"])
+def test_a_hook_phase_in_flight_at_a_crash_is_journaled_as_interrupted_and_runs_again(phase):
+    d = Driver(auto=False)
+    d.poll(event())
+    d.feed(d.answer(d.outstanding.pop(0)))  # held; the pre-hooks are issued
+    if phase == "post":
+        d.feed(d.answer(d.outstanding.pop(0)))
+        for dummy in range(3):
+            d.poll()  # gone: the post-hooks are issued
+    assert d.outstanding[0].kind == "hooks" and d.outstanding[0].phase == phase
+    d.restart()
+    d.error()
+    interrupted = [e for e in d.journal if e["transition"] == "hooks_interrupted"]
+    assert len(interrupted) == 1 and "%s-event hooks" % phase in interrupted[0]["detail"]
+    assert "they run again, from the first" in interrupted[0]["detail"]
+    assert [(a.kind, a.phase) for a in d.outstanding] == [("hooks", phase)]
+    d.error()
+    assert d.transitions().count("hooks_interrupted") == 1, "said once"
+
+
+def test_pre_hooks_that_end_after_their_event_is_over_do_not_count_as_its_post_hooks():
+    """Results come back from lanes later, in any order: the pre-hooks may still run when the event goes."""
+    d = Driver(auto=False)
+    d.poll(event())
+    d.feed(d.answer(d.outstanding.pop(0)))
+    pre = d.outstanding.pop(0)
+    for dummy in range(3):
+        d.poll()
+    post = d.outstanding.pop(0)
+    assert (post.kind, post.phase, d.state()) == ("hooks", "post", m.POST_HOOKS)
+    d.feed(d.answer(pre))  # the late pre-hooks' result
+    assert d.state() == m.POST_HOOKS and d.outstanding == [] and "ready" not in d.transitions()
+    d.feed(d.answer(post))
+    assert d.state() == m.RELEASING and d.outstanding[0].kind == "release"
+
+
+def test_an_interrupted_pre_phase_of_an_event_that_is_over_is_not_run_again():
+    d = Driver(auto=False)
+    d.poll(event())
+    d.feed(d.answer(d.outstanding.pop(0)))  # the pre-hooks are in flight ...
+    d.poll()
+    d.poll()  # ... while the event is missing from two polls
+    d.restart()
+    d.poll()  # the third: over
+    interrupted = [e for e in d.journal if e["transition"] == "hooks_interrupted"]
+    assert len(interrupted) == 1 and "the event moved on, so not again" in interrupted[0]["detail"]
+    assert [(a.kind, a.phase) for a in d.outstanding] == [("hooks", "post")]

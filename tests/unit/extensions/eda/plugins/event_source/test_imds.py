@@ -114,6 +114,50 @@ def test_peers_events_only_when_asked(rig):
     assert events[1]["scheduled_event"]["scope"] == "other_vms"
 
 
+def name_requests(rig):
+    return [r for r in rig.sim.request_log.query("myvm", None, None) if r["path"].startswith("/metadata/instance")]
+
+
+def test_without_vm_name_and_without_compute_endpoint_it_polls_on_with_scope_unknown(rig, caplog):
+    """Microsoft's mock has no /metadata/instance; some images block it. The source behaves like the watcher: events
+    go out of scope unknown (never this VM's; this_vm_only cannot tell, so peers' too), one warning that says to
+    set vm_name, the name asked again 1, 2, 4 ... s later, and attribution as usual once IMDS gives it."""
+    control = ControlClient(rig.sim.control_url)
+    control.add_fault(kind="status", code=404, path="/metadata/instance")
+    src = rig.source(event_types=["Reboot"])
+    rig.advance(10)
+    with caplog.at_level(logging.DEBUG, logger=source.__name__):
+        events = src.poll()
+        assert changes(events) == [("appeared", REBOOT, None), ("appeared", PEER, None)]
+        assert all("vm" not in e for e in events)
+        assert [(e["scheduled_event"]["scope"], e["scheduled_event"]["affects_this_vm"]) for e in events] == [
+            ("unknown", None), ("unknown", None)]
+        assert src.poll() == [] and len(name_requests(rig)) == 1, "asked again only when the backoff says"
+        rig.advance(1)
+        assert src.poll() == [] and len(name_requests(rig)) == 2
+        rig.advance(1)
+        assert src.poll() == [] and len(name_requests(rig)) == 2, "the second failure waits 2 s"
+        control.clear_faults()
+        rig.advance(1)
+        assert src.poll() == [] and len(name_requests(rig)) == 3
+        ImdsClient(endpoint=rig.sim.endpoint("myvm")).approve([REBOOT])
+        events = src.poll()
+    assert changes(events) == [("approved", REBOOT, None), ("started", REBOOT, None)]
+    assert events[0]["vm"] == "myvm" and events[0]["scheduled_event"]["scope"] == "this_vm"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "vm_name is not set and IMDS does not name this VM" in warnings[0]
+    assert "404" in warnings[0] and "set vm_name" in warnings[0] and "asked again in 1 s" in warnings[0]
+    assert any("this VM is myvm (compute/name, after 2 failed request(s))" in r.getMessage() for r in caplog.records)
+
+
+def test_with_vm_name_the_compute_endpoint_is_never_asked(rig):
+    ControlClient(rig.sim.control_url).add_fault(kind="status", code=404, path="/metadata/instance")
+    src = rig.source(vm_name="myvm")
+    rig.advance(10)
+    assert [e["scheduled_event"]["scope"] for e in src.poll()] == ["this_vm", "this_vm"]
+    assert name_requests(rig) == []
+
+
 def test_imds_failures_are_logged_once_and_the_source_goes_on(rig, caplog):
     control = ControlClient(rig.sim.control_url)
     src = rig.source()

@@ -16,6 +16,8 @@ from ansible_collections.imds.scheduled_events.plugins.module_utils import contr
 from ansible_collections.imds.scheduled_events.plugins.module_utils.sources import ArgumentError
 from ansible_collections.imds.scheduled_events.tests.unit.plugins.module_utils.test_control_plane import (
     EVENT, OTHER, SUB, FakeCredential, row)
+from ansible_collections.imds.scheduled_events.tests.unit.utils.arm_simulator import SUB as SIM_SUB
+from ansible_collections.imds.scheduled_events.tests.unit.utils.arm_simulator import EVENTS, ArmSimulators, Clock
 from ansible_collections.imds.scheduled_events.tests.unit.utils.scripted_server import ScriptedServer, answer
 
 DONE = "9B1D2C3E-0000-4000-8000-000000000002"
@@ -95,7 +97,7 @@ def test_a_failed_query_is_logged_and_backs_off(server, caplog):
     ({"subscriptions": None}, "name subscriptions or management_groups"),
     ({"poll_interval": 0.5}, "between 1 and 3600"),
     ({"poll_interval": 100, "max_backoff": 50}, "max_backoff must be at least poll_interval"),
-    ({"resource_groups": ['rg"; drop']}, "only letters, digits"),
+    ({"resource_groups": ['rg\x00drop']}, "a KQL string cannot carry"),
     ({"auth_source": "password"}, "must be one of auto, msi, env, cli, credentials"),
     ({"subscription": [SUB]}, "unknown argument(s) subscription"),
 ])
@@ -103,3 +105,21 @@ def test_bad_arguments_are_refused(args, message):
     with pytest.raises(ArgumentError) as caught:
         source.ResourceGraphSource(dict({"subscriptions": [SUB]}, **args), client=object())
     assert message in str(caught.value)
+
+
+def test_a_revoked_token_does_not_stop_the_polls(monkeypatch):
+    """The source lives for days with one client: after Azure revokes its token, azure-identity's cache would hand
+    the same token back at every poll. The claims challenge gets a new one, so the next poll reads the fleet."""
+    pytest.importorskip("azure.identity")
+    simulators = ArmSimulators(monkeypatch, Clock())
+    try:
+        sim, control = simulators.start()
+        src = source.ResourceGraphSource({"subscriptions": [SIM_SUB], "auth_source": "msi",
+                                          "management_endpoint": sim.arm_url}, clock=lambda: NOW)
+        assert sorted(e["event_id"] for e in src.poll()) == EVENTS
+        control.revoke_tokens()
+        control.advance(900)  # the freezes start
+        assert sorted(e["event_id"] for e in src.poll() if e["change"] == "started") == EVENTS
+        assert sim.arm.tokens_issued == 2
+    finally:
+        simulators.stop()
