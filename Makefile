@@ -50,6 +50,10 @@ export ANSIBLE_ASYNC_DIR := $(ANSIBLE_HOME)/async
 # molecule's ansible.cfg names the ssh control sockets' directory itself; the variable wins over the file
 export ANSIBLE_SSH_CONTROL_PATH_DIR := $(ANSIBLE_HOME)/cp
 export XDG_CACHE_HOME := $(IMDS_SE_TEST_CACHE)/xdg
+# pip runs `rustc --version` for its user agent; where that is rustup's proxy and the home has no ~/.rustup (a fresh
+# HOME), the proxy writes ~/.rustup/settings.toml. Then it writes into the cache instead; an existing ~/.rustup or
+# RUSTUP_HOME (a real rustup install, its toolchains) is kept.
+export RUSTUP_HOME := $(or $(RUSTUP_HOME),$(wildcard $(HOME)/.rustup),$(IMDS_SE_TEST_CACHE)/rustup)
 # the IMDS client's pacing file (shared by the processes of a user) for everything make runs on this host, root
 # included, instead of /run/imds-scheduled-events (the containers of the system suites use their own /run)
 export IMDS_SE_PACE_DIR := $(CURDIR)/.build/pace
@@ -119,7 +123,8 @@ lint: venv collection
 changelog-lint: venv
 	$(BIN)/antsibull-changelog lint
 
-ANTSIBULL_DOCS = $(BIN)/antsibull-docs collection --use-current --squash-hierarchy --output-format simplified-rst \
+# tests/docs/antsibull.cfg: problems on stderr, and no ~/antsibull.log (antsibull's default log file)
+ANTSIBULL_DOCS = $(BIN)/antsibull-docs --config-file tests/docs/antsibull.cfg collection --use-current --squash-hierarchy --output-format simplified-rst \
 	--no-add-antsibull-docs-version --fail-on-error --cleanup everything
 
 docs: venv collection
@@ -131,7 +136,7 @@ docs: venv collection
 # antsibull-docs does not render) matches what the code says.
 docs-check: venv collection
 	bash tests/docs/check-plugin-docs
-	$(BIN)/antsibull-docs lint-collection-docs --plugin-docs .
+	$(BIN)/antsibull-docs --config-file tests/docs/antsibull.cfg lint-collection-docs --plugin-docs .
 	@rm -rf .build/docs && mkdir -p .build/docs
 	@$(ANTSIBULL_DOCS) --dest-dir .build/docs imds.scheduled_events >/dev/null
 	@diff -r docs/plugins .build/docs || { echo "docs/plugins/ is out of date: run 'make docs'"; exit 1; }
@@ -166,10 +171,12 @@ $(foreach p,$(NODE_PYTHONS),units-node-$(p)): units-node-%: venvs
 $(foreach c,$(CORES),integration-$(c)): integration-%: venvs
 	@echo "=== matrix: ansible-core $* integration on Python $(PY_$*)"
 	$(call test_tree,integration-$*)
+	@bash scripts/need-program jq jq && bash scripts/need-program curl curl   # the docs' commands (doc_commands)
 	cd $(call TREE,integration-$*) && PATH=$(call venv_of,$*)/bin:$$PATH \
 	  $(call ANSIBLE_TEST,$(call venv_of,$*)) integration --local --python $(PY_$*) --color no --allow-destructive
 
-system: venv eda-venv collection
+# venvs: tests/system/test_doc_commands.py runs the docs' commands with every matrix leg's ansible-playbook
+system: venvs eda-venv collection
 	bash tests/system/run
 
 demo: venv collection

@@ -10,6 +10,10 @@ ansible-galaxy from a tarball built from this checkout.
 - The watcher role applied by the VM's own ansible-playbook to the VM itself (-c local), on Debian 12 (2.14) and
   13 (2.19): it converges, is idempotent, the service it starts polls the simulator, and watcher_state=absent
   removes it. Not on Debian 11, whose Ansible 2.10 the collection does not claim.
+- The docs' `pull` commands (tests/harness/doc_commands.py: `ansible-pull -U <repo> playbooks/pull_site.yml`), run
+  as printed on Debian 12 (2.14) and 13 (2.19) by the VM's own ansible-pull, with <repo> a git repository of the
+  installed collection's files and IMDS_ENDPOINT (the variable the lookup documents) naming the VM's simulator
+  endpoint, while an event is pending: the run skips itself and succeeds.
 - The playbooks the EDA rulebooks run, on Debian 12 (2.14) and 13 (2.19), by the VM's own ansible-playbook as
   ansible-rulebook runs them (`-e @env/extravars`) with events whose every field is hostile
   (tests/harness/eda_extravars.py, from the installed collection: the integration target eda_playbooks runs the same
@@ -29,7 +33,7 @@ import pytest
 import yaml
 from packaging.specifiers import SpecifierSet
 
-from harness import polling
+from harness import doc_commands, polling
 from harness import rootfs as rootfs_mod
 from harness.collection import build_tarball
 from harness.pytest_container import start_container
@@ -62,13 +66,19 @@ def eda_vm_name(release):
     return "eda-%s" % release.test_id
 
 
+def doc_vm_name(release):
+    """The simulator VM of the docs' pull commands."""
+    return "doc-%s" % release.test_id
+
+
 SCENARIO = {
     "name": "pull-packaged-ansible",
     "description": "One VM per leg for ansible-pull and one for the watcher role; events are injected by the tests.",
     "clock": "manual",
     "seed": 7,
     "vms": [{"name": name} for suite in PULL_RELEASES
-            for name in vm_names(rootfs_mod.release(suite)) + (eda_vm_name(rootfs_mod.release(suite)),)],
+            for name in vm_names(rootfs_mod.release(suite)) + (eda_vm_name(rootfs_mod.release(suite)),
+                                                               doc_vm_name(rootfs_mod.release(suite)))],
 }
 
 
@@ -271,6 +281,36 @@ def test_the_eda_playbooks_keep_hostile_events_data(vm, sim, control, debian_rel
                    "--workdir", "/root/eda-extravars"], timeout=1800, check=False)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-20000:]
     assert [a["vm"] for a in control.approvals(event_id)] == [eda_vm]
+
+
+@pytest.mark.debian_releases(*CLAIMED)
+def test_the_docs_pull_commands_run_as_printed(vm, sim, control, debian_release):
+    found = doc_commands.extract(str(ROOT))
+    wrong = doc_commands.problems(found)
+    assert not wrong, "the docs' markers are wrong:\n" + "\n".join(wrong)
+    found = [command for command in found if command.where == "pull"]
+    assert found, "no pull command found: the extractor or the markers are broken"
+    repo = "/srv/doc-commands-repo"
+    vm.ssh("rm -rf {0} && cp -r {1} {0} && cd {0} && git init -q && git add . && git -c user.name=test "
+           "-c user.email=test@localhost commit -q -m 'the collection'".format(repo, INSTALLED))
+    doc_vm = doc_vm_name(debian_release)
+    version = packaged_ansible_version(vm)
+    failures = []
+    for command in found:
+        event_id = str(uuid.uuid4()).upper()
+        control.inject(id=event_id, type="Reboot", resources=[doc_vm], notice=900)
+        script = doc_commands.substitute(command.script, {"repo": "file://" + repo})
+        proc = vm.ssh("IMDS_ENDPOINT=%s ANSIBLE_NOCOLOR=1 %s" % (shlex.quote(sim.endpoint(doc_vm)),
+                                                                 shlex.join(doc_commands.bash_argv(script))),
+                      timeout=doc_commands.BOUND, check=False)
+        output = proc.stdout + proc.stderr
+        why = doc_commands.verdict(command, proc.returncode, output)
+        if not why and "skipping this run" not in output:
+            why = "it did not see the pending event %s" % event_id
+        if why:
+            failures.append(str(doc_commands.Failure(command, why, output, "Debian's ansible-core " + version)))
+        control.cancel(event_id)
+    assert not failures, "\n\n".join(failures)
 
 
 @pytest.mark.debian_releases(*CLAIMED)

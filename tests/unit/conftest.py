@@ -15,6 +15,11 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 
+# pytest's tmp_path directories go under tests/output (which ansible-test and `make clean` remove), not /tmp, where
+# pytest would keep the last three runs' (ansible-test units passes no TMPDIR through).
+os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", os.path.join(ROOT, "tests", "output", ".tmp"))
+os.makedirs(os.environ["PYTEST_DEBUG_TEMPROOT"], exist_ok=True)
+
 sys.path.insert(0, os.path.join(ROOT, "tests", "guard"))
 import sitecustomize  # noqa: E402  pylint: disable=wrong-import-position
 

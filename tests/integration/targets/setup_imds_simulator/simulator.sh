@@ -21,8 +21,9 @@ export IMDS_SE_PACE_DIR="$OUTPUT_DIR/pace"
 [ -d "$IMDS_SE_PACE_DIR" ] || mkdir -m 0700 "$IMDS_SE_PACE_DIR"
 
 start_imds_simulator() {
-  local dir
-  dir=$(mktemp -d "$OUTPUT_DIR/simulator.XXXXXX")
+  # in the target's output directory, which ansible-test removes: nothing is left in /tmp
+  IMDS_SIM_DIR=$(mktemp -d "$OUTPUT_DIR/simulator.XXXXXX")
+  local dir=$IMDS_SIM_DIR
   IMDS_SIM_READY="$dir/ready.json"
   PYTHON=python "$IMDS_COLLECTION_ROOT/simulator/imds-simulator" --port 0 --control-port 0 \
     --ready-file "$IMDS_SIM_READY" "$@" >"$dir/simulator.log" 2>&1 &
