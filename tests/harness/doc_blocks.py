@@ -1,12 +1,14 @@
-"""The commands of a document that tests run or check, read from the document itself: one copy, not two.
+"""The blocks of a document that tests read, taken from the document itself: one copy, not two.
 
-A fenced block is marked by the line right above it, in the style of docs/eda.md:
+The blocks and their markers are found by tests/harness/doc_commands.py (the one reader of the docs' fenced blocks).
+A block a test reads names it in its marker's note (after the comma; for a json or yaml block, the whole marker):
 
-    <!-- tested: tests/system/test_first_boot.py runs the next sh block on the VM: status -->
+    <!-- tested: firstboot, tests/system/test_first_boot.py runs it as "status" -->
+    <!-- tested: no: azure, tests/unit/deploy/test_readme.py checks it as "existing VM" -->
+    <!-- tested: tests/system/test_first_boot.py deploys it as "watcher.parameters.json" -->
 
-that is `<!-- tested: <the test file> <what it does with> the next <language> block [where]: <its name> -->`. A test asks
-for a block by its own path and the name; `az` commands are read into their parameters as the Azure CLI would pass
-them to a template.
+that is `<the test file> <what it does with> it as "<its name>"`. A test asks for a block by its own path and the
+name; `az` commands are read into their parameters as the Azure CLI would pass them to a template.
 """
 
 import json
@@ -14,42 +16,47 @@ import re
 import shlex
 from pathlib import Path
 
+from harness import doc_commands
+
 ROOT = Path(__file__).resolve().parent.parent.parent
-_MARKED = re.compile(r"^<!-- tested: (?P<test>\S+) (?P<what>[^\n]*?) the next (?P<lang>\w+) block(?P<where>[^:\n]*): "
-                     r"(?P<name>[^\n]+?) -->\n"
-                     r"```(?P=lang)\n(?P<text>.*?)^```$", re.MULTILINE | re.DOTALL)
-_MARK = re.compile(r"^<!-- tested:", re.MULTILINE)
+_NAMED = re.compile(r'^(?P<test>\S+\.py) (?P<what>[^"]+?) it as "(?P<name>[^"]+)"$')
+_NAMING_MARK = re.compile(r'^\s*<!--\s*tested:.* it as "[^"]+"\s*-->\s*$', re.MULTILINE)
 
 
 class Block(object):
-    """A marked block: its name, language, text and line (1-based, of the marker) in the document."""
+    """A named block: the test that reads it, its name, language, text, the line of its first line in the document,
+    and where doc_commands says it runs (a shell block; None for the others)."""
 
-    def __init__(self, document, match, text):
+    def __init__(self, document, line, lang, body, mark):
         self.document = document
-        self.test = match.group("test")
-        self.what = match.group("what")
-        self.lang = match.group("lang")
-        self.name = match.group("name")
-        self.text = match.group("text")
-        self.line = text.count("\n", 0, match.start()) + 1
+        self.lang = lang
+        self.text = "\n".join(body) + "\n"
+        self.line = line
+        self.where = None
+        note = mark
+        if lang in doc_commands.SHELLS:
+            self.where, dummy, note, dummy = doc_commands.parse_mark(mark)
+        named = _NAMED.match(note or "")
+        self.test, self.what, self.name = named.group("test", "what", "name") if named else (None, None, None)
 
     def __repr__(self):
         return "%s:%d (%s block %r)" % (self.document, self.line, self.lang, self.name)
 
 
 def blocks(document):
-    """Every marked block of a document (a path relative to the repository's root). A marker that does not stand
-    right above a fenced block of its language is an error: a test would silently lose its block."""
+    """Every named block of a document (a path relative to the repository's root, or absolute). A naming marker
+    that does not stand right above a fenced block is an error: a test would silently lose its block."""
     text = (ROOT / document).read_text()
-    found = [Block(document, match, text) for match in _MARKED.finditer(text)]
-    if len(found) != len(_MARK.findall(text)):
-        raise ValueError("%s: a '<!-- tested: ... the next <lang> block: <name> -->' marker is not right above its "
-                         "fenced block" % document)
+    found = [Block(document, *parts) for parts in doc_commands.markdown_blocks(text) if parts[3] is not None]
+    found = [item for item in found if item.name is not None]
+    if len(found) != len(_NAMING_MARK.findall(text)):
+        raise ValueError('%s: a \'<!-- tested: ... it as "<name>" -->\' marker is not right above its fenced block'
+                         % document)
     return found
 
 
 def block(document, test, name):
-    """The block `name` that `test` (its path relative to the repository's root) claims in `document`."""
+    """The block `name` that `test` (its path relative to the repository's root) reads in `document`."""
     mine = [b for b in blocks(document) if b.test == test and b.name == name]
     if len(mine) != 1:
         raise LookupError("%s has %d block(s) named %r for %s" % (document, len(mine), name, test))

@@ -15,10 +15,12 @@ import yaml
 
 import bootstrap
 from harness.arm_template import Deployment
+from harness import doc_commands
 from harness.doc_blocks import ROOT, az_deployments, block, blocks, from_shell, parameters_file, shell_commands, typed
 
 README = "deploy/README.md"
 ME = "tests/unit/deploy/test_readme.py"
+FIRST_BOOT = "tests/system/test_first_boot.py"
 # What the shell gives a `$VAR` or `$(...)` here, where it matters what kind of value it is.
 SHELL_STANDINS = {"webhookUrl": "https://hooks.example.com/services/T0KEN"}
 SHELL_FILE = re.compile(r"^\$\(cat (?P<path>[^~/)\s][^)\s]*)\)$")  # a file of the checkout
@@ -116,7 +118,7 @@ def test_the_new_vm_with_cloud_init_gets_the_shipped_cloud_config():
 
 @pytest.mark.parametrize("name", ["new VM with the Custom Script extension", "existing VM", "scale set"])
 def test_the_custom_script_deployments_set_up_ansible_pull_and_pass_their_secrets(name, tmp_path):
-    (command,) = az_deployments(block(README, ME if name != "existing VM" else "tests/system/test_first_boot.py",
+    (command,) = az_deployments(block(README, ME if name != "existing VM" else FIRST_BOOT,
                                       name).text)
     deployment, values = evaluated(command)
     settings, secrets = script_settings(extension_of(deployment), tmp_path)
@@ -147,7 +149,7 @@ def test_updating_and_removing_name_what_the_deployments_made():
     assert update[:3] == ["az", "vmss", "update-instances"]
     assert update[update.index("--name") + 1] == scale_set.values()["scaleSetName"]
     (delete,) = shell_commands(mine("remove the extension").text)
-    (existing,) = az_deployments(block(README, "tests/system/test_first_boot.py", "existing VM").text)
+    (existing,) = az_deployments(block(README, FIRST_BOOT, "existing VM").text)
     assert delete[:4] == ["az", "vm", "extension", "delete"]
     assert delete[delete.index("--vm-name") + 1] == existing.values()["vmName"]
     deployment, dummy = evaluated(existing)
@@ -165,10 +167,20 @@ def test_a_value_of_the_wrong_type_is_caught():
 
 def test_a_marker_that_lost_its_block_is_an_error(tmp_path):
     page = tmp_path / "page.md"
-    page.write_text("<!-- tested: t.py runs the next sh block: one -->\n```sh\necho one\n```\n\n"
-                    "<!-- tested: t.py runs the next sh block: two -->\nSome words between.\n```sh\necho two\n```\n")
+    page.write_text('<!-- tested: vm, t.py runs it as "one" -->\n```sh\necho one\n```\n\n'
+                    '<!-- tested: vm, t.py runs it as "two" -->\nSome words between.\n```sh\necho two\n```\n')
     with pytest.raises(ValueError, match="marker is not right above its fenced block"):
         blocks(str(page))
-    page.write_text("<!-- tested: t.py runs the next sh block on the VM: one -->\n```sh\necho one\n```\n")
-    (found,) = blocks(str(page))
-    assert (found.test, found.name, found.lang, found.text, found.line) == ("t.py", "one", "sh", "echo one\n", 1)
+    page.write_text('<!-- tested: firstboot, t.py runs it as "one" -->\n```sh\necho one\n```\n\n'
+                    '<!-- tested: t.py reads it as "two" -->\n```json\n{}\n```\n')
+    one, two = blocks(str(page))
+    assert (one.test, one.name, one.lang, one.text, one.line, one.where) == ("t.py", "one", "sh", "echo one\n", 3,
+                                                                             "firstboot")
+    assert (two.test, two.name, two.lang, two.text, two.where) == ("t.py", "two", "json", "{}\n", None)
+
+
+def test_the_firstboot_commands_of_the_docs_are_the_blocks_the_first_boot_test_runs():
+    """doc_commands leaves the `firstboot` commands to tests/system/test_first_boot.py: each is one it names."""
+    firstboot = [(c.path, c.line) for c in doc_commands.extract(str(ROOT)) if c.where == "firstboot"]
+    claimed = [(README, b.line) for b in blocks(README) if b.test == FIRST_BOOT and b.where == "firstboot"]
+    assert firstboot and sorted(firstboot) == sorted(claimed)
