@@ -3,13 +3,18 @@
 The one bootstrap behind both first-boot paths of deploy/README.md: cloud-init (deploy/cloud-init.yaml runs it from
 the collection tarball) and the Custom Script extension (the ARM templates run it the same way). It
 
-1. moves every secret it is given into /etc/imds-scheduled-events/secrets.json (0600), first: the webhook secret, the
-   SMTP password and the webhook's URL (a chat webhook's URL is its credential), from the extension's script (the
-   `# imds-se-secrets:` line, removed from the script at once) and from the role's variables (removed from the
-   settings and variables files that held them);
-2. finds an ansible-core new enough for the collection, else installs the distribution's, else one in a venv;
-3. installs the collection (a tarball file or URL, or a Galaxy name) under /usr/share/ansible/collections;
-4. optionally puts ansible-pull on a systemd timer, for the watcher role to run through imds-drift-guard;
+1. takes every secret it is given: the webhook secret, the SMTP password and the webhook's URL (a chat webhook's URL is
+   its credential), from the extension's script (the `# imds-se-secrets:` line, removed from the script at once) and
+   from the role's variables; once step 2 has passed, they go into /etc/imds-scheduled-events/secrets.json (0600)
+   and out of the settings and variables files that held them, before anything is installed;
+2. works out what it must install for what it was asked, and checks with apt-get --simulate that it can, before it
+   changes anything: an ansible-core new enough for the collection (the distribution's, else one from PyPI in a venv,
+   with python3-venv), git when ansible-pull is configured (ansible-pull clones with it), and the watcher's own
+   packages; a package that cannot be installed is named, with why it is needed and what apt said;
+3. installs them (apt, Debian and Ubuntu; elsewhere they must be there already), then the collection (a tarball
+   file or URL, or a Galaxy name) under /usr/share/ansible/collections;
+4. optionally puts ansible-pull on a systemd timer, for the watcher role to run through imds-drift-guard, and holds
+   that timer during events (the one default of what is held);
 5. applies the watcher role to this machine (connection local) with the operator's variables, each string that
    could be a template marked !unsafe (data, never rendered), and watcher_manage_secrets false: the role reads the
    secrets file; no secret is in its variables, on a command line or in any environment.
@@ -55,7 +60,11 @@ UNIT_DIR = "/etc/systemd/system"
 PULL_SERVICE = "ansible-pull.service"
 PULL_TIMER = "ansible-pull.timer"
 PULL_CHECKOUT = "/var/lib/ansible-pull/checkout"
+HOLD_UNITS_VAR = "watcher_hold_systemd_units"
 WATCHER_SERVICE = "imds-watcher.service"
+# The watcher role's own packages (its watcher_packages default; a unit test keeps the two equal): installed here with
+# the rest, so that they are checked before anything changes, and the role finds them.
+ROLE_PACKAGES = ("python3-requests", "python3-jmespath")
 SETTINGS_KEYS = ("collection", "vars", "vars_files", "ansible", "ansible_pull")
 PULL_KEYS = ("url", "playbook", "branch", "interval")
 # The secrets file's keys, and the role variables that carry a secret (the webhook's URL is watcher_notify_webhook.url).
@@ -314,6 +323,7 @@ def check_settings(settings):
     return out
 
 
+_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 _SAFE_ARG = re.compile(r"^[A-Za-z0-9@%+=:,./_~-]+$")
 _INTERVAL = re.compile(r"^[0-9]+ ?(s|sec|m|min|h|hr|d|days?|w|weeks?)?( [0-9]+ ?(s|sec|m|min|h|hr|d|days?|w|weeks?)?)*$")
 
@@ -496,56 +506,144 @@ def usable(bin_dir):
     return found is not None and found[0][:2] >= MIN_ANSIBLE
 
 
+# --- what this run installs: decided and checked before anything changes -----------------------------------------
+
+
+class Plan(object):
+    """What a run installs. `packages` are (name, why) pairs, installed with apt in one go; `installs` is what apt-get
+    says that takes (the packages and all they need), checked with --simulate before anything changes."""
+
+    def __init__(self):
+        self.bin_dir = None  # the ansible-core already here, else the one to install
+        self.venv = False  # ansible-core from PyPI in a venv at VENV
+        self.packages = []
+        self.installs = []
+
+    def need(self, package, why):
+        self.packages.append((package, why))
+
+
+def apt_environment():
+    return dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+
+
+def apt_get(action, packages=(), capture=False, check=True):
+    # Wait for the dpkg lock (a VM's first minutes may have apt-daily or the agent in it), retry a flaky mirror.
+    argv = ["apt-get", action, "-q", "-o", "DPkg::Lock::Timeout=600", "-o", "Acquire::Retries=3"]
+    if action == "install":
+        argv += ["-y", "--no-install-recommends"]
+    return run(argv + list(packages), env=apt_environment(), capture=capture, check=check)
+
+
 def apt_candidate(package):
-    proc = run(["apt-cache", "policy", package], capture=True, check=False)
+    proc = run(["apt-cache", "policy", "--", package], capture=True, check=False)
     found = re.search(r"Candidate:\s*(\S+)", proc.stdout or "")
     return None if not found or found.group(1) == "(none)" else version_tuple(found.group(1).split(":")[-1])
 
 
-def apt_install(packages):
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    run(["apt-get", "install", "-y", "--no-install-recommends"] + list(packages), env=env)
+def dpkg_installed(package):
+    proc = run(["dpkg-query", "--show", "--showformat=${db:Status-Status}", "--", package], capture=True, check=False)
+    return proc.returncode == 0 and proc.stdout.strip() == "installed"
 
 
-def ensure_ansible(mode):
-    """The bin directory of an ansible-core >= MIN_ANSIBLE, installing one when needed."""
-    wanted = "%d.%d" % MIN_ANSIBLE
+def has_venv_module():
+    """Whether the system python can build a venv with pip in it (Debian and Ubuntu split ensurepip off into
+    python3-venv)."""
+    return run([SYSTEM_PYTHON, "-c", "import ensurepip, venv"], capture=True, check=False).returncode == 0
+
+
+def installed_ansible(mode):
+    """The bin directory of an ansible-core >= MIN_ANSIBLE already here (the venv's first), or None."""
     if mode in ("auto", "venv") and usable(os.path.join(VENV, "bin")):
         return os.path.join(VENV, "bin")
     if mode in ("auto", "distribution") and usable("/usr/bin"):
         return "/usr/bin"
-    if mode in ("auto", "distribution"):
-        if shutil.which("apt-get"):
-            run(["apt-get", "update"], env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+    return None
+
+
+def role_packages(variables):
+    """The OS packages the watcher role installs (its watcher_packages, unless watcher_install_packages is false)."""
+    if variables.get("watcher_install_packages", True) is False:
+        return []
+    packages = variables.get("watcher_packages", list(ROLE_PACKAGES))
+    if not isinstance(packages, list) or not all(isinstance(p, str) and _PACKAGE.match(p) for p in packages):
+        raise BootstrapError("watcher_packages must be a list of package names")
+    return packages
+
+
+def plan_install(settings, variables):
+    """What this run must install for what it was asked (ansible-core, git for ansible-pull, python3-venv for a venv,
+    the watcher's own packages), checked with apt-get --simulate: refused before anything changes, with each package
+    and why it is needed, when one cannot be installed. The only thing done on the way is `apt-get update` (apt's
+    package lists; a cloud image ships none), and only when something is missing."""
+    plan = Plan()
+    mode = settings["ansible"]
+    apt = shutil.which("apt-get") is not None
+    wanted = "%d.%d" % MIN_ANSIBLE
+    updated = False
+    plan.bin_dir = installed_ansible(mode)
+    if plan.bin_dir is None:
+        candidate = None
+        if mode in ("auto", "distribution") and apt:
+            apt_get("update")
+            updated = True
             candidate = apt_candidate("ansible-core")
-            if candidate and candidate[:2] >= MIN_ANSIBLE:
-                apt_install(["ansible-core", "python3-requests", "python3-jmespath"])
-            elif mode == "distribution":
-                raise BootstrapError("this distribution packages no ansible-core %s or later (candidate: %s); use "
-                                     "--ansible venv" % (wanted, ".".join(map(str, candidate)) if candidate else "none"))
-        elif shutil.which("dnf"):
-            run(["dnf", "install", "-y", "ansible-core", "python3-requests", "python3-jmespath"], check=mode == "distribution")
-        if usable("/usr/bin"):
-            return "/usr/bin"
-        if mode == "distribution":
-            raise BootstrapError("the distribution's ansible-core is older than %s" % wanted)
-    return make_venv()
+        if candidate and candidate[:2] >= MIN_ANSIBLE:
+            plan.need("ansible-core", "the distribution's %s applies the watcher role" % ".".join(map(str, candidate)))
+            plan.bin_dir = "/usr/bin"
+        elif mode == "distribution":
+            raise BootstrapError("this distribution packages no ansible-core %s or later (candidate: %s); use --ansible "
+                                 "venv" % (wanted, ".".join(map(str, candidate)) if candidate else "none"))
+        else:
+            plan.venv, plan.bin_dir = True, os.path.join(VENV, "bin")
+            if not has_venv_module():
+                plan.need("python3-venv", "%s cannot build the venv for ansible-core %s from PyPI without it (the "
+                                          "distribution's is older)" % (SYSTEM_PYTHON, wanted))
+    if settings["ansible_pull"] and shutil.which("git") is None:
+        plan.need("git", "ansible-pull clones its repository with it")
+    if apt:
+        for package in role_packages(variables):
+            if not dpkg_installed(package):
+                plan.need(package, "the watcher's own, watcher_packages")
+    if not plan.packages:
+        return plan
+    needs = ", ".join("%s (%s)" % pair for pair in plan.packages)
+    if not apt:
+        raise BootstrapError("this machine needs %s, and the bootstrap installs packages with apt only (Debian, "
+                             "Ubuntu): there is no apt-get here. Install them, then run it again; nothing was changed"
+                             % needs)
+    if not updated:
+        apt_get("update")
+    names = [name for name, dummy in plan.packages]
+    proc = apt_get("install", ["--simulate"] + names, capture=True, check=False)
+    if proc.returncode != 0:
+        said = [line for line in (proc.stdout or "").splitlines()
+                if line.startswith("E:") or re.match(r"^ \S+ : ", line) or "Depends:" in line]
+        raise BootstrapError("cannot install %s: apt-get install --simulate refused it (exit %d), and nothing was "
+                             "changed:\n%s" % (needs, proc.returncode, "\n".join(said) or (proc.stdout or "")[-2000:]))
+    plan.installs = [line.split()[1] for line in (proc.stdout or "").splitlines() if line.startswith("Inst ")]
+    log("to install: %s; apt-get installs %d package(s): %s" % (needs, len(plan.installs), " ".join(plan.installs)))
+    return plan
+
+
+def carry_out(plan):
+    """Install what plan_install() found missing; the bin directory of the ansible-core to use."""
+    if plan.packages:
+        apt_get("install", [name for name, dummy in plan.packages])
+    if plan.venv:
+        make_venv()
+    if not usable(plan.bin_dir):
+        raise BootstrapError("no usable ansible-core %d.%d or later in %s after the install" % (MIN_ANSIBLE + (plan.bin_dir,)))
+    return plan.bin_dir
 
 
 def make_venv():
     """ansible-core from PyPI (or PIP_INDEX_URL) in a venv, for distributions whose own is too old."""
     log("installing ansible-core %d.%d or later in a venv at %s" % (MIN_ANSIBLE + (VENV,)))
-    if run([SYSTEM_PYTHON, "-c", "import ensurepip, venv"], check=False, capture=True).returncode != 0:
-        if not shutil.which("apt-get"):
-            raise BootstrapError("%s has no venv module; install it (python3-venv) and run again" % SYSTEM_PYTHON)
-        apt_install(["python3-venv"])
     os.makedirs(os.path.dirname(VENV), mode=0o755, exist_ok=True)
     run([SYSTEM_PYTHON, "-m", "venv", VENV])
     pip = os.path.join(VENV, "bin", "pip")
     run([pip, "install", "--disable-pip-version-check", "ansible-core>=%d.%d" % MIN_ANSIBLE, "requests", "jmespath"])
-    if not usable(os.path.join(VENV, "bin")):
-        raise BootstrapError("the venv at %s has no usable ansible-core after pip install" % VENV)
-    return os.path.join(VENV, "bin")
 
 
 # --- the collection ----------------------------------------------------------------------------------------------
@@ -726,13 +824,43 @@ def ansible_environment():
 
 def role_variables(settings, variables):
     """What the role gets: ours, the operator's (which win), and watcher_manage_secrets false (which wins: the role
-    must leave the secrets file, which holds what the operator's variables no longer do)."""
+    must leave the secrets file, which holds what the operator's variables no longer do). What is held by default is
+    decided here and nowhere else: the ansible-pull timer when the bootstrap puts ansible-pull on one, with the units
+    the operator lists; nothing else."""
     out = {"ansible_python_interpreter": SYSTEM_PYTHON}
     if settings["ansible_pull"]:
         out.update(watcher_ansible_pull_guard="systemd", watcher_ansible_pull_service=PULL_SERVICE)
     out.update(variables)
+    units = variables.get(HOLD_UNITS_VAR, [])
+    if settings["ansible_pull"] and isinstance(units, list) and PULL_TIMER not in units:
+        out[HOLD_UNITS_VAR] = [PULL_TIMER] + units
     out["watcher_manage_secrets"] = False
     return out
+
+
+def unit_known(unit):
+    proc = run(["systemctl", "list-unit-files", "--no-legend", "--", unit], capture=True, check=False)
+    return proc.returncode == 0 and unit in (proc.stdout or "").split()
+
+
+def check_held_units(settings, variables):
+    """A unit the watcher is to hold but this machine lacks makes its hold fail at the first event (hold_failed):
+    the ansible-pull timer without ansible_pull is refused now, another unit is reported (something may install it
+    later, ansible-pull's own playbook for one)."""
+    units = variables.get(HOLD_UNITS_VAR, [])
+    if not isinstance(units, list):
+        return  # the role's argument spec says what it must be
+    for unit in units:
+        if not isinstance(unit, str) or (settings["ansible_pull"] and unit in (PULL_TIMER, PULL_SERVICE)) or \
+                unit_known(unit):
+            continue
+        if unit in (PULL_TIMER, PULL_SERVICE):
+            raise BootstrapError("%s names %s, but no ansible_pull url is set (ansiblePullUrl in the ARM templates) "
+                                 "and this machine has no such unit: the watcher could not hold it at an event. Set "
+                                 "the url, or leave %s out (the bootstrap holds the timer it sets up by itself)"
+                                 % (HOLD_UNITS_VAR, unit, unit))
+        log("warning: %s names %s, which is not on this machine: holding it fails at an event unless something "
+            "installs it first" % (HOLD_UNITS_VAR, unit))
 
 
 def apply_role(bin_dir, role_vars_yaml):
@@ -763,15 +891,18 @@ def main(argv=None, environ=None):
         secrets = Secrets()
         script_settings = read_script(args.script, secrets) if args.script else None
         settings = load_settings(args, secrets, script_settings)
-        role_vars_yaml = role_vars_text(role_variables(settings, collect_variables(settings, secrets)))
+        variables = collect_variables(settings, secrets)
+        role_vars_yaml = role_vars_text(role_variables(settings, variables))
         if os.geteuid() != 0:
             raise BootstrapError("run me as root: I install packages, a systemd service and files under /etc")
         os.umask(0o022)
+        check_held_units(settings, variables)
+        plan = plan_install(settings, variables)
         for path, mode in ((CONF_DIR, 0o700), (STATE_DIR, 0o700), (os.path.join(STATE_DIR, "tmp"), 0o700)):
             os.makedirs(path, mode=mode, exist_ok=True)
             os.chmod(path, mode)
         secrets_changed = move_secrets(secrets)
-        bin_dir = ensure_ansible(settings["ansible"])
+        bin_dir = carry_out(plan)
         ansible = ansible_version(bin_dir)[1]
         log("using %s from %s" % (ansible, bin_dir))
         version = install_collection(bin_dir, settings["collection"])
@@ -783,8 +914,8 @@ def main(argv=None, environ=None):
             run(["systemctl", "try-restart", WATCHER_SERVICE])
         active = service_state()
         record_run({"finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "collection": version,
-                    "ansible": ansible, "ansible_pull": bool(settings["ansible_pull"]),
-                    "seconds": round(time.time() - started, 1), "watcher": active})
+                    "ansible": ansible, "ansible_pull": bool(settings["ansible_pull"]), "installed": plan.installs,
+                    "venv": plan.venv, "seconds": round(time.time() - started, 1), "watcher": active})
         log("done in %.0f s: %s %s, %s is %s" % (time.time() - started, COLLECTION, version, WATCHER_SERVICE, active))
         return 0
     except BootstrapError as exc:

@@ -8,6 +8,7 @@ Function names are case-insensitive, as in ARM; '' is a quote inside a string li
 """
 
 import base64
+import datetime
 import hashlib
 import json
 import re
@@ -170,8 +171,10 @@ class Deployment(object):
         "reference": lambda resource_id, _api=None: {"principalId": _guid("principal", resource_id)},
     }
 
-    def __init__(self, template, parameters, resource_group="test-rg", location="westeurope"):
+    def __init__(self, template, parameters, resource_group="test-rg", location="westeurope", now=None):
         self.template = template
+        self.now = now or datetime.datetime.now(datetime.timezone.utc)
+        self._in_default = False
         declared = template.get("parameters", {})
         unknown = sorted(set(parameters) - set(declared))
         if unknown:
@@ -191,7 +194,11 @@ class Deployment(object):
         if name in self.parameters:
             value = self.parameters[name]
         elif "defaultValue" in declared[name]:
-            value = self.evaluate(declared[name]["defaultValue"])
+            outer, self._in_default = self._in_default, True  # where ARM allows utcNow()
+            try:
+                value = self.evaluate(declared[name]["defaultValue"])
+            finally:
+                self._in_default = outer
         else:
             raise TemplateError("parameter %r has no value and no default" % name)
         allowed = declared[name].get("allowedValues")
@@ -252,6 +259,11 @@ class Deployment(object):
             if values[0] not in self._copy_index:
                 raise TemplateError("copyIndex(%r) outside its copy loop" % values[0])
             return self._copy_index[values[0]]
+        if name == "utcnow":
+            if not self._in_default or values:
+                raise TemplateError("utcNow() is allowed only, without a format here, as a parameter's defaultValue "
+                                    "(ARM refuses it anywhere else)")
+            return self.now.strftime("%Y%m%dT%H%M%SZ")  # its default format, yyyyMMddTHHmmssZ
         if name == "resourcegroup":
             return {"name": self.resource_group, "location": self.location,
                     "id": "/subscriptions/%s/resourceGroups/%s" % (SUBSCRIPTION, self.resource_group)}

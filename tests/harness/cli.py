@@ -1,6 +1,6 @@
 """Real-systemd test machine, by hand or from molecule's create/destroy playbooks.
 
-    container build [--suite S] [--force]          build (or reuse) the cached rootfs of a release
+    container build [--suite S] [--force] [--cloud-image]  build (or reuse) the cached rootfs of a release
     container boot [--suite S] [--name N] [--json] boot a fresh container in the background, print its ssh/inventory vars
     container ssh N [-- CMD ...]       ssh into it as root (interactive without CMD)
     container shutdown N               stop it and remove everything it used
@@ -66,7 +66,9 @@ def _pid_alive(pid):
 def cmd_build(args):
     """Build or reuse the rootfs."""
     ensure_host_ready()
-    print(rootfs_mod.ensure_rootfs(args.suite, force=args.force, log=lambda msg: print(msg, file=sys.stderr)))
+    flavour = rootfs_mod.CLOUD_IMAGE if args.cloud_image else None
+    print(rootfs_mod.ensure_rootfs(args.suite, force=args.force, flavour=flavour,
+                                   log=lambda msg: print(msg, file=sys.stderr)))
     return 0
 
 
@@ -210,6 +212,9 @@ def main(argv=None):
     sub = parser.add_subparsers(dest="cmd", required=True)
     build = sub.add_parser("build", help="build or reuse the cached rootfs")
     build.add_argument("--force", action="store_true", help="rebuild even if cached")
+    build.add_argument("--cloud-image", action="store_true",
+                       help="the package set of Debian's cloud image for Azure, with its archive snapshot "
+                            "(harness.rootfs.CLOUD_IMAGE)")
     add_suite(build)
     build.set_defaults(func=cmd_build)
     boot = sub.add_parser("boot", help="boot a fresh container in the background")

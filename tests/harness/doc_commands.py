@@ -45,6 +45,9 @@ WHERE = {
           "(tests/system/test_doc_commands.py)",
     "pull": "on booted Debian 12 and 13 containers, by the ansible-core they package "
             "(tests/system/test_pull_packaged_ansible.py)",
+    "firstboot": "on the package set of Debian's cloud image (Debian 12 and 13), once deploy/bootstrap.py installed "
+                 "the watcher at first boot by cloud-init or the Custom Script extension "
+                 "(tests/system/test_first_boot.py)",
 }
 NOT_RUN = {
     "azure": "talks to Azure (az, Microsoft Graph, a subscription): no test may contact Azure",
@@ -119,8 +122,9 @@ def parse_mark(mark):
     return head, None, note, None
 
 
-def markdown_commands(path, text):
-    """The shell and console blocks of one Markdown file."""
+def markdown_blocks(text):
+    """Every fenced block of a Markdown text, of any language: (line of its first body line, language, body lines,
+    the marker's text above it or None). tests/harness/doc_blocks.py reads the json and yaml ones with this too."""
     lines = text.split("\n")
     found = []
     i = 0
@@ -133,11 +137,15 @@ def markdown_commands(path, text):
         end = i + 1
         while end < len(lines) and lines[end].strip() != closing:
             end += 1
-        if lang in SHELLS:
-            body = [line[indent:] if line[:indent].strip() == "" else line for line in lines[i + 1:end]]
-            found.append(_block(path, i + 2, lang, body, _mark_above(lines, i)))
+        body = [line[indent:] if line[:indent].strip() == "" else line for line in lines[i + 1:end]]
+        found.append((i + 2, lang, body, _mark_above(lines, i)))
         i = end + 1
     return found
+
+
+def markdown_commands(path, text):
+    """The shell and console blocks of one Markdown file."""
+    return [_block(path, line, lang, body, mark) for line, lang, body, mark in markdown_blocks(text) if lang in SHELLS]
 
 
 def _mark_above(lines, fence_index):

@@ -7,6 +7,12 @@ package list + ROOTFS_VERSION and kept outside the repo under
 CACHE_DIR/rootfs-<key>.  Builds happen in a temp dir next to it and are renamed
 into place at the end, under an flock, so a killed build never leaves a half
 rootfs behind and two concurrent test runs never build twice.
+
+A Flavour is a rootfs of another shape: CLOUD_IMAGE has the package set of Debian's
+cloud images instead of the harness's, and a snapshot of the release's archive
+(its signed index and the .debs a first boot installs) that a test serves on
+loopback as the machine's apt source, so apt on it runs as on a VM without
+leaving the host.
 """
 
 import contextlib
@@ -17,15 +23,19 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import time
+import urllib.parse
 from pathlib import Path
 
 from harness.hostenv import HarnessError, HarnessUnavailable, run
 
 # Bump whenever customize() changes what ends up in the rootfs: it is part of the cache key.
 ROOTFS_VERSION = "1"
+# The same for what only a Flavour's build does (its archive snapshot, its apt lists): part of a flavour's key only.
+FLAVOUR_VERSION = "1"
 VARIANT = "minbase"
 CACHE_DIR = Path(os.environ.get("IMDS_SE_TEST_CACHE", "/var/cache/imds-scheduled-events-tests"))
 BUILD_TIMEOUT = 2700
@@ -66,13 +76,58 @@ RELEASES = {r.suite: r for r in (
 )}
 DEFAULT_SUITE = "bookworm"
 
-# A cloud image has these too: cloud-init (the first-boot tests seed it with NoCloud) and the curl its runcmd uses.
-CLOUD_IMAGE_PACKAGES = ("cloud-init", "curl")
+
+class Flavour:
+    """A rootfs of another shape than the harness's own: its package list per release (instead of Release.packages),
+    units masked on top of MASKED_UNITS, and `archive`: packages whose .debs (with what they need that the rootfs lacks)
+    are kept with the release's signed index as a snapshot of the archive, next to the rootfs (archive_path()). The
+    rootfs keeps no apt lists, as a cloud image (whose build removes them): apt there starts with `apt-get update`."""
+
+    def __init__(self, name, packages, release_packages=None, masked=(), archive=()):
+        self.name = name
+        self._packages = tuple(packages)
+        self._release_packages = dict(release_packages or {})
+        self.masked = tuple(masked)
+        self.archive = tuple(archive)
+
+    def packages(self, rel):
+        return self._packages + tuple(self._release_packages.get(rel.suite, ()))
+
+    def key_fields(self, rel):
+        return {"flavour": self.name, "flavour_version": FLAVOUR_VERSION, "packages": sorted(self.packages(rel)),
+                "masked": sorted(MASKED_UNITS + self.masked), "archive": sorted(self.archive)}
+
+    def __repr__(self):
+        return f"Flavour({self.name!r})"
 
 
-def cloud_image_packages(suite=DEFAULT_SUITE):
-    """The package list of a rootfs that boots like a cloud image: the release's, plus cloud-init."""
-    return release(suite).packages + CLOUD_IMAGE_PACKAGES
+# Debian's cloud image for Azure (debian-cloud-images, vendor azure) without what only a kernel boots (the kernel,
+# grub, the initramfs tools): the classes SYSTEM_BOOT, TIME_CHRONY, CLOUD, AZURE and EXTRAS over a minbase
+# debootstrap. Where the list comes from and what is not confirmed: tests/system/test_first_boot.py's docstring.
+CLOUD_IMAGE = Flavour(
+    "debian-cloud-azure",
+    packages=(
+        # SYSTEM_BOOT and TIME_CHRONY
+        "sudo", "libpam-systemd", "systemd-resolved", "libnss-myhostname", "netplan.io", "polkitd",
+        "unattended-upgrades", "apparmor", "zstd", "apt-utils", "init", "iptables", "iputils-ping", "less", "nano",
+        "netbase", "vim-tiny", "whiptail", "chrony",
+        # CLOUD
+        "openssh-server", "ssh-import-id",
+        # AZURE
+        "cloud-init", "cloud-guest-utils", "hyperv-daemons", "waagent",
+        # EXTRAS
+        "apt-listchanges", "bash-completion", "bind9-host", "man-db", "manpages", "socat", "pciutils", "reportbug",
+        "traceroute", "vim", "psmisc", "tcpdump", "ca-certificates", "curl", "ethtool", "uuid-runtime", "screen",
+        "xz-utils",
+    ),
+    # bookworm's images drop libnss-resolve (debian-cloud, 2024-03); trixie's SYSTEM_BOOT adds linux-sysctl-defaults.
+    release_packages={"trixie": ("libnss-resolve", "linux-sysctl-defaults")},
+    # Agents of the platform that would reach for Azure (waagent: the wireserver), a time server or the kernel.
+    masked=("walinuxagent.service", "chrony.service", "apparmor.service", "hv-kvp-daemon.service",
+            "hv-vss-daemon.service", "hv-fcopy-daemon.service"),
+    # What deploy/bootstrap.py may install at first boot: the snapshot holds these and all they need.
+    archive=("ansible-core", "git", "python3-jmespath", "python3-requests", "python3-venv"),
+)
 
 
 def release(name=DEFAULT_SUITE):
@@ -118,14 +173,16 @@ _CUSTOM_FILES = {
 }
 
 
-def rootfs_key(suite=DEFAULT_SUITE, packages=None):
-    """Cache key: hash of everything that decides the rootfs content."""
+def rootfs_key(suite=DEFAULT_SUITE, packages=None, flavour=None):
+    """Cache key: hash of everything that decides the rootfs content (and, for a flavour, its archive snapshot)."""
     rel = release(suite)
     packages = rel.packages if packages is None else packages
     arch = host_arch()
-    blob = json.dumps({"version": ROOTFS_VERSION, "suite": rel.suite, "variant": VARIANT, "arch": arch,
-                       "packages": sorted(packages), "masked": sorted(MASKED_UNITS), "disabled": sorted(DISABLED_UNITS)},
-                      sort_keys=True)
+    fields = {"version": ROOTFS_VERSION, "suite": rel.suite, "variant": VARIANT, "arch": arch,
+              "packages": sorted(packages), "masked": sorted(MASKED_UNITS), "disabled": sorted(DISABLED_UNITS)}
+    if flavour is not None:
+        fields.update(flavour.key_fields(rel))
+    blob = json.dumps(fields, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -134,9 +191,14 @@ def host_arch():
     return run(["dpkg", "--print-architecture"], timeout=30).stdout.strip()
 
 
-def rootfs_path(suite=DEFAULT_SUITE, packages=None, cache_dir=CACHE_DIR):
+def rootfs_path(suite=DEFAULT_SUITE, packages=None, cache_dir=CACHE_DIR, flavour=None):
     """Where the rootfs of *suite* lives (whether or not it is built yet)."""
-    return Path(cache_dir) / f"rootfs-{rootfs_key(suite, packages)}"
+    return Path(cache_dir) / f"rootfs-{rootfs_key(suite, packages, flavour)}"
+
+
+def archive_path(rootfs):
+    """The archive snapshot built with a flavoured rootfs (a directory served as an apt source: dists/, pool/)."""
+    return Path(f"{rootfs}.archive")
 
 
 def is_complete(path):
@@ -273,14 +335,22 @@ def _write(root, rel, content, mode=0o644):
     target.chmod(mode)
 
 
-def customize(root):
-    """Turn a plain debootstrap tree into a container that boots quietly and stays on loopback."""
+def _has_unit(root, unit):
+    return any((Path(root) / d / unit).exists() for d in ("etc/systemd/system", "usr/lib/systemd/system", "lib/systemd/system"))
+
+
+def customize(root, masked=MASKED_UNITS):
+    """Turn a plain debootstrap tree into a container that boots quietly and stays on loopback. Units are enabled or
+    disabled only where their package put them (a cloud image has no cron and no puppet)."""
     for rel, content in _CUSTOM_FILES.items():
         _write(root, rel, content)
     (Path(root) / "root/.ssh").mkdir(mode=0o700, exist_ok=True)
-    run(["systemctl", f"--root={root}", "mask", *MASKED_UNITS], timeout=120)
-    run(["systemctl", f"--root={root}", "disable", *DISABLED_UNITS], timeout=120)
-    run(["systemctl", f"--root={root}", "enable", "ssh.service", "cron.service"], timeout=120)
+    run(["systemctl", f"--root={root}", "mask", *masked], timeout=120)
+    disabled = [unit for unit in DISABLED_UNITS if _has_unit(root, unit)]
+    if disabled:
+        run(["systemctl", f"--root={root}", "disable", *disabled], timeout=120)
+    run(["systemctl", f"--root={root}", "enable", *[u for u in ("ssh.service", "cron.service") if _has_unit(root, u)]],
+        timeout=120)
     run(["chroot", str(root), "apt-get", "clean"], timeout=120)
 
 
@@ -306,8 +376,9 @@ def _build_failed(what, log_path, target):
     return HarnessError(f"{what} failed; log: {log_path}\n{tail}")
 
 
-def _debootstrap(target, suite, mirror, packages, log_path):
-    """Two stages: a plain minbase debootstrap, then apt-get inside for *packages*.
+def _debootstrap(target, suite, mirror, packages, log_path, download=()):
+    """Two stages: a plain minbase debootstrap, then apt-get inside for *packages* (and *download*: fetched, not
+    installed, into the chroot's /var/cache/apt/archives).
 
     debootstrap's own --include resolver cannot follow virtual packages (python3-cryptography
     needs python3-cffi-backend-api-min), so the real package set is installed by apt.  A
@@ -320,15 +391,65 @@ def _debootstrap(target, suite, mirror, packages, log_path):
     _write(target, "usr/sbin/policy-rc.d", "#!/bin/sh\n# imds harness build: never start services in the chroot\nexit 101\n", 0o755)
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND": "noninteractive", "LC_ALL": "C.UTF-8"}
     proc_dir = Path(target) / "proc"
+    steps = [["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages]]
+    if download:  # apt keeps what it installed in its cache: clean it first, the snapshot is what a first boot may add
+        steps += [["apt-get", "clean"],
+                  ["apt-get", "install", "--download-only", "-y", "-q", "--no-install-recommends", *download]]
     run(["mount", "-t", "proc", "proc", str(proc_dir)], timeout=30)
     try:
-        for step in (["apt-get", "update", "-q"],
-                     ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages]):
+        for step in steps:
+            # A package may have made resolv.conf a link into /run (systemd-resolved does): the host's again.
+            _write(target, "etc/resolv.conf", Path("/etc/resolv.conf").read_text())
             if _logged_run(["chroot", str(target), *step], log_path, BUILD_TIMEOUT, env=env) != 0:
-                raise _build_failed(" ".join(step[:2]), log_path, target)
+                raise _build_failed(" ".join(step[:3]), log_path, target)
     finally:
         run(["umount", "--lazy", str(proc_dir)], timeout=60, check=False)
     (Path(target) / "usr/sbin/policy-rc.d").unlink()
+
+
+def _snapshot_archive(root, suite, out):
+    """Move what apt fetched in *root* into *out*, laid out as the archive serves it: the index files apt verified
+    (InRelease, Packages, Translation; apt asks for the compressed ones first and takes these when those are missing)
+    under dists/, and each .deb at the path its Packages entry names under pool/. Then empty root's apt lists, as
+    a cloud image's build does."""
+    lists = Path(root) / "var/lib/apt/lists"
+    marker = f"_dists_{suite}_"
+    filenames = {}
+    for item in sorted(lists.iterdir()):
+        if marker not in item.name or not item.is_file():
+            continue
+        rel = item.name.split("_dists_", 1)[1].replace("_", "/")
+        target = Path(out) / "dists" / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(item, target)
+        if item.name.endswith("_Packages"):
+            filenames.update(_pool_paths(item))
+    debs = sorted((Path(root) / "var/cache/apt/archives").glob("*.deb"))
+    if not debs:
+        raise HarnessError(f"the archive snapshot of {suite} got no .deb: see the build log")
+    for deb in debs:
+        name, version, arch = deb.name[:-len(".deb")].split("_")
+        target = Path(out) / filenames[(name, urllib.parse.unquote(version), arch)]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(deb), target)
+    for item in lists.iterdir():
+        if item.is_file() and item.name != "lock":
+            item.unlink()
+
+
+def _pool_paths(packages_file):
+    """{(package, version, architecture): Filename} of an apt Packages file."""
+    found = {}
+    for stanza in packages_file.read_text(errors="replace").split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in stanza.splitlines() if ": " in line and not line[:1].isspace())
+        if "Filename" in fields:
+            found[(fields["Package"], fields["Version"], fields["Architecture"])] = fields["Filename"]
+    return found
+
+
+def archive_sources(url, suite):
+    """/etc/apt/sources.list of a machine whose apt uses the archive snapshot served at *url*."""
+    return f"# imds-scheduled-events test harness: the release's archive, a snapshot served on loopback\ndeb {url.rstrip('/')} {suite} main\n"
 
 
 def _processes_using(path):
@@ -367,18 +488,24 @@ def _remove_stale_builds(cache_dir, key, log):
         remove_tree(stale)
 
 
-def ensure_rootfs(suite=DEFAULT_SUITE, cache_dir=CACHE_DIR, force=False, log=print, packages=None):
-    """Return the path of a complete cached rootfs of *suite*, building it if needed."""
+def ensure_rootfs(suite=DEFAULT_SUITE, cache_dir=CACHE_DIR, force=False, log=print, packages=None, flavour=None):
+    """Return the path of a complete cached rootfs of *suite* (of *flavour*, with its archive_path()), building it if
+    needed."""
     rel = release(suite)
+    if flavour is not None:
+        packages = flavour.packages(rel)
     packages = rel.packages if packages is None else packages
     cache_dir = Path(cache_dir)
-    key = rootfs_key(rel.suite, packages)
+    key = rootfs_key(rel.suite, packages, flavour)
     final = cache_dir / f"rootfs-{key}"
-    if is_complete(final) and not force:
+
+    def complete():
+        return is_complete(final) and not (flavour and flavour.archive and not archive_path(final).is_dir())
+    if complete() and not force:
         return final
     cache_dir.mkdir(parents=True, exist_ok=True)
     with file_lock(cache_dir / f"rootfs-{key}.lock", LOCK_TIMEOUT, log=log):
-        if is_complete(final) and not force:
+        if complete() and not force:
             return final  # built by a concurrent run while we waited
         _remove_stale_builds(cache_dir, key, log)
         mirror = find_mirror(rel.suite)
@@ -387,23 +514,32 @@ def ensure_rootfs(suite=DEFAULT_SUITE, cache_dir=CACHE_DIR, force=False, log=pri
         log_path = cache_dir / f"build-{key}.log"
         started = time.monotonic()
         log(f"building {rel.suite} rootfs {final.name} from {mirror} (log: {log_path})")
+        archive = archive_path(build) if flavour is not None and flavour.archive else None
         try:
-            _debootstrap(build, rel.suite, mirror, packages, log_path)
+            _debootstrap(build, rel.suite, mirror, packages, log_path, download=flavour.archive if archive else ())
             unmount_below(build)  # debootstrap normally cleans up; be sure before customizing
-            customize(build)
+            if archive:
+                _snapshot_archive(build, rel.suite, archive)
+            customize(build, masked=MASKED_UNITS + (flavour.masked if flavour else ()))
             _write(build, "etc/imds-harness-rootfs.json",
-                   json.dumps({"key": key, "version": ROOTFS_VERSION, "suite": rel.suite, "packages": sorted(packages),
-                               "mirror": mirror}, indent=1) + "\n")
+                   json.dumps(dict({"key": key, "version": ROOTFS_VERSION, "suite": rel.suite, "packages": sorted(packages),
+                                    "mirror": mirror}, **({"flavour": flavour.name} if flavour else {})), indent=1) + "\n")
             (build / COMPLETE_MARKER).write_text(f"{time.time():.0f}\n")
             old = None
             if final.exists():  # --force, or an incomplete dir left by hand
                 old = cache_dir / f".build-{key}-old-{secrets.token_hex(4)}"
                 os.rename(final, old)
+            if archive_path(final).exists():
+                remove_tree(archive_path(final))
+            if archive:
+                os.rename(archive, archive_path(final))
             os.rename(build, final)
             if old is not None:
                 remove_tree(old)
         except BaseException:
             remove_tree(build)
+            if archive:
+                remove_tree(archive)
             raise
         log(f"{rel.suite} rootfs built in {time.monotonic() - started:.0f}s: {final}")
     return final

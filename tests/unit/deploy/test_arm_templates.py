@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import os
 import re
@@ -168,6 +169,24 @@ def test_custom_data_carries_the_cloud_init_file_and_no_extension(name):
     assert bootstrap_extension(name, deployment) is None
 
 
+@pytest.mark.parametrize("name", sorted(TEMPLATES))
+def test_every_deployment_runs_the_extension_again_unless_told_otherwise(name):
+    """Azure runs an extension again only when its settings or forceUpdateTag change: the tag defaults to the
+    deployment's time (utcNow(), which ARM allows only as a parameter's default), so applying the template again
+    runs the bootstrap again; a fixed tag runs it only when the settings change."""
+    spec = load(name)["parameters"]["forceUpdateTag"]
+    assert (spec["type"], spec["defaultValue"]) == ("string", "[utcNow()]")
+    when = datetime.datetime(2050, 4, 11, 22, 26, 58, tzinfo=datetime.timezone.utc)
+    first = Deployment(load(name), {TEMPLATES[name]: "vm1", "bootstrapMethod": "customScript"}, now=when)
+    later = Deployment(load(name), {TEMPLATES[name]: "vm1", "bootstrapMethod": "customScript"},
+                       now=when + datetime.timedelta(seconds=1))
+    assert bootstrap_extension(name, first)["forceUpdateTag"] == "20500411T222658Z"
+    assert bootstrap_extension(name, later)["forceUpdateTag"] == "20500411T222659Z"
+    assert bootstrap_extension(name, later)["protectedSettings"] == bootstrap_extension(name, first)["protectedSettings"]
+    fixed = deploy(name, bootstrapMethod="customScript", forceUpdateTag="v1")
+    assert bootstrap_extension(name, fixed)["forceUpdateTag"] == "v1"
+
+
 def test_an_existing_vm_gets_only_the_extension():
     deployment = deploy("vm.json", createVm=False, bootstrapMethod="customScript")
     for kind in ("Network/virtualNetworks", "Network/networkInterfaces", "Compute/virtualMachines"):
@@ -202,11 +221,13 @@ def test_the_scale_set_announces_terminations_with_the_timeout_given():
 def test_the_evaluator_refuses_what_it_does_not_know():
     template = {"parameters": {"a": {"type": "string", "defaultValue": "x"}}, "variables": {
         "quoted": "[format('it''s {0}', parameters('a'))]", "literal": "[[not an expression]",
-        "unknown": "[dateTimeAdd(parameters('a'), 'PT1H')]"}}
+        "unknown": "[dateTimeAdd(parameters('a'), 'PT1H')]", "now": "[utcNow()]"}}
     deployment = Deployment(template, {})
     assert deployment.variable("quoted") == "it's x"
     assert deployment.variable("literal") == "[not an expression]"
     with pytest.raises(TemplateError, match="does not know the function datetimeadd"):
         deployment.variable("unknown")
+    with pytest.raises(TemplateError, match="utcNow.. is allowed only.*as a parameter's defaultValue"):
+        deployment.variable("now")
     with pytest.raises(TemplateError, match="declares no parameter"):
         Deployment(template, {"b": 1})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 
 import pytest
 import yaml
@@ -150,25 +151,164 @@ def test_tarball_version_refuses_what_is_not_this_collection(tmp_path):
         bootstrap.tarball_version(str(tmp_path / "junk.tar.gz"))
 
 
-def test_the_distribution_ansible_is_used_when_new_enough_else_a_venv(monkeypatch):
-    calls = []
-    installed = {"/usr/bin": (2, 10, 17)}
-    monkeypatch.setattr(bootstrap, "ansible_version",
-                        lambda d: (installed[d], "ansible %s" % (installed[d],)) if d in installed else None)
-    monkeypatch.setattr(bootstrap.shutil, "which", lambda name: "/usr/bin/apt-get" if name == "apt-get" else None)
-    monkeypatch.setattr(bootstrap, "apt_candidate", lambda package: None)
-    monkeypatch.setattr(bootstrap, "run", lambda argv, **kw: calls.append(argv))
+class Machine(object):
+    """A machine as the bootstrap's planning sees it, through the commands it runs (each recorded, none run): which
+    tools are on PATH, the ansible-core versions installed and packaged, the packages installed, what apt-get
+    --simulate answers."""
 
-    def make_venv():
-        installed[os.path.join(bootstrap.VENV, "bin")] = (2, 15, 13)
-        return os.path.join(bootstrap.VENV, "bin")
-    monkeypatch.setattr(bootstrap, "make_venv", make_venv)
-    assert bootstrap.ensure_ansible("auto") == os.path.join(bootstrap.VENV, "bin")  # Debian 11: 2.10, none packaged
-    assert calls == [["apt-get", "update"]]
-    with pytest.raises(BootstrapError, match="packages no ansible-core 2.14 or later"):
-        bootstrap.ensure_ansible("distribution")
-    installed["/usr/bin"] = (2, 14, 18)
-    del installed[os.path.join(bootstrap.VENV, "bin")]
-    calls[:] = []
-    assert bootstrap.ensure_ansible("auto") == "/usr/bin"  # Debian 12: already there, nothing installed
-    assert calls == []
+    def __init__(self, monkeypatch, tools=("apt-get",), installed=None, candidate="2.14.18-0+deb12u2",
+                 packages=("python3-requests",), ensurepip=True, simulate=None):
+        self.tools = set(tools)
+        self.installed = dict(installed or {})
+        self.candidate = candidate
+        self.packages = set(packages)
+        self.ensurepip = ensurepip
+        self.simulate = simulate
+        self.calls = []
+        monkeypatch.setattr(bootstrap.shutil, "which", lambda name: "/usr/bin/" + name if name in self.tools else None)
+        monkeypatch.setattr(bootstrap, "ansible_version",
+                            lambda d: (self.installed[d], "ansible %s" % (self.installed[d],)) if d in self.installed
+                            else None)
+        monkeypatch.setattr(bootstrap, "run", self.run)
+
+    def run(self, argv, env=None, check=True, capture=False, timeout=3600):  # pylint: disable=unused-argument
+        self.calls.append(list(argv))
+        out, code = "", 0
+        if argv[:2] == ["apt-cache", "policy"]:
+            out = "%s:\n  Installed: (none)\n  Candidate: %s\n" % (argv[-1], self.candidate or "(none)")
+        elif argv[0] == "dpkg-query":
+            code, out = (0, "installed") if argv[-1] in self.packages else (1, "")
+        elif argv[-1] == "import ensurepip, venv":
+            code = 0 if self.ensurepip else 1
+        elif argv[:2] == ["apt-get", "install"] and "--simulate" in argv:
+            code, out = self.simulate or (0, "".join("Inst %s (1.0 Debian:12/stable [all])\n" % p
+                                                     for p in argv[argv.index("--simulate") + 1:]))
+        if check and code:
+            raise BootstrapError("%s failed" % argv[0])
+        return subprocess.CompletedProcess(argv, code, stdout=out)
+
+    def apt(self):
+        return [c[:2] + [a for a in c[2:] if not a.startswith(("-", "DPkg::", "Acquire::"))] for c in self.calls
+                if c[0] == "apt-get"]
+
+
+PULL = {"url": "https://git.example.com/config.git", "playbook": "local.yml", "branch": "", "interval": "30min"}
+
+
+def plan_for(pull=None, mode="auto", variables=None):
+    return bootstrap.plan_install({"ansible": mode, "ansible_pull": pull}, variables or {})
+
+
+def test_a_debian_cloud_image_gets_ansible_core_git_and_the_watchers_packages_checked_first(monkeypatch):
+    """Debian 12's cloud image: no ansible, no git, python3-requests (cloud-init's) but no python3-jmespath, no apt
+    lists. The lists are fetched, the install simulated; nothing is installed yet."""
+    machine = Machine(monkeypatch)
+    plan = plan_for(PULL)
+    assert [name for name, why in plan.packages] == ["ansible-core", "git", "python3-jmespath"]
+    assert dict(plan.packages)["git"] == "ansible-pull clones its repository with it"
+    assert plan.bin_dir == "/usr/bin" and not plan.venv
+    assert machine.apt() == [["apt-get", "update"],
+                             ["apt-get", "install", "ansible-core", "git", "python3-jmespath"]]
+    assert ["apt-get", "install", "-q", "-o", "DPkg::Lock::Timeout=600", "-o", "Acquire::Retries=3", "-y",
+            "--no-install-recommends", "--simulate", "ansible-core", "git", "python3-jmespath"] in machine.calls
+    assert plan.installs == ["ansible-core", "git", "python3-jmespath"]
+    machine.calls[:] = []
+    machine.installed["/usr/bin"] = (2, 14, 18)
+    assert bootstrap.carry_out(plan) == "/usr/bin"
+    assert machine.apt() == [["apt-get", "install", "ansible-core", "git", "python3-jmespath"]]
+
+
+def test_git_only_for_ansible_pull_and_nothing_at_all_when_everything_is_there(monkeypatch):
+    machine = Machine(monkeypatch, packages=("python3-requests", "python3-jmespath"))
+    assert [name for name, why in plan_for().packages] == ["ansible-core"]
+    machine = Machine(monkeypatch, tools=("apt-get", "git"), installed={"/usr/bin": (2, 19, 4)},
+                      packages=("python3-requests", "python3-jmespath"))
+    plan = plan_for(PULL)
+    assert plan.packages == [] and plan.bin_dir == "/usr/bin"
+    assert machine.apt() == []  # no apt-get update either: a machine with all it needs is not touched
+
+
+def test_a_distribution_whose_ansible_is_too_old_gets_a_venv_and_python3_venv_only_then(monkeypatch):
+    """Debian 11: ansible 2.10 installed and packaged. A venv from PyPI; python3-venv when ensurepip is missing."""
+    machine = Machine(monkeypatch, installed={"/usr/bin": (2, 10, 17)}, candidate="2.10.8+merged+base+2.10.17+dfsg-0",
+                      ensurepip=False, packages=("python3-requests", "python3-jmespath"))
+    plan = plan_for()
+    assert plan.venv and plan.bin_dir == os.path.join(bootstrap.VENV, "bin")
+    assert [name for name, why in plan.packages] == ["python3-venv"]
+    assert machine.apt() == [["apt-get", "update"], ["apt-get", "install", "python3-venv"]]
+    machine = Machine(monkeypatch, installed={"/usr/bin": (2, 10, 17)}, candidate="2.10.8",
+                      packages=("python3-requests", "python3-jmespath"))
+    assert plan_for().packages == []
+    with pytest.raises(BootstrapError, match=r"packages no ansible-core 2.14 or later \(candidate: 2.10.8\)"):
+        plan_for(mode="distribution")
+
+
+def test_what_apt_cannot_install_is_refused_before_anything_changes_with_the_package_named(monkeypatch):
+    said = ("Reading package lists...\nBuilding dependency tree...\nE: Unable to locate package git\n")
+    machine = Machine(monkeypatch, simulate=(100, said))
+    with pytest.raises(BootstrapError) as caught:
+        plan_for(PULL)
+    message = str(caught.value)
+    assert message.startswith("cannot install ansible-core (the distribution's 2.14.18 applies the watcher role), "
+                              "git (ansible-pull clones its repository with it), "
+                              "python3-jmespath (the watcher's own, watcher_packages): apt-get install --simulate "
+                              "refused it (exit 100), and nothing was changed:\n")
+    assert message.endswith("\nE: Unable to locate package git")
+    assert not [c for c in machine.calls if c[:2] == ["apt-get", "install"] and "--simulate" not in c]
+
+
+def test_without_apt_the_missing_packages_are_named_and_nothing_is_run(monkeypatch):
+    machine = Machine(monkeypatch, tools=(), installed={"/usr/bin": (2, 16, 3)})
+    with pytest.raises(BootstrapError) as caught:
+        plan_for(PULL)
+    assert str(caught.value) == ("this machine needs git (ansible-pull clones its repository with it), and the "
+                                 "bootstrap installs packages with apt only (Debian, Ubuntu): there is no apt-get here. "
+                                 "Install them, then run it again; nothing was changed")
+    assert machine.calls == []
+    assert plan_for().packages == []  # the watcher's packages are the role's business there
+
+
+def test_the_watchers_packages_follow_its_variables(monkeypatch):
+    Machine(monkeypatch, installed={"/usr/bin": (2, 14, 18)}, packages=())
+    assert [n for n, w in plan_for(variables={"watcher_install_packages": False}).packages] == []
+    assert [n for n, w in plan_for(variables={"watcher_packages": ["python3-requests"]}).packages] == ["python3-requests"]
+    with pytest.raises(BootstrapError, match="watcher_packages must be a list of package names"):
+        plan_for(variables={"watcher_packages": ["git; reboot"]})
+
+
+def test_the_watchers_packages_are_the_roles_default():
+    with open(os.path.join(ROOT, "roles", "watcher", "defaults", "main.yml")) as handle:
+        assert yaml.safe_load(handle)["watcher_packages"] == list(bootstrap.ROLE_PACKAGES)
+
+
+# --- what is held ------------------------------------------------------------------------------------------------
+
+
+def test_the_ansible_pull_timer_is_held_whenever_the_bootstrap_sets_it_up_and_nothing_else_by_default():
+    with_pull = {"ansible_pull": PULL}
+    assert bootstrap.role_variables(with_pull, {})["watcher_hold_systemd_units"] == ["ansible-pull.timer"]
+    assert bootstrap.role_variables(with_pull, {"watcher_hold_systemd_units": ["puppet-run.timer"]})[
+        "watcher_hold_systemd_units"] == ["ansible-pull.timer", "puppet-run.timer"]
+    assert bootstrap.role_variables(with_pull, {"watcher_hold_systemd_units": ["x.timer", "ansible-pull.timer"]})[
+        "watcher_hold_systemd_units"] == ["x.timer", "ansible-pull.timer"]
+    assert "watcher_hold_systemd_units" not in bootstrap.role_variables({"ansible_pull": None}, {})
+
+
+def test_holding_the_ansible_pull_timer_without_ansible_pull_is_refused_with_the_fix(monkeypatch, capsys):
+    machine = Machine(monkeypatch)
+    with pytest.raises(BootstrapError) as caught:
+        bootstrap.check_held_units({"ansible_pull": None}, {"watcher_hold_systemd_units": ["ansible-pull.timer"]})
+    assert "no ansible_pull url is set (ansiblePullUrl in the ARM templates)" in str(caught.value)
+    assert machine.calls == [["systemctl", "list-unit-files", "--no-legend", "--", "ansible-pull.timer"]]
+    machine.calls[:] = []
+    bootstrap.check_held_units({"ansible_pull": PULL}, {"watcher_hold_systemd_units": ["ansible-pull.timer",
+                                                                                       "ansible-pull.service"]})
+    assert machine.calls == []  # the bootstrap makes both
+    bootstrap.check_held_units({"ansible_pull": None}, {"watcher_hold_systemd_units": ["puppet-run.timer"]})
+    assert "warning: watcher_hold_systemd_units names puppet-run.timer, which is not on this machine" in \
+        capsys.readouterr().out
+    # A VM with its own ansible-pull timer (set up before the bootstrap) may hold it.
+    monkeypatch.setattr(machine, "run", lambda argv, **kw: subprocess.CompletedProcess(
+        argv, 0, stdout="ansible-pull.timer enabled enabled\n"))
+    monkeypatch.setattr(bootstrap, "run", machine.run)
+    bootstrap.check_held_units({"ansible_pull": None}, {"watcher_hold_systemd_units": ["ansible-pull.timer"]})

@@ -39,7 +39,9 @@ def machine(tmp_path, monkeypatch):
     monkeypatch.setattr(bootstrap, "STATE_DIR", str(tmp_path / "var" / "lib" / "imds-scheduled-events" / "bootstrap"))
     monkeypatch.setattr(bootstrap, "SECRETS_FILE", str(etc / "secrets.json"))
     monkeypatch.setattr(bootstrap.os, "geteuid", lambda: 0)
-    monkeypatch.setattr(bootstrap, "ensure_ansible", lambda mode: "/opt/ansible/bin")
+    plan = bootstrap.Plan()
+    plan.bin_dir = "/opt/ansible/bin"
+    monkeypatch.setattr(bootstrap, "plan_install", lambda settings, variables: plan)
     monkeypatch.setattr(bootstrap, "ansible_version", lambda bin_dir: ((2, 19, 4), "ansible-playbook [core 2.19.4]"))
     monkeypatch.setattr(bootstrap, "install_collection", lambda bin_dir, source: "0.1.0")
     children = []

@@ -83,3 +83,16 @@ def test_no_copy_of_the_bootstrap_elsewhere():
             text = handle.read()
         assert not re.search(r"^#cloud-config", text, flags=re.MULTILINE), doc
         assert '"CustomScript"' not in text and "commandToExecute" not in text, doc
+
+
+def test_one_default_in_every_path():
+    """cloud-init's vars.yml and both templates' watcherVariables are the same variables, and none of them holds
+    anything: what is held by default is the bootstrap's to decide (the ansible-pull timer it sets up), the same
+    whichever way it runs."""
+    dummy, config = load()
+    files = dict((f["path"], f["content"]) for f in config["write_files"])
+    variables = yaml.safe_load(files["/etc/imds-scheduled-events/bootstrap/vars.yml"])
+    for name in ("vm.json", "vmss.json"):
+        with open(os.path.join(ROOT, "deploy", "arm", name)) as handle:
+            assert json.load(handle)["parameters"]["watcherVariables"]["defaultValue"] == variables, name
+    assert not [name for name in variables if name.startswith("watcher_hold_")]
