@@ -64,7 +64,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 
 venv_of = $(if $(filter $(MAIN_CORE),$(1)),$(VENV),$(VENVS)/core-$(1))
 
-.PHONY: help venv venvs eda-venv collection test matrix lint sanity units integration system changelog-lint docs \
+.PHONY: help venv venvs eda-venv collection test system-lane matrix-lane matrix lint sanity units integration system changelog-lint docs \
 	docs-check kql portal demo bench simulator build lock clean $(foreach c,$(CORES),sanity-$(c) units-$(c) integration-$(c)) \
 	$(foreach p,$(NODE_PYTHONS),units-node-$(p))
 
@@ -111,10 +111,19 @@ define test_tree
 endef
 
 # The system suites mostly wait on containers and ssh while the matrix legs mostly compute: two lanes side by side,
-# the system suites in one, the legs one after another in the other (each block of output appears when it ends).
+# the system suites in one, the legs one after another in the other. A lane is a make of its own: under one -j2
+# make, make would run two matrix legs at once and start the system suites only when a slot is free, at the end.
+# The matrix lane's make knows no jobserver (taken out of MAKEFLAGS, the other flags kept), so its legs run one by one, each printed as a block
+# when it ends; tests/system/run prints each system leg as a block when it ends.
 test: venvs collection changelog-lint lint docs-check kql
-	$(MAKE) --no-print-directory -j2 --output-sync=target system matrix
+	$(MAKE) --no-print-directory -j2 system-lane matrix-lane
 	@echo "make test: every suite passed"
+
+system-lane:
+	@$(MAKE) --no-print-directory system
+
+matrix-lane:
+	@MAKEFLAGS="$(filter-out -j% --jobserver%,$(MAKEFLAGS))" $(MAKE) --no-print-directory --output-sync=target matrix
 
 matrix: sanity units integration
 
