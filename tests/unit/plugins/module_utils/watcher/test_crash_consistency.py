@@ -458,8 +458,12 @@ def verify(point, where):
     return adopted, len(releases) > 1, bool(in_flight)
 
 
+SHARDS = 4  # each scenario's points dealt into shards, so that pytest-xdist's workers share the longest scenario
+
+
+@pytest.mark.parametrize("shard", range(SHARDS))
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
-def test_kill_9_at_every_io_operation(tmp_path, simulator, scenario):
+def test_kill_9_at_every_io_operation(tmp_path, simulator, scenario, shard):
     calibration = Point(tmp_path / "calibration", simulator, scenario)
     labels_file = str(tmp_path / "labels.json")
     assert run_child(calibration, crash_at=(0, None), labels_file=labels_file) == 0
@@ -476,6 +480,7 @@ def test_kill_9_at_every_io_operation(tmp_path, simulator, scenario):
         overlap = set((label[0], label[1]) for label in labels if label[4] and label[2:4] == ("pre_hooks", "holding"))
         assert ("rename", "holds.json") in overlap, overlap
         assert [what for kind, what in overlap if kind == "write" and "holds.json" in what], overlap
+    points = points[shard::SHARDS]
     killed = adopted = released_twice = interrupted = 0
     for n, how in points:
         point = Point(tmp_path / ("p%03d-%s" % (n, how)), simulator, scenario)
@@ -493,7 +498,7 @@ def test_kill_9_at_every_io_operation(tmp_path, simulator, scenario):
         state = "/".join(str(part) for part in label[2:])
         summary.setdefault(state, {}).setdefault(label[0], 0)
         summary[state][label[0]] += 1
-    print("%s: %d kill -9 points over %d operations (%d restarts adopted the hold, %d ran the idempotent release "
+    print("%s (shard %d/%d): %d kill -9 points over %d operations (%d restarts adopted the hold, %d ran the idempotent release "
           "command again, %d found hooks in flight and ran them again): %s"
-          % (scenario, len(points), len(labels), adopted, released_twice, interrupted,
+          % (scenario, shard + 1, SHARDS, len(points), len(labels), adopted, released_twice, interrupted,
              json.dumps(summary, sort_keys=True)))
