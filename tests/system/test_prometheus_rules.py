@@ -372,8 +372,25 @@ def hostile_cases():
         "alert_rule_test": [{"eval_time": "2m", "alertname": HOSTILE_ALERT, "exp_alerts": expected}]}]}
 
 
+class _IndentedSequences(yaml.SafeDumper):
+    """Sequences indented under their key, as ansible-lint's yamllint wants them."""
+
+    def increase_indent(self, flow=False, indentless=False):
+        return super().increase_indent(flow, False)
+
+
+def write_hostile_cases():
+    """Write HOSTILE_TESTS from hostile_cases(), keeping its header comment (after a change to the table or the rule:
+    `PYTHONPATH=tests python tests/system/test_prometheus_rules.py`)."""
+    text = HOSTILE_TESTS.read_text(encoding="utf-8")
+    header = text[:text.index("rule_files:")]
+    HOSTILE_TESTS.write_text(header + yaml.dump(hostile_cases(), Dumper=_IndentedSequences, sort_keys=False,
+                                                width=120, allow_unicode=True), encoding="utf-8")
+
+
 def test_hostile_label_values_come_through_the_annotations_as_text(tools):
-    assert load(HOSTILE_TESTS) == hostile_cases(), "the shipped case file is the hostile table's"
+    assert load(HOSTILE_TESTS) == hostile_cases(), \
+        "the shipped case file is not the hostile table's: PYTHONPATH=tests python tests/system/test_prometheus_rules.py writes it"
     result = run([tools["promtool"], "test", "rules", HOSTILE_TESTS.name], cwd=str(HOSTILE_TESTS.parent))
     assert result.returncode == 0 and "SUCCESS" in result.stdout, result.stdout[-3000:]
 
@@ -391,3 +408,7 @@ def test_the_dashboard_renders_no_label_as_markup_or_link():
         url = link.get("url", "")
         assert all(m.endswith(":percentencode") for m in re.findall(r"\$\{([^}]*)\}", url)), url
     assert links == [], "no link: if one is added, the loop above says how it must treat labels"
+
+
+if __name__ == "__main__":
+    write_hostile_cases()

@@ -106,7 +106,7 @@ def test_vm_drain_and_approve(vm_sim, tmp_path):
         # any request. Then the Reboot, every text field hostile: drained, approved, restored as any other.
         control.inject(id=HOSTILE_ID, type="Reboot", resources=["myvm"], notice=900,
                        fields={"EventId": bad.text, "Resources": ["myvm"] + bad.strings})
-        hostile_id = bad.queued(bad.text).strip()  # what the source says (the model strips an EventId)
+        hostile_id = bad.queued(bad.text)  # what the source says (the model keeps an EventId verbatim)
         appeared_at = time.time()
         control.inject(id=REBOOT, type="Reboot", resources=["myvm"], notice=900, started_for=5,
                        fields=dict(bad.fields("myvm"), Resources=["myvm"]))
