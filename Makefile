@@ -110,20 +110,24 @@ define test_tree
 	@cd $(call TREE,$(1)) && git init -q && git add -A
 endef
 
-# The system suites mostly wait on containers and ssh while the matrix legs mostly compute: two lanes side by side,
-# the system suites in one, the legs one after another in the other. A lane is a make of its own: under one -j2
-# make, make would run two matrix legs at once and start the system suites only when a slot is free, at the end.
-# The matrix lane's make knows no jobserver (taken out of MAKEFLAGS, the other flags kept), so its legs run one by one, each printed as a block
-# when it ends; tests/system/run prints each system leg as a block when it ends.
+# The system suites mostly wait on containers and ssh while the matrix legs mostly compute: two lanes side by side
+# from the start, each a make of its own (under one -j2 make, make would run two matrix legs at once and start the
+# system suites only when a slot is free, at the end). The system lane, the shorter, also takes the node-Python unit
+# legs once the system suites are done. A lane's make knows no jobserver (taken out of MAKEFLAGS, the other flags
+# kept), so its legs run one by one, each printed as a block when it ends; tests/system/run prints each system leg
+# as a block when it ends.
+LANE = MAKEFLAGS="$(filter-out -j% --jobserver%,$(MAKEFLAGS))" $(MAKE) --no-print-directory --output-sync=target
+
 test: venvs collection changelog-lint lint docs-check kql
 	$(MAKE) --no-print-directory -j2 system-lane matrix-lane
 	@echo "make test: every suite passed"
 
 system-lane:
 	@$(MAKE) --no-print-directory system
+	+@$(LANE) $(foreach p,$(NODE_PYTHONS),units-node-$(p))
 
 matrix-lane:
-	@MAKEFLAGS="$(filter-out -j% --jobserver%,$(MAKEFLAGS))" $(MAKE) --no-print-directory --output-sync=target matrix
+	+@$(LANE) sanity $(foreach c,$(CORES),units-$(c)) integration
 
 matrix: sanity units integration
 
