@@ -11,10 +11,6 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 APPLY_WATCHER = ROOT / "tests" / "system" / "watcher" / "apply-role.yml"
 
 
-def ansible_playbook():
-    return ansible_program("ansible-playbook")
-
-
 class RoleRun(object):
     """One ansible-playbook run: its exit status, the host's `changed` count in the recap, and the output."""
 
@@ -33,7 +29,7 @@ def apply_role(vm, tmp_path, role_vars, host="myvm", playbook=APPLY_WATCHER, tim
     extra = tmp_path / ("vars-%d.json" % time.monotonic_ns())
     extra.write_text(json.dumps(role_vars))
     started = time.monotonic()
-    proc = subprocess.run([ansible_playbook(), "-i", str(inventory), str(playbook), "-e", "@%s" % extra],
+    proc = subprocess.run([ansible_program(), "-i", str(inventory), str(playbook), "-e", "@%s" % extra],
                           env=ansible_env(ANSIBLE_PIPELINING="True"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           universal_newlines=True, timeout=timeout, check=False)
     recap = [line for line in proc.stdout.splitlines() if line.startswith(host) and "changed=" in line]

@@ -9,14 +9,13 @@ wait is a bounded poll for a condition.
 import io
 import json
 import subprocess
-import sys
 import tarfile
 import time
 from pathlib import Path
 
 import pytest
 
-from harness.ansible_env import ansible_env
+from harness.ansible_env import ansible_env, ansible_program
 from harness.polling import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -127,11 +126,6 @@ def start_run_in_flight(vm):
 # --- driving the module with ansible-playbook ------------------------------------------
 
 
-def ansible_playbook():
-    here = Path(sys.executable).parent / "ansible-playbook"
-    return str(here) if here.exists() else str(ROOT / ".venv" / "bin" / "ansible-playbook")
-
-
 class Playbook(object):
     """One ansible-playbook run of drift_pause.yml; start() it in the background or run() it.
     Its output goes to a file, so a test waiting on the VM can show what the playbook said so far."""
@@ -144,7 +138,7 @@ class Playbook(object):
         extra = tmp_path / ("vars-%d.json" % stamp)
         extra.write_text(json.dumps({"drift_args": args, "drift_result_file": RESULT}))
         self.log = tmp_path / ("playbook-%d.log" % stamp)
-        self.argv = [ansible_playbook(), "-i", str(inventory), str(FILES / "drift_pause.yml"), "-e", "@%s" % extra]
+        self.argv = [ansible_program(), "-i", str(inventory), str(FILES / "drift_pause.yml"), "-e", "@%s" % extra]
         if check:
             self.argv.append("--check")
         if diff:

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from harness import polling, roles
-from harness.ansible_env import ansible_env
+from harness.ansible_env import ansible_env, ansible_program
 from harness.pytest_container import start_container
 from harness.pytest_sim import simulator_fixtures
 
@@ -96,7 +96,7 @@ def playbook(tmp_path, text, extra, sim_):
     extra_file = tmp_path / ("extra-%s.json" % uuid.uuid4().hex[:8])
     extra_file.write_text(json.dumps(extra))
     env = ansible_env(IDENTITY_ENDPOINT=sim_.arm_url + "/msi/token", IDENTITY_HEADER=sim_.identity_header)
-    proc = subprocess.run([roles.ansible_playbook(), "-i", "localhost,", str(path), "-e", "@%s" % extra_file],
+    proc = subprocess.run([ansible_program(), "-i", "localhost,", str(path), "-e", "@%s" % extra_file],
                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
                           timeout=600, check=False)
     assert proc.returncode == 0, proc.stdout[-20000:]

@@ -11,6 +11,8 @@ import pytest
 from imds_simulator import ControlClient, ControlError
 from simhelpers import GRAPH_QUERY, TOKEN_PATH
 
+from ansible_collections.imds.scheduled_events.tests.unit.utils.arm_simulator import sign_in_to
+
 SUB = "00000000-0000-0000-0000-000000000000"
 RG = "/subscriptions/%s/resourceGroups/imds-sim-rg" % SUB
 E_SS = "B0000000-0000-4000-8000-000000000001"
@@ -103,12 +105,7 @@ def test_expire_tokens_fault(arm):
 def test_real_azure_identity_managed_identity_credential_reads_resource_graph(arm, monkeypatch):
     identity = pytest.importorskip("azure.identity")
     client = arm()
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy", "MSI_ENDPOINT",
-                 "MSI_SECRET", "IDENTITY_SERVER_THUMBPRINT", "AZURE_CLIENT_ID"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("IDENTITY_ENDPOINT", client.sim.identity_endpoint)
-    monkeypatch.setenv("IDENTITY_HEADER", client.sim.identity_header)
+    sign_in_to(monkeypatch, client.sim)
     credential = identity.ManagedIdentityCredential()
     token = credential.get_token("https://management.azure.com/.default")
     assert token.token and token.expires_on > 0
@@ -163,12 +160,7 @@ def test_real_azure_identity_answers_the_claims_challenge_with_a_new_token(arm, 
     revoked one, unless the claims of the challenge are passed, which bypasses its cache."""
     identity = pytest.importorskip("azure.identity")
     client = arm()
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy", "MSI_ENDPOINT",
-                 "MSI_SECRET", "IDENTITY_SERVER_THUMBPRINT", "AZURE_CLIENT_ID"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("IDENTITY_ENDPOINT", client.sim.identity_endpoint)
-    monkeypatch.setenv("IDENTITY_HEADER", client.sim.identity_header)
+    sign_in_to(monkeypatch, client.sim)
     credential = identity.ManagedIdentityCredential()
     scope = "https://management.azure.com/.default"
     first = credential.get_token(scope).token

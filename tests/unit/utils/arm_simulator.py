@@ -26,6 +26,16 @@ PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "AL
                    "MSI_SECRET", "IDENTITY_SERVER_THUMBPRINT", "AZURE_CLIENT_ID")
 
 
+def sign_in_to(monkeypatch, sim):
+    """Point azure-identity's managed-identity credential at `sim`'s token endpoint, with no proxy and none of the
+    variables that would pick another credential flavour."""
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("IDENTITY_ENDPOINT", sim.identity_endpoint)
+    monkeypatch.setenv("IDENTITY_HEADER", sim.identity_header)
+
+
 class Clock(object):
     """A monotonic clock that moves when its sleep is called (the client's waits) or when the test says."""
 
@@ -49,9 +59,6 @@ class ArmSimulators(object):
         self.monkeypatch = monkeypatch
         self.clock = clock
         self.started = []
-        for name in PROXY_VARIABLES:
-            monkeypatch.delenv(name, raising=False)
-        monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
 
     def start(self, **control):
         scenario = {"clock": "manual", "seed": 3, "vms": [{"name": "vm-%d" % index} for index in range(len(EVENTS))],
@@ -61,8 +68,7 @@ class ArmSimulators(object):
         sim = Simulator.from_scenario(scenario, port=0, control_port=0, arm_port=0, imds=False, monotonic=self.clock)
         sim.start()
         self.started.append(sim)
-        self.monkeypatch.setenv("IDENTITY_ENDPOINT", sim.identity_endpoint)
-        self.monkeypatch.setenv("IDENTITY_HEADER", sim.identity_header)
+        sign_in_to(self.monkeypatch, sim)
         return sim, ControlClient(sim.control_url)
 
     def stop(self):

@@ -13,6 +13,7 @@ import pytest
 from ansible_collections.imds.scheduled_events.plugins.module_utils import control_plane as cp
 from ansible_collections.imds.scheduled_events.plugins.module_utils.events import NamedVms
 from ansible_collections.imds.scheduled_events.plugins.module_utils.kql import SCHEDULED_EVENTS_TYPE
+from ansible_collections.imds.scheduled_events.tests.unit.utils.arm_simulator import Clock
 from ansible_collections.imds.scheduled_events.tests.unit.utils.scripted_server import ScriptedServer, answer
 
 SUB = "11111111-2222-3333-4444-555555555555"
@@ -178,27 +179,12 @@ def test_a_429_without_retry_after_waits_for_the_quota_reset(server, client):
     assert client.sleeps == [9.0]
 
 
-class StoppedClock(object):
-    """The client's clock: it moves only when the client sleeps."""
-
-    def __init__(self):
-        self.now = 1000.0
-        self.sleeps = []
-
-    def __call__(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
 def quota(remaining, resets_after):
     return {"x-ms-user-quota-remaining": str(remaining), "x-ms-user-quota-resets-after": resets_after}
 
 
 def test_pages_are_paced_by_the_quota_resource_graph_announces(server):
-    clock = StoppedClock()
+    clock = Clock()
     arm = cp.ArmClient(FakeCredential(), endpoint=server.endpoint, timeout=10, retries=3, sleep=clock.sleep,
                        clock=clock)
     server.script(answer(200, {"data": [], "$skipToken": "2"}, headers=quota(3, "00:00:08")),
